@@ -1,0 +1,36 @@
+# Two commands on a fresh clone: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SHARED ?= ../shared/data/binance-usdm
+
+.PHONY: install test demo bench datasets clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+demo: $(STAMP)
+	@echo "== Binance FAQ example: isolated, 500 USDT margin, long 0.02 BTC at 50,000 =="
+	$(BIN)/btperp calc --symbol BTCUSDT --side long --size 0.02 --entry 50000 --margin 500
+	@echo
+	@echo "== A cross-margin account with two positions (examples/account.json) =="
+	$(BIN)/btperp calc --account examples/account.json
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+# Developers only: rebuild datasets/ from the shared raw data with the project's own code.
+datasets: $(STAMP)
+	$(BIN)/btperp data import-tiers $(SHARED)/tier_history.json --exchange binance-usdm
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis build plugin/*.egg-info

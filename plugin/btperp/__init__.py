@@ -1,0 +1,23 @@
+"""btperp: exchange-accurate perpetual futures for backtrader.
+
+Layers (each in one place):
+
+1. pure core: :mod:`btperp.tiers`, :mod:`btperp.margin`, :mod:`btperp.funding`,
+   :mod:`btperp.rules` (one rulebook per exchange), :mod:`btperp.calc`; no backtrader, no I/O;
+2. backtrader adapter (broker, commission info, feed, analyzer, observer);
+3. I/O: :mod:`btperp.io` (datasets, tier files, atomic writes);
+4. the ``btperp`` command line: :mod:`btperp.cli`, thin over the Python API.
+"""
+
+__version__ = "0.1.0"
+
+from .errors import (BtperpError, BtperpWarning, DataError, InputError,  # noqa: E402
+                     TierTableError)
+from .margin import (MarginMode, Side, bankruptcy_price, evaluate,  # noqa: E402
+                     liquidation_price)
+from .rules import get_rulebook  # noqa: E402
+from .tiers import Tier, TierHistory, TierTable  # noqa: E402
+
+__all__ = ["__version__", "BtperpError", "BtperpWarning", "DataError", "InputError", "TierTableError",
+           "MarginMode", "Side", "bankruptcy_price", "evaluate", "liquidation_price", "get_rulebook",
+           "Tier", "TierHistory", "TierTable"]

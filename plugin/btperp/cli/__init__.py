@@ -1,0 +1,1 @@
+"""The ``btperp`` command line: thin wrappers over the Python API."""

@@ -1,0 +1,1 @@
+"""I/O layer: bundled datasets, tier-history files, atomic writes. Nothing here computes margins."""

@@ -1,0 +1,93 @@
+"""What every exchange rulebook provides. One subclass per exchange overrides the same methods.
+
+Within one tier every supported exchange makes the maintenance margin of a position an affine
+function of the price ``P`` it is valued at::
+
+    MM(P) = fixed + per_price * P
+
+(Binance and Hyperliquid: ``fixed = -cum``, ``per_price = size * mmr``; Bybit values the position
+at its entry price, so ``per_price = 0``). :mod:`btperp.margin` solves equity(P) = MM(P) with
+these terms, which is each exchange's published liquidation-price formula (see the tests that
+check it against the exchanges' own examples).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ..funding import funding_payment
+from ..tiers import Tier, TierTable
+
+
+class Rulebook:
+    """An exchange's margin rules for linear (USDT/USDC-settled) perpetuals."""
+
+    name: ClassVar[str]
+    """btperp's name of the exchange (``binance-usdm``), also the ``datasets/`` folder name."""
+    title: ClassVar[str]
+    settle: ClassVar[str] = "USDT"
+    """Settlement currency of the linear perpetuals the rulebook covers."""
+    taker_fee: ClassVar[float]
+    """Standard (lowest VIP level) taker fee rate, fraction of notional."""
+    maker_fee: ClassVar[float]
+    """Standard maker fee rate, fraction of notional."""
+    liquidation_fee_rate: ClassVar[float]
+    """Fee charged on the notional of a liquidated position, fraction (0 where the exchange keeps
+    the remaining margin instead)."""
+    tiers_from_price: ClassVar[bool] = True
+    """True when the tier (and the maintenance margin) follows the notional at the valuation price;
+    False when it follows the notional at the entry price."""
+    documents: ClassVar[dict[str, str]] = {}
+    """The exchange documents this rulebook implements, by topic."""
+
+    # --- tiers ---------------------------------------------------------------------------------
+
+    def tier_notional(self, size, entry_price, price):
+        """Notional (USDT) that selects the tier of a position of ``size`` valued at ``price``."""
+        return size * (price if self.tiers_from_price else entry_price)
+
+    def tier_breakpoints(self, size: float, entry_price: float, table: TierTable) -> list[float]:
+        """Prices at which a position of ``size`` changes tier (none if tiers follow the entry)."""
+        if not self.tiers_from_price or size <= 0:
+            return []
+        return [t.min_notional / size for t in table.tiers[1:]]
+
+    def default_table(self, max_leverage: float | None = None) -> TierTable | None:
+        """The tier table to use when none is given (None: the caller must give one)."""
+        return None
+
+    # --- margins -------------------------------------------------------------------------------
+
+    def fee_to_close(self, side, size, entry_price, leverage, taker_fee):
+        """Fee reserved in the margin for closing the position (0 unless the exchange reserves it)."""
+        return 0.0 * size
+
+    def initial_margin(self, side, size, entry_price, leverage, taker_fee):
+        """Initial margin of a new position: ``size * entry_price / leverage`` (+ rule-specific parts)."""
+        return size * entry_price / leverage + self.fee_to_close(side, size, entry_price, leverage,
+                                                                   taker_fee)
+
+    def maintenance_terms(self, side, size, entry_price, leverage, tier: Tier, taker_fee):
+        """``(fixed, per_price)`` of ``MM(P) = fixed + per_price * P`` within ``tier``."""
+        raise NotImplementedError
+
+    def maintenance_margin(self, side, size, entry_price, price, leverage, tier: Tier, taker_fee):
+        """Maintenance margin (USDT) of a position valued at ``price`` within ``tier``."""
+        fixed, per_price = self.maintenance_terms(side, size, entry_price, leverage, tier, taker_fee)
+        return fixed + per_price * price
+
+    def bankruptcy_reserve(self, side, size, entry_price, leverage, taker_fee):
+        """Equity left at the bankruptcy price (the reserved fee to close, or 0)."""
+        return self.fee_to_close(side, size, entry_price, leverage, taker_fee)
+
+    # --- funding -------------------------------------------------------------------------------
+
+    def funding_payment(self, signed_size, price, rate):
+        """What a position pays at a funding event (USDT; negative = it receives).
+
+        The same on every supported exchange: :func:`btperp.funding.funding_payment`.
+        """
+        return funding_payment(signed_size, price, rate)
+
+    def __repr__(self) -> str:
+        return f"<Rulebook {self.name}>"

@@ -1,0 +1,38 @@
+"""Binance USDⓈ-M perpetual futures."""
+
+from __future__ import annotations
+
+from ..tiers import Tier
+from .base import Rulebook
+
+
+class BinanceUSDM(Rulebook):
+    """Binance USDⓈ-M futures: tiered maintenance margin with the maintenance amount ``cum``.
+
+    Maintenance margin = notional at mark × MMR − cum, the tier chosen by that notional; the
+    liquidation price is the one of Binance's FAQ (WB, TMM1, UPNL1, cum, side, position, EP, MMR),
+    which :func:`btperp.margin.liquidation_price` solves. In cross margin WB is the cross wallet
+    balance and the other positions count with their unrealized PnL and maintenance margin at mark.
+    """
+
+    name = "binance-usdm"
+    title = "Binance USDⓈ-M Futures"
+    settle = "USDT"
+    taker_fee = 0.0005
+    maker_fee = 0.0002
+    # exchangeInfo `liquidationFee` of BTCUSDT and ETHUSDT ("Liquidation Protocols": liquidation
+    # clearance fee charged on the notional of the liquidated position).
+    liquidation_fee_rate = 0.0125
+    tiers_from_price = True
+    documents = {
+        "liquidation price": "https://www.binance.com/en/support/faq/b3c689c1f50a44cabb3a84e663b81d93",
+        "leverage and margin (tiers, cum)": "https://www.binance.com/en/support/faq/360033162192",
+        "funding": "https://www.binance.com/en/support/faq/360033525031",
+        "liquidation protocols": "https://www.binance.com/en/support/faq/360033525271",
+    }
+
+    def maintenance_terms(self, side, size, entry_price, leverage, tier: Tier, taker_fee):
+        # "How to Calculate Liquidation Price of USDⓈ-M Futures Contracts":
+        # maintenance margin = notional value × maintenance margin rate − maintenance amount (cum).
+        return -tier.maintenance_amount, size * tier.maintenance_margin_rate
+

@@ -1,0 +1,392 @@
+"""Leverage tiers (brackets, risk limits): which maintenance rate and amount apply to a notional.
+
+Pure core: no I/O, no backtrader. Tables speak ccxt's unified leverage-tier structure at their
+edges (``tier``, ``minNotional``, ``maxNotional``, ``maintenanceMarginRate``, ``maxLeverage``,
+``info``), with the maintenance amount taken from ``info.cum`` (Binance), ``info.mmDeduction``
+(Bybit) or a top-level ``cum`` (btperp's own files), and derived where it is missing.
+
+Maintenance amount (Binance "Leverage and Margin of USDⓈ-M Futures", maintenance amount formula;
+Bybit "Maintenance Margin (USDT Contract)", mmDeduction):
+
+    cum_1 = 0,   cum_n = cum_(n-1) + minNotional_n * (mmr_n - mmr_(n-1))
+
+which makes ``notional * mmr - cum`` continuous at every tier boundary.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import warnings
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import (EarliestTableAssumed, TierAmountError, TierGapError, TierLeverageError,
+                     TierOrderError, TierOverlapError, TierRateError, TierTableError,
+                     TierValueError)
+
+#: Relative and absolute tolerance for comparing a published maintenance amount to its derivation.
+#: Exchanges publish amounts rounded to their quote precision; 1e-6 USDT absolute is far below it.
+AMOUNT_RTOL = 1e-9
+AMOUNT_ATOL = 1e-6
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One leverage tier: a notional range and the margin rules that apply inside it."""
+
+    tier: int
+    """1-based tier number."""
+    min_notional: float
+    """Lowest notional of the tier, USDT (inclusive)."""
+    max_notional: float
+    """Highest notional of the tier, USDT (exclusive except for the last tier); ``inf`` if open."""
+    maintenance_margin_rate: float
+    """Maintenance margin rate as a fraction (0.004 = 0.4 %)."""
+    max_leverage: float
+    """Highest leverage allowed for a position whose notional is in this tier."""
+    maintenance_amount: float
+    """Maintenance amount (Binance ``cum``, Bybit ``mmDeduction``), USDT."""
+    info: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """The raw exchange answer the tier came from, if any."""
+
+    def to_ccxt(self) -> dict:
+        """This tier in ccxt's leverage-tier shape, with ``cum`` at the top level."""
+        return {"tier": self.tier, "minNotional": self.min_notional,
+                "maxNotional": None if math.isinf(self.max_notional) else self.max_notional,
+                "maintenanceMarginRate": self.maintenance_margin_rate,
+                "maxLeverage": self.max_leverage, "cum": self.maintenance_amount}
+
+
+def derive_maintenance_amounts(min_notionals: Sequence[float], rates: Sequence[float]) -> list[float]:
+    """Maintenance amount of each tier from the tier floors and rates (formula in the module doc)."""
+    amounts = [0.0]
+    for n in range(1, len(rates)):
+        amounts.append(amounts[-1] + min_notionals[n] * (rates[n] - rates[n - 1]))
+    return amounts
+
+
+def _number(raw: Mapping[str, Any], key: str, tier: int, source: str | None,
+            *, allow_none: bool = False) -> float | None:
+    value = raw.get(key)
+    if value is None or value == "":
+        if allow_none:
+            return None
+        raise TierValueError("missing", tier=tier, field=key, source=source)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TierValueError(f"not a number: {value!r}", tier=tier, field=key, source=source) from None
+    if math.isnan(number):
+        raise TierValueError("NaN", tier=tier, field=key, source=source)
+    if number < 0:
+        raise TierValueError(f"negative: {number}", tier=tier, field=key, source=source)
+    return number
+
+
+def _published_amount(raw: Mapping[str, Any], tier: int, source: str | None) -> float | None:
+    """The maintenance amount an exchange published for a tier, wherever ccxt or btperp put it."""
+    if raw.get("cum") not in (None, ""):
+        return _number(raw, "cum", tier, source)
+    info = raw.get("info") or {}
+    for key in ("cum", "mmDeduction"):
+        if info.get(key) not in (None, ""):
+            return _number(info, key, tier, source)
+    return None
+
+
+class TierTable:
+    """An exchange's leverage tiers for one symbol, validated, with lookup by notional.
+
+    Build one with :meth:`from_ccxt` (ccxt's structure, btperp's files),
+    :meth:`from_binance_brackets` (Binance's raw ``/fapi/v1/leverageBracket`` answer) or
+    :meth:`single` (one open-ended tier from an explicit rate and amount).
+    """
+
+    __slots__ = ("tiers", "symbol", "source", "_floors", "_rates", "_amounts", "_caps")
+
+    def __init__(self, tiers: Iterable[Tier], *, symbol: str | None = None, source: str | None = None,
+                 check_amounts: bool = True):
+        self.tiers: tuple[Tier, ...] = tuple(tiers)
+        self.symbol = symbol
+        self.source = source or symbol
+        self._validate(check_amounts)
+        self._floors = np.array([t.min_notional for t in self.tiers])
+        self._caps = np.array([t.max_notional for t in self.tiers])
+        self._rates = np.array([t.maintenance_margin_rate for t in self.tiers])
+        self._amounts = np.array([t.maintenance_amount for t in self.tiers])
+
+    # --- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def from_ccxt(cls, rows: Sequence[Mapping[str, Any]], *, symbol: str | None = None,
+                  source: str | None = None) -> "TierTable":
+        """From ccxt's ``fetch_leverage_tiers()[symbol]`` list (or btperp's stored tiers).
+
+        The maintenance amount comes from ``cum``, ``info.cum`` or ``info.mmDeduction`` where
+        published (and must then agree with its derivation), and is derived otherwise.
+        """
+        source = source or symbol
+        if not rows:
+            raise TierTableError("the table has no tiers", source=source)
+        parsed = []
+        published: list[float | None] = []
+        for position, raw in enumerate(rows, start=1):
+            number = raw.get("tier", position)
+            try:
+                number = int(float(number))
+            except (TypeError, ValueError):
+                raise TierValueError(f"not a tier number: {number!r}", tier=position, field="tier",
+                                     source=source) from None
+            lo = _number(raw, "minNotional", number, source)
+            hi = _number(raw, "maxNotional", number, source, allow_none=True)
+            rate = _number(raw, "maintenanceMarginRate", number, source)
+            lev = _number(raw, "maxLeverage", number, source)
+            parsed.append((number, lo, math.inf if hi is None else hi, rate, lev,
+                           raw.get("info") or {}))
+            published.append(_published_amount(raw, number, source))
+        derived = derive_maintenance_amounts([p[1] for p in parsed], [p[3] for p in parsed])
+        tiers = []
+        for (number, lo, hi, rate, lev, info), pub, der in zip(parsed, published, derived):
+            tiers.append(Tier(number, lo, hi, rate, lev, der if pub is None else pub, info))
+        return cls(tiers, symbol=symbol, source=source)
+
+    @classmethod
+    def from_binance_brackets(cls, answer: Any, *, symbol: str | None = None,
+                              source: str | None = None) -> "TierTable":
+        """From Binance's raw ``GET /fapi/v1/leverageBracket`` answer.
+
+        ``answer`` is one ``{"symbol": ..., "brackets": [...]}`` object or the list of them (then
+        ``symbol``, in Binance's spelling such as ``BTCUSDT``, picks one).
+        """
+        if isinstance(answer, list):
+            matches = [a for a in answer if symbol is None or a.get("symbol") == symbol]
+            if len(matches) != 1:
+                raise TierTableError(f"expected one bracket set for symbol {symbol!r}, "
+                                     f"found {len(matches)}", source=source)
+            answer = matches[0]
+        brackets = answer.get("brackets")
+        if not brackets:
+            raise TierTableError("no 'brackets' in the answer", source=source)
+        rows = [{"tier": b.get("bracket"), "minNotional": b.get("notionalFloor"),
+                 "maxNotional": b.get("notionalCap"), "maintenanceMarginRate": b.get("maintMarginRatio"),
+                 "maxLeverage": b.get("initialLeverage"), "info": b} for b in brackets]
+        return cls.from_ccxt(rows, symbol=symbol or answer.get("symbol"), source=source)
+
+    @classmethod
+    def single(cls, maintenance_margin_rate: float, maintenance_amount: float = 0.0,
+               max_leverage: float = math.inf, *, symbol: str | None = None,
+               source: str = "explicit rate") -> "TierTable":
+        """One tier covering every notional: an explicit rate (and amount) overriding any table."""
+        tier = Tier(1, 0.0, math.inf, float(maintenance_margin_rate), float(max_leverage),
+                    float(maintenance_amount))
+        return cls([tier], symbol=symbol, source=source, check_amounts=False)
+
+    # --- validation ---------------------------------------------------------------------------
+
+    def _validate(self, check_amounts: bool) -> None:
+        src = self.source
+        if not self.tiers:
+            raise TierTableError("the table has no tiers", source=src)
+        for i, t in enumerate(self.tiers):
+            for name, value in (("minNotional", t.min_notional), ("maxNotional", t.max_notional),
+                                ("maintenanceMarginRate", t.maintenance_margin_rate),
+                                ("maxLeverage", t.max_leverage), ("cum", t.maintenance_amount)):
+                if isinstance(value, float) and math.isnan(value):
+                    raise TierValueError("NaN", tier=t.tier, field=name, source=src)
+                if value < 0:
+                    raise TierValueError(f"negative: {value}", tier=t.tier, field=name, source=src)
+            if not t.maintenance_margin_rate < 1:
+                raise TierValueError(f"rate {t.maintenance_margin_rate} is not below 1 (100 %)",
+                                     tier=t.tier, field="maintenanceMarginRate", source=src)
+            if t.max_leverage < 1:
+                raise TierValueError(f"max leverage {t.max_leverage} is below 1", tier=t.tier,
+                                     field="maxLeverage", source=src)
+            if t.tier != i + 1:
+                raise TierOrderError(f"tier numbers must be 1, 2, 3, ...; found {t.tier} at "
+                                     f"position {i + 1}", tier=t.tier, field="tier", source=src)
+            if not t.max_notional > t.min_notional:
+                raise TierOrderError(f"maxNotional {t.max_notional} is not above minNotional "
+                                     f"{t.min_notional}", tier=t.tier, field="maxNotional", source=src)
+        if self.tiers[0].min_notional != 0:
+            raise TierGapError(f"the first tier starts at {self.tiers[0].min_notional}, not 0",
+                               tier=1, field="minNotional", source=src)
+        for prev, t in zip(self.tiers, self.tiers[1:]):
+            if t.min_notional < prev.min_notional:
+                raise TierOrderError(f"minNotional {t.min_notional} is below tier {prev.tier}'s "
+                                     f"{prev.min_notional}: tiers are not sorted",
+                                     tier=t.tier, field="minNotional", source=src)
+            if t.min_notional > prev.max_notional:
+                raise TierGapError(f"minNotional {t.min_notional} leaves a gap after tier "
+                                   f"{prev.tier}'s maxNotional {prev.max_notional}",
+                                   tier=t.tier, field="minNotional", source=src)
+            if t.min_notional < prev.max_notional:
+                raise TierOverlapError(f"minNotional {t.min_notional} overlaps tier {prev.tier}, "
+                                       f"whose maxNotional is {prev.max_notional}",
+                                       tier=t.tier, field="minNotional", source=src)
+            if t.maintenance_margin_rate < prev.maintenance_margin_rate:
+                raise TierRateError(f"rate {t.maintenance_margin_rate} is below tier {prev.tier}'s "
+                                    f"{prev.maintenance_margin_rate}", tier=t.tier,
+                                    field="maintenanceMarginRate", source=src)
+            if t.max_leverage > prev.max_leverage:
+                raise TierLeverageError(f"max leverage {t.max_leverage} is above tier {prev.tier}'s "
+                                        f"{prev.max_leverage}", tier=t.tier, field="maxLeverage",
+                                        source=src)
+        if check_amounts:
+            derived = derive_maintenance_amounts([t.min_notional for t in self.tiers],
+                                                 [t.maintenance_margin_rate for t in self.tiers])
+            for t, der in zip(self.tiers, derived):
+                if not math.isclose(t.maintenance_amount, der, rel_tol=AMOUNT_RTOL, abs_tol=AMOUNT_ATOL):
+                    raise TierAmountError(f"published maintenance amount {t.maintenance_amount} "
+                                          f"disagrees with the derived {der:.10g}", tier=t.tier,
+                                          field="cum", source=src)
+
+    # --- lookup -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.tiers)
+
+    def __iter__(self):
+        return iter(self.tiers)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, TierTable) and self.tiers == other.tiers
+
+    def __hash__(self) -> int:
+        return hash(self.tiers)
+
+    def __repr__(self) -> str:
+        return f"TierTable({self.symbol or self.source!r}, {len(self.tiers)} tiers)"
+
+    def lookup(self, notional: float) -> Tier:
+        """The tier whose ``[minNotional, maxNotional)`` range holds ``notional`` (USDT).
+
+        Notionals beyond the last tier's cap stay in the last tier (the exchange would refuse the
+        order; :func:`btperp.margin` reports that separately through ``max_leverage``).
+        """
+        if not notional >= 0:
+            raise ValueError(f"notional must be a non-negative number, got {notional}")
+        i = bisect.bisect_right(self._floors, notional) - 1
+        return self.tiers[i]
+
+    def lookup_index(self, notional: np.ndarray) -> np.ndarray:
+        """Vectorized :meth:`lookup`: 0-based tier indices for an array of notionals."""
+        return np.searchsorted(self._floors, np.asarray(notional, dtype=float), side="right") - 1
+
+    def rates_and_amounts(self, notional: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Vectorized maintenance rate and amount for an array of notionals."""
+        idx = self.lookup_index(notional)
+        return self._rates[idx], self._amounts[idx]
+
+    def maintenance_margin(self, notional: float) -> float:
+        """``notional * mmr - cum`` with the tier of ``notional`` (Binance's and Bybit's formula)."""
+        t = self.lookup(notional)
+        return notional * t.maintenance_margin_rate - t.maintenance_amount
+
+    def max_leverage_at(self, notional: float) -> float:
+        """Highest leverage allowed for a position of this notional (USDT)."""
+        return self.lookup(notional).max_leverage
+
+    def to_ccxt(self) -> list[dict]:
+        """The table in ccxt's shape (``cum`` at the top level), as btperp's files store it."""
+        return [t.to_ccxt() for t in self.tiers]
+
+
+def _as_utc_datetime(when: Any) -> datetime:
+    """A date, datetime, pandas Timestamp or ISO string as an aware UTC datetime."""
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when.replace("Z", "+00:00"))
+    elif hasattr(when, "to_pydatetime"):
+        when = when.to_pydatetime()
+    elif isinstance(when, date) and not isinstance(when, datetime):
+        when = datetime(when.year, when.month, when.day)
+    if not isinstance(when, datetime):
+        raise TypeError(f"not a date or time: {when!r}")
+    if when.tzinfo is None:
+        return when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class TableInForce:
+    """The answer of :meth:`TierHistory.at`: a table and how sure we are it was in force."""
+
+    table: TierTable
+    observed: datetime
+    """When this table was first observed (it is used from then until the next one)."""
+    assumed: bool
+    """True when the date is before the first known table and the earliest was used instead."""
+
+
+class TierHistory:
+    """Time-versioned tier tables of one symbol: the table in force at any timestamp.
+
+    A table is taken to be in force from the date it was first observed until the next table's
+    date. Snapshots are weekly, so a real change may have happened up to a week before its
+    ``observed`` date. Before the first known table the earliest one is used, ``assumed`` is set
+    in the answer and an :class:`~btperp.errors.EarliestTableAssumed` warning is issued once.
+    """
+
+    def __init__(self, versions: Iterable[tuple[Any, TierTable]], *, symbol: str | None = None):
+        pairs = sorted(((_as_utc_datetime(when), table) for when, table in versions),
+                       key=lambda p: p[0])
+        if not pairs:
+            raise TierTableError("a tier history needs at least one table", source=symbol)
+        for (a, _), (b, _) in zip(pairs, pairs[1:]):
+            if a == b:
+                raise TierTableError(f"two tables observed at {a.date()}", source=symbol)
+        self.symbol = symbol
+        self.versions: tuple[tuple[datetime, TierTable], ...] = tuple(pairs)
+        self._times = [p[0] for p in pairs]
+        self._warned = False
+
+    @classmethod
+    def from_snapshots(cls, snapshots: Sequence[Mapping[str, Any]], *, symbol: str | None = None,
+                       source: str | None = None) -> "TierHistory":
+        """From ``[{"observed": "2022-02-05", "tiers": [...ccxt rows...]}, ...]`` (btperp's files)."""
+        versions = []
+        for i, snap in enumerate(snapshots):
+            when = snap.get("observed")
+            if when is None:
+                raise TierTableError(f"snapshot {i} has no 'observed' date", source=source or symbol)
+            where = f"{source or symbol} snapshot {when}"
+            versions.append((when, TierTable.from_ccxt(snap.get("tiers") or [], symbol=symbol,
+                                                       source=where)))
+        return cls(versions, symbol=symbol)
+
+    @classmethod
+    def constant(cls, table: TierTable) -> "TierHistory":
+        """A history with one table in force at every date (no assumption is flagged)."""
+        history = cls([(datetime(1970, 1, 1, tzinfo=timezone.utc), table)], symbol=table.symbol)
+        return history
+
+    @property
+    def first_observed(self) -> datetime:
+        return self._times[0]
+
+    def at(self, when: Any) -> TableInForce:
+        """The table in force at ``when`` (date, datetime, Timestamp or ISO string; naive = UTC)."""
+        moment = _as_utc_datetime(when)
+        i = bisect.bisect_right(self._times, moment) - 1
+        if i >= 0:
+            observed, table = self.versions[i]
+            return TableInForce(table, observed, False)
+        observed, table = self.versions[0]
+        if not self._warned:
+            self._warned = True
+            warnings.warn(f"{self.symbol or 'tier history'}: {moment:%Y-%m-%d %H:%M} is before the "
+                          f"first known tier table ({observed:%Y-%m-%d}); using that table",
+                          EarliestTableAssumed, stacklevel=2)
+        return TableInForce(table, observed, True)
+
+    def change_times(self) -> list[datetime]:
+        """Dates from which each version is in force, oldest first."""
+        return list(self._times)
+
+    def to_snapshots(self) -> list[dict]:
+        """The history in btperp's file shape."""
+        return [{"observed": when.strftime("%Y-%m-%d"), "tiers": table.to_ccxt()}
+                for when, table in self.versions]
