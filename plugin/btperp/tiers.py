@@ -194,7 +194,7 @@ class TierTable:
         for i, t in enumerate(self.tiers):
             for name, value in (("minNotional", t.min_notional), ("maxNotional", t.max_notional),
                                 ("maintenanceMarginRate", t.maintenance_margin_rate),
-                                ("maxLeverage", t.max_leverage), ("cum", t.maintenance_amount)):
+                                ("maxLeverage", t.max_leverage)):
                 if isinstance(value, float) and math.isnan(value):
                     raise TierValueError("NaN", tier=t.tier, field=name, source=src)
                 if value < 0:
@@ -214,11 +214,12 @@ class TierTable:
         if self.tiers[0].min_notional != 0:
             raise TierGapError(f"the first tier starts at {self.tiers[0].min_notional}, not 0",
                                tier=1, field="minNotional", source=src)
-        for prev, t in zip(self.tiers, self.tiers[1:]):
+        for prev, t in zip(self.tiers, self.tiers[1:]):       # sortedness first: it explains gaps
             if t.min_notional < prev.min_notional:
                 raise TierOrderError(f"minNotional {t.min_notional} is below tier {prev.tier}'s "
                                      f"{prev.min_notional}: tiers are not sorted",
                                      tier=t.tier, field="minNotional", source=src)
+        for prev, t in zip(self.tiers, self.tiers[1:]):
             if t.min_notional > prev.max_notional:
                 raise TierGapError(f"minNotional {t.min_notional} leaves a gap after tier "
                                    f"{prev.tier}'s maxNotional {prev.max_notional}",
@@ -235,6 +236,11 @@ class TierTable:
                 raise TierLeverageError(f"max leverage {t.max_leverage} is above tier {prev.tier}'s "
                                         f"{prev.max_leverage}", tier=t.tier, field="maxLeverage",
                                         source=src)
+        # Amounts last: a structural fault (a falling rate, say) also derives a wrong amount.
+        for t in self.tiers:
+            if math.isnan(t.maintenance_amount) or t.maintenance_amount < 0:
+                raise TierValueError(f"negative or NaN: {t.maintenance_amount}", tier=t.tier,
+                                     field="cum", source=src)
         if check_amounts:
             derived = derive_maintenance_amounts([t.min_notional for t in self.tiers],
                                                  [t.maintenance_margin_rate for t in self.tiers])

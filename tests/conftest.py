@@ -1,0 +1,32 @@
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+from btperp.io.tierfile import TierHistoryFile
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = ROOT / "datasets"
+
+# No deadlines: property tests check outcomes, never speed (speed lives in `make bench`).
+settings.register_profile("btperp", deadline=None, max_examples=300,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("btperp")
+
+
+@pytest.fixture(scope="session")
+def tier_file() -> TierHistoryFile:
+    return TierHistoryFile.read(DATASETS / "binance-usdm" / "tier_history.json")
+
+
+@pytest.fixture(scope="session")
+def tier_json() -> dict:
+    with open(DATASETS / "binance-usdm" / "tier_history.json", encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+@pytest.fixture(scope="session")
+def btc_table(tier_file):
+    """BTC/USDT:USDT as first observed (2022-02-05): 0.4 % / 125x up to 50,000, then 0.5 % (cum 50) ..."""
+    return tier_file.history("BTCUSDT").versions[0][1]
