@@ -30,6 +30,7 @@ bench: $(STAMP)
 
 # Developers only: rebuild datasets/ from the shared raw data with the project's own code.
 datasets: $(STAMP)
+	$(BIN)/btperp data import-freqtrade $(SHARED) --exchange binance-usdm
 	$(BIN)/btperp data import-tiers $(SHARED)/tier_history.json --exchange binance-usdm
 
 clean:

@@ -17,7 +17,19 @@ from .margin import (MarginMode, Side, bankruptcy_price, evaluate,  # noqa: E402
                      liquidation_price)
 from .rules import get_rulebook  # noqa: E402
 from .tiers import Tier, TierHistory, TierTable  # noqa: E402
+from .io.loader import load, resample, summary  # noqa: E402
 
 __all__ = ["__version__", "BtperpError", "BtperpWarning", "DataError", "InputError", "TierTableError",
            "MarginMode", "Side", "bankruptcy_price", "evaluate", "liquidation_price", "get_rulebook",
-           "Tier", "TierHistory", "TierTable"]
+           "Tier", "TierHistory", "TierTable", "load", "resample", "summary",
+           "load_feed", "attach", "PerpData"]
+
+_ADAPTER = {"load_feed", "attach", "PerpData"}
+
+
+def __getattr__(name):
+    """backtrader names are imported on first use, so the core and `btperp calc` start fast."""
+    if name in _ADAPTER:
+        from . import bt as adapter
+        return getattr(adapter, name)
+    raise AttributeError(f"module 'btperp' has no attribute {name!r}")
