@@ -144,7 +144,7 @@ def test_import_tiers_validates_and_writes_atomically(capsys, tmp_path):
         {"tier": 2, "minNotional": 50000, "maxNotional": 250000, "maintenanceMarginRate": 0.005, "maxLeverage": 100, "cum": 50}]}]}}
     src = tmp_path / "good.json"
     src.write_text(json.dumps(good))
-    code, out, err = run(capsys, "data", "import-tiers", str(src), "--datadir", str(tmp_path / "ds"))
+    code, out, err = run(capsys, "data", "--datadir", str(tmp_path / "ds"), "import-tiers", str(src))
     assert code == 0, err
     written = json.loads((tmp_path / "ds" / "binance-usdm" / "tier_history.json").read_text())
     assert written["symbols"]["BTC/USDT:USDT"][0]["tiers"][1]["cum"] == 50
@@ -153,7 +153,7 @@ def test_import_tiers_validates_and_writes_atomically(capsys, tmp_path):
     bad["symbols"]["BTC/USDT:USDT"][0]["tiers"][1]["cum"] = 60
     src.write_text(json.dumps(bad))
     out_dir = tmp_path / "ds2"
-    code, _, err = run(capsys, "data", "import-tiers", str(src), "--datadir", str(out_dir))
+    code, _, err = run(capsys, "data", "--datadir", str(out_dir), "import-tiers", str(src))
     assert code == 2
     assert "BTC/USDT:USDT snapshot 2022-02-05, tier 2, field 'cum'" in err
     assert not out_dir.exists() or not any(out_dir.rglob("*"))       # nothing half-written

@@ -3,26 +3,111 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
+from ..io.catalog import dataset_info, list_datasets
+from ..io.freqtrade import import_freqtrade
 from ..io.paths import datasets_dir, tier_history_path
 from ..io.tierfile import import_tier_history
 from ..rules import RULEBOOKS
-from .format import print_json
+from .format import print_json, table
 
 
 def register(sub) -> None:
     p = sub.add_parser("data", help="import and inspect datasets and tier tables",
-                       description="Import market data and tier tables into the datasets layout.")
+                       description="Import market data and tier tables into the datasets layout "
+                                   "(datasets/<exchange>/<SYMBOL>/ohlcv-<tf>.parquet, mark-<tf>.parquet, "
+                                   "funding.parquet; datasets/<exchange>/tier_history.json) and inspect it.")
+    p.add_argument("--datadir", default=None, help="datasets root (default: $BTPERP_DATASETS or the project's datasets/)")
     dsub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
+
+    ls = dsub.add_parser("list", help="symbols and series in the datasets")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    ls.set_defaults(run=run_list)
+
+    info = dsub.add_parser("info", help="rows, range, gaps, funding intervals, mark coverage, tier versions")
+    info.add_argument("symbol", help="BTCUSDT or BTC/USDT:USDT")
+    info.add_argument("--exchange", default="binance-usdm")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(run=run_info)
+
+    ft = dsub.add_parser("import-freqtrade", help="convert freqtrade futures feather files",
+                         description="Convert freqtrade's <BASE>_<QUOTE>_<SETTLE>-<tf>-futures|mark|funding_rate"
+                                     ".feather files found under DIR. Every file is validated before anything "
+                                     "is written; each output is written atomically.")
+    ft.add_argument("dir")
+    ft.add_argument("--exchange", default="binance-usdm", help="exchange folder to write into")
+    ft.add_argument("--symbol", action="append", help="only this symbol (ccxt form; repeatable)")
+    ft.add_argument("--json", action="store_true", help="print JSON")
+    ft.set_defaults(run=run_import_freqtrade)
+
     imp = dsub.add_parser("import-tiers", help="validate a tier-history JSON and store it",
                           description="Validate every table of a tier-history file (btperp/ccxt shape: "
                                       "{'symbols': {SYMBOL: [{'observed', 'tiers'}]}}) and write it to "
                                       "DATADIR/EXCHANGE/tier_history.json atomically.")
     imp.add_argument("file")
     imp.add_argument("--exchange", default="binance-usdm", choices=sorted(RULEBOOKS))
-    imp.add_argument("--datadir", default=None, help="datasets root (default: the project's datasets/)")
-    imp.add_argument("--json", action="store_true")
+    imp.add_argument("--json", action="store_true", help="print JSON")
     imp.set_defaults(run=run_import_tiers)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    rows = list_datasets(args.datadir)
+    if args.json:
+        print_json(rows)
+        return 0
+    if not rows:
+        print(f"no datasets under {datasets_dir(args.datadir)}")
+        return 0
+    print(table(["exchange", "symbol", "series (rows)"],
+                [[r["exchange"], r["symbol"], ", ".join(f"{k} ({v:,})" for k, v in r["series"].items())]
+                 for r in rows]))
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    info = dataset_info(args.symbol, args.exchange, args.datadir)
+    if args.json:
+        print_json(info)
+        return 0
+    print(f"{info['symbol']} on {info['exchange']} ({info['folder']})")
+    rows = []
+    for name, s in info["series"].items():
+        gaps = "-" if "gaps" not in s else ("none" if not s["gaps"] else
+                                            f"{s['gaps']} ({s['missing_bars']} bars, first {s['first_missing']})")
+        cover = f"{s['mark_coverage'] * 100:.1f} %" if "mark_coverage" in s else "-"
+        rows.append([name, f"{s['rows']:,}", s["first"] or "-", s["last"] or "-", gaps, cover])
+    print(table(["series", "rows", "first", "last", "gaps", "mark coverage"], rows))
+    if "funding" in info:
+        f = info["funding"]
+        hist = ", ".join(f"{h}h: {n:,}" for h, n in f["interval_hours"].items())
+        print(f"funding: {f['rows']:,} events {f['first']} → {f['last']}; intervals {hist}; "
+              f"rate {f['rate_min']:.6f} .. {f['rate_max']:.6f}")
+    else:
+        print("funding: none")
+    versions = info["tier_versions"]
+    print(f"tier tables: {len(versions)} versions" + (f" ({', '.join(versions)})" if versions else ""))
+    return 0
+
+
+def _progress(items):
+    if not sys.stderr.isatty():
+        return items
+    from tqdm import tqdm
+    return tqdm(items, desc="validating", unit="file", file=sys.stderr)
+
+
+def run_import_freqtrade(args: argparse.Namespace) -> int:
+    written = import_freqtrade(args.dir, exchange=args.exchange, datadir=args.datadir, symbols=args.symbol,
+                               progress=_progress)
+    if args.json:
+        print_json(written)
+        return 0
+    print(table(["symbol", "series", "rows", "first", "last"],
+                [[w["symbol"], w["kind"] + (f"-{w['timeframe']}" if w["timeframe"] else ""), f"{w['rows']:,}",
+                  w["first"] or "-", w["last"] or "-"] for w in written]))
+    print(f"wrote {len(written)} files under {datasets_dir(args.datadir) / args.exchange}")
+    return 0
 
 
 def run_import_tiers(args: argparse.Namespace) -> int:
