@@ -114,6 +114,11 @@ def test_bad_accounts_exit_nonzero_with_a_clear_message(capsys, tmp_path, accoun
     assert message in err
 
 
+def test_unreadable_date(capsys):
+    code, _, err = run(capsys, *FAQ, "--at", "next tuesday")
+    assert code == 2 and "cannot read the date 'next tuesday'" in err
+
+
 def test_bad_flags(capsys, tmp_path):
     code, _, err = run(capsys, "calc", "--symbol", "BTCUSDT", "--side", "long")
     assert code == 2 and "--size, --entry" in err

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import (EarliestTableAssumed, TierAmountError, TierGapError, TierLeverageError,
+from .errors import (EarliestTableAssumed, InputError, TierAmountError, TierGapError, TierLeverageError,
                      TierOrderError, TierOverlapError, TierRateError, TierTableError,
                      TierValueError)
 
@@ -304,7 +304,11 @@ class TierTable:
 def _as_utc_datetime(when: Any) -> datetime:
     """A date, datetime, pandas Timestamp or ISO string as an aware UTC datetime."""
     if isinstance(when, str):
-        when = datetime.fromisoformat(when.replace("Z", "+00:00"))
+        try:
+            when = datetime.fromisoformat(when.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise InputError(f"cannot read the date {when!r}; write it as YYYY-MM-DD or "
+                             f"YYYY-MM-DDTHH:MM") from None
     elif hasattr(when, "to_pydatetime"):
         when = when.to_pydatetime()
     elif isinstance(when, date) and not isinstance(when, datetime):

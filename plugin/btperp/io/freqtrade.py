@@ -44,7 +44,10 @@ def _read(path: Path, kind: str, timeframe: str | None) -> pd.DataFrame:
         raise DataError("missing column 'date'", path=str(path), column="date")
     df = raw.rename(columns={"date": "time"})
     if kind == "funding":
-        df = floor_funding_times(df.rename(columns={"open": "rate"})) if "open" in df.columns else df
+        if "open" not in df.columns:
+            raise DataError("missing column 'open' (freqtrade stores the funding rate there)",
+                            path=str(path), column="open")
+        df = floor_funding_times(df.rename(columns={"open": "rate"}))
     return validate_series(df, kind, where=str(path), timeframe=timeframe)
 
 

@@ -158,9 +158,10 @@ def attach_funding(frame: pd.DataFrame, funding: pd.DataFrame, step: pd.Timedelt
     count = np.bincount(pos, minlength=n)
     has = count > 0
     out["funding_rate"] = np.where(has, np.bincount(pos, weights=rates, minlength=n), np.nan)
-    last_time = np.full(n, np.datetime64("NaT"), dtype="datetime64[ms]")
-    last_time[pos] = ev_t.tz_convert(None).to_numpy().astype("datetime64[ms]")   # later events win
-    out["funding_time"] = pd.DatetimeIndex(last_time).tz_localize("UTC")
+    last = pd.Series(ev_t, dtype="datetime64[ms, UTC]").groupby(pos).max()   # the bar's last event
+    funding_time = pd.Series(pd.NaT, index=range(n), dtype="datetime64[ms, UTC]")
+    funding_time.iloc[last.index.to_numpy()] = last.to_numpy()
+    out["funding_time"] = funding_time.to_numpy()
     out["funding_events"] = count.astype(np.int64)
     # bincount would turn a NaN mark into a 0 payment: sum with NaN kept, then blank the empty bars
     summed = pd.Series(per_unit).groupby(pos).sum(min_count=1)
