@@ -1,7 +1,6 @@
 """Bundled datasets, the loader, resampling, the importer, and every bad input of the data layer."""
 
 import json
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -12,7 +11,6 @@ import pytest
 import btperp
 from btperp.cli.main import main
 from btperp.errors import DataError, DataWarning
-from btperp.io.freqtrade import import_freqtrade
 from btperp.io.market import read_meta, series_path, validate_series, write_series
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import btperp
-from btperp.bt.feed import PerpData, bt_timeframe, feed_from_frame, to_bt_num
+from btperp.bt.feed import bt_timeframe, feed_from_frame, to_bt_num
 
 LINES = ("datetime", "open", "high", "low", "close", "volume", "mark_open", "mark_high", "mark_low",
          "mark_close", "funding_rate", "funding_per_unit", "funding_events", "funding_time")

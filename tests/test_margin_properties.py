@@ -1,6 +1,5 @@
 """Invariants of the margin core, as property tests over random positions and tier tables."""
 
-import math
 
 import pytest
 from hypothesis import assume, given

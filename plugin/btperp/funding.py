@@ -26,7 +26,3 @@ def funding_payment(signed_size, price, rate):
     """
     return np.multiply(np.multiply(signed_size, price), rate)
 
-
-def total_funding(signed_size, prices, rates) -> float:
-    """Sum of the payments of a constant position over several funding events."""
-    return float(np.sum(funding_payment(signed_size, np.asarray(prices, float), np.asarray(rates, float))))

@@ -85,11 +85,6 @@ class MarginMode(str, Enum):
 
 # --- elementary formulas (scalars or numpy arrays) -------------------------------------------
 
-def notional(size, price):
-    """Position value in USDT: size (base units) × price."""
-    return np.multiply(size, price)
-
-
 def unrealized_pnl(side, size, entry_price, price):
     """Unrealized PnL (USDT) of a linear position valued at ``price``: side × size × (price − entry)."""
     return np.multiply(np.multiply(side, size), np.subtract(price, entry_price))
@@ -136,10 +131,6 @@ class Position:
     """Tier table in force for this symbol."""
     margin: float | None = None
     """Isolated margin (USDT): the isolated wallet balance of the position. None: initial margin."""
-
-    @property
-    def signed_size(self) -> float:
-        return float(self.side) * self.size
 
     @property
     def entry_notional(self) -> float:
@@ -405,5 +396,5 @@ def bankruptcy_price(exchange: "str | Rulebook", side, size: float, entry_price:
 
 __all__ = ["Side", "MarginMode", "Position", "PositionMargin", "AccountMargin", "make_position",
            "evaluate", "liquidation_price", "bankruptcy_price", "solve_price", "check_leverage",
-           "maintenance_margin", "isolated_margin", "unrealized_pnl", "notional", "margin_ratio",
+           "maintenance_margin", "isolated_margin", "unrealized_pnl", "margin_ratio",
            "linear_root", "tier_of"]
