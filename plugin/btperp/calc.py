@@ -155,10 +155,6 @@ def calculate(account: Mapping[str, Any], *, tiers_for: TierSource | None = None
             raise InputError("missing ('long' or 'short')", field=where + "side")
         symbol = to_unified(str(raw["symbol"]), rulebook.settle)
         table, tif = _table_for(rulebook, symbol, raw, where, tiers_for, at)
-        for key in ("size", "entry_price", "mark_price", "leverage", "margin"):
-            value = raw.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise InputError(f"must be a number, got {value!r}", field=where + key)
         if raw.get("size") is None:
             raise InputError("missing", field=where + "size")
         if raw.get("entry_price") is None:

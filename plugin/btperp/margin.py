@@ -87,6 +87,8 @@ class MarginMode(str, Enum):
 
 def unrealized_pnl(side, size, entry_price, price):
     """Unrealized PnL (USDT) of a linear position valued at ``price``: side × size × (price − entry)."""
+    # Binance "How to Calculate Profit and Loss for Futures" (USDⓈ-M: PnL = size × (mark − entry) × side);
+    # Bybit "P&L Calculations (USDT Contract)"; Hyperliquid "Margining" (unrealized PnL at mark).
     return np.multiply(np.multiply(side, size), np.subtract(price, entry_price))
 
 
@@ -138,28 +140,29 @@ class Position:
         return self.size * self.entry_price
 
 
+def _require_positive(value, field: str) -> None:
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise InputError(f"must be a positive number, got {value!r}", field=field)
+
+
 def make_position(symbol: str, side, size: float, entry_price: float, *, tiers: TierTable,
                   mark_price: float | None = None, leverage: float | None = None,
                   margin: float | None = None, field_prefix: str = "") -> Position:
     """A validated :class:`Position`; leverage is derived from ``margin`` when not given."""
     p = field_prefix
     side = Side.parse(side) if not isinstance(side, Side) else side
-    for name, value in (("size", size), ("entry_price", entry_price)):
-        if value is None or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise InputError(f"must be a positive number, got {value!r}", field=p + name)
-    if mark_price is None:
-        mark_price = entry_price
-    if not (isinstance(mark_price, (int, float)) and math.isfinite(mark_price) and mark_price > 0):
-        raise InputError(f"must be a positive number, got {mark_price!r}", field=p + "mark_price")
-    if margin is not None and not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin > 0):
-        raise InputError(f"must be a positive number, got {margin!r}", field=p + "margin")
+    _require_positive(size, p + "size")
+    _require_positive(entry_price, p + "entry_price")
+    mark_price = entry_price if mark_price is None else mark_price
+    _require_positive(mark_price, p + "mark_price")
+    if margin is not None:
+        _require_positive(margin, p + "margin")
     if leverage is None:
         if margin is None:
             raise InputError("give the leverage, or the isolated margin to derive it from",
                              field=p + "leverage")
         leverage = size * entry_price / margin
-    if not (isinstance(leverage, (int, float)) and math.isfinite(leverage) and leverage > 0):
-        raise InputError(f"must be a positive number, got {leverage!r}", field=p + "leverage")
+    _require_positive(leverage, p + "leverage")
     return Position(symbol, side, float(size), float(entry_price), float(mark_price),
                     float(leverage), tiers, None if margin is None else float(margin))
 

@@ -76,11 +76,18 @@ def _account_from_flags(args) -> dict:
     return account
 
 
+def _read_json(path: str):
+    with open(path, encoding="utf-8") as handle:
+        try:
+            return json.load(handle)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: not valid JSON: {exc}") from None
+
+
 def _tier_source(path: str | None):
     """A ``tiers_for`` callable: the --tiers file, else the bundled file of the exchange."""
     if path:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
+        data = _read_json(path)
         if isinstance(data, list):
             table = TierTable.from_ccxt(data, source=path)
             return lambda rulebook, symbol: TierHistory.constant(table)
@@ -98,11 +105,7 @@ def _tier_source(path: str | None):
 
 def run(args) -> int:
     if args.account:
-        with open(args.account, encoding="utf-8") as handle:
-            try:
-                account = json.load(handle)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{args.account}: not valid JSON: {exc}") from None
+        account = _read_json(args.account)
         overrides = {"exchange": args.exchange, "margin_mode": args.margin_mode,
                      "wallet_balance": args.wallet, "taker_fee": args.taker_fee}
         account.update({k: v for k, v in overrides.items() if v is not None})

@@ -64,6 +64,8 @@ class Rulebook:
 
     def initial_margin(self, side, size, entry_price, leverage, taker_fee):
         """Initial margin of a new position: ``size * entry_price / leverage`` (+ rule-specific parts)."""
+        # Binance "Leverage and Margin of USDⓈ-M Futures": initial margin = notional / leverage;
+        # Hyperliquid "Margining": position value / leverage; Bybit adds its fee to close (subclass).
         return size * entry_price / leverage + self.fee_to_close(side, size, entry_price, leverage,
                                                                    taker_fee)
 
