@@ -197,12 +197,15 @@ def isolated_margin(rulebook: Rulebook, pos: Position, taker_fee: float) -> floa
 
 
 def solve_price(rulebook: Rulebook, legs: Sequence[Position], fixed_equity: float, taker_fee: float,
-                reference_price: float, *, bankruptcy: bool = False) -> float | None:
+                reference_price: float, *, bankruptcy: bool = False,
+                ratio: float = 1.0) -> float | None:
     """The price of ``legs``' symbol at which equity meets maintenance margin (or bankruptcy).
 
     ``legs`` move together with the price; ``fixed_equity`` is what does not (module docstring).
-    Returns the root nearest to ``reference_price`` (the current mark), or None when no positive
-    price liquidates (a long with more margin than notional, say).
+    ``ratio`` < 1 gives instead the price where the margin ratio (MM / equity) reaches ``ratio``
+    (a margin call level): equity = MM / ratio. Returns the root nearest to ``reference_price``
+    (the current mark), or None when no positive price gets there (a long with more margin than
+    notional, say).
     """
     lin_const = fixed_equity - sum(float(l.side) * l.size * l.entry_price for l in legs)
     lin_slope = sum(float(l.side) * l.size for l in legs)
@@ -224,7 +227,7 @@ def solve_price(rulebook: Rulebook, legs: Sequence[Position], fixed_equity: floa
                                                   tier_of(rulebook, l, probe), taker_fee)
                 fixed += float(f)
                 per_price += float(s)
-            roots.append(linear_root(lin_const - fixed, lin_slope - per_price))
+            roots.append(linear_root(lin_const - fixed / ratio, lin_slope - per_price / ratio))
     found = []
     for root, (lo, hi) in zip(roots, bounds):
         tol = 1e-12 * max(1.0, abs(root)) if math.isfinite(root) else 0.0

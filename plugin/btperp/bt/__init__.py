@@ -1,5 +1,9 @@
-"""The backtrader adapter: feed (and, later, broker, commission info, analyzer, observer)."""
+"""The backtrader adapter: feed, broker and commission info, sizers."""
 
+from .broker import (FundingPayment, Instrument, Liquidation, MarginCall, PerpBroker, PerpCommInfo,
+                     Rejection, install)
 from .feed import MarketTable, PerpData, attach, feed_from_frame, load_feed
 
-__all__ = ["PerpData", "MarketTable", "attach", "feed_from_frame", "load_feed"]
+__all__ = ["PerpData", "MarketTable", "attach", "feed_from_frame", "load_feed", "PerpBroker",
+           "PerpCommInfo", "Instrument", "Liquidation", "FundingPayment", "MarginCall", "Rejection",
+           "install"]

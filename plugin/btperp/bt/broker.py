@@ -1,0 +1,1190 @@
+"""PerpBroker: a backtrader broker that margins, funds and liquidates like a perpetual-futures exchange.
+
+``btperp.install(cerebro, exchange="binance-usdm", cash=10_000, leverage=5)`` replaces cerebro's
+broker; strategies do not change. The margin math is the pure core's (:mod:`btperp.margin`,
+:mod:`btperp.liquidation`, the exchange's :mod:`rulebook <btperp.rules>`); this module keeps the
+account and drives backtrader's order machinery.
+
+The account (settlement currency, USDT)
+    * **wallet** = cash deposited + realized PnL − fees − funding (Binance "wallet balance"),
+      isolated margins included;
+    * each isolated position holds an **isolated margin** (initial margin at the fills, plus
+      :meth:`~PerpBroker.add_margin`, minus the funding it paid);
+    * the **cross wallet** is the wallet minus the isolated margins; cross positions share it;
+    * ``broker.getvalue()`` = wallet + unrealized PnL at the mark close (Binance "margin
+      balance"), ``broker.getcash()`` = the available balance: cross wallet + cross unrealized
+      PnL − cross positions' initial margin (Binance "available balance").
+
+Each bar, in this order (``next``):
+    1. orders the strategy sent last bar are checked: an opening order is rejected
+       (``Order.Margin``, reason in ``order.info.margin_reason``) when its initial margin plus fee
+       exceeds the available balance or its notional is above what the tier allows at the
+       leverage;
+    2. funding events inside the bar are paid or received by the positions held at the bar's
+       open, on the mark price at the event (from the isolated margin, or the wallet in cross);
+    3. a position whose trigger price (mark by default) *opens* beyond its liquidation price is
+       liquidated at the open, before any order can fill;
+    4. pending orders execute by backtrader's rules (market at the open, limits and stops against
+       the bar's last-price range); fees are taker, maker for a limit filled at its limit price;
+    5. positions are checked against the bar's adverse mark extreme (``mark_low`` for longs,
+       ``mark_high`` for shorts), per position in isolated margin, on the account in cross;
+       a liquidated position's pending orders are cancelled and it is closed by an order marked
+       ``order.info.liquidation`` that the strategy sees in ``notify_order``/``notify_trade``
+       in this same bar, settled by :func:`btperp.liquidation.settle`;
+    6. margin calls: a margin ratio crossing a level (default 0.8) is recorded and the owning
+       strategy's ``notify_margin_call(event)`` is called if it has one;
+    7. value and available balance at the mark close.
+
+Funding paid is also added to the position's ``d_credit`` so that, like backtrader's interest,
+it is charged to the trade when it closes (``trade.pnlcomm`` is net of fees and funding).
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+import backtrader as bt
+from backtrader.order import BuyOrder, Order, SellOrder
+
+from ..errors import DataError, DataWarning, InputError
+from ..liquidation import FillPolicy, GroupLeg, Settlement, settle, settle_group
+from ..margin import (AccountMargin, MarginMode, Position, PositionMargin, Side, evaluate,
+                      maintenance_margin, solve_price)
+from ..rules import Rulebook, get_rulebook
+from ..symbols import to_unified
+from ..tiers import TierHistory, TierTable
+from .feed import BT_EPOCH, PerpData
+from .sizers import make_fractional
+
+#: Order types whose fill at their own limit price rests on the book (maker fee).
+_LIMIT_TYPES = (Order.Limit, Order.StopLimit, Order.StopTrailLimit)
+#: Relative size below which what is left of a position after a close is float dust.
+_DUST = 1e-9
+
+
+def _utc(num: float) -> datetime:
+    return bt.num2date(num).replace(tzinfo=timezone.utc)
+
+
+def _to_num(when: datetime) -> float:
+    return (when.timestamp()) / 86_400 + BT_EPOCH
+
+
+# --- records ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Liquidation:
+    """One liquidation, as ``broker.liquidations`` lists it."""
+
+    time: datetime
+    symbol: str
+    side: str
+    size: float
+    entry_price: float
+    trigger: str
+    """``mark`` or ``last``: which price series triggered it."""
+    trigger_price: float
+    fill_price: float
+    bankruptcy_price: float
+    loss: float
+    """What the trader lost on the liquidation (the margin consumed, fees included)."""
+    fee: float
+    insurance_flow: float
+    """What the insurance fund gained (> 0) or covered (< 0)."""
+    margin_mode: str
+    policy: str
+    at_open: bool
+    """True when the price opened beyond the liquidation price (a gap)."""
+    position_id: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FundingPayment:
+    time: datetime
+    symbol: str
+    size: float
+    """Signed position size that paid (negative: short)."""
+    rate: float
+    per_unit: float
+    """Σ rate × mark price over the bar's events: what one unit long pays."""
+    payment: float
+    """What the position paid (negative: received)."""
+    position_id: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MarginCall:
+    time: datetime
+    symbol: str
+    level: float
+    margin_ratio: float
+    mark_price: float
+    liquidation_price: float | None
+    data: Any = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "data"}
+
+
+@dataclass(frozen=True)
+class Rejection:
+    time: datetime
+    symbol: str
+    size: float
+    price: float
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- commission info -------------------------------------------------------------------------
+
+class PerpCommInfo(bt.CommInfoBase):
+    """Linear perpetual: percentage fees on notional, margin = price / leverage, fractional sizes.
+
+    backtrader's own ``leverage`` parameter stays 1 (with another value its futures value is
+    wrong); btperp's leverage is ``leverage_setting`` and reaches backtrader through
+    :meth:`get_margin`. Fees are charged by :class:`PerpBroker` (maker or taker).
+    """
+
+    params = (
+        ("stocklike", False),
+        ("commtype", bt.CommInfoBase.COMM_PERC),
+        ("percabs", True),
+        ("commission", 0.0005),
+        ("leverage_setting", 1.0),
+        ("lot_size", None),
+    )
+
+    def get_margin(self, price):
+        """Initial margin of one unit at ``price``."""
+        # Binance "Leverage and Margin of USDⓈ-M Futures": initial margin = notional / leverage.
+        return price / self.p.leverage_setting
+
+    def getsize(self, price, cash):
+        """Units whose notional is ``cash`` at ``price``, down to the lot size (not to integers)."""
+        size = cash / price
+        lot = self.p.lot_size
+        if lot:
+            size = math.floor(size / lot + 1e-9) * lot
+        return size
+
+    def getvaluesize(self, size, price):
+        return abs(size) * self.get_margin(price)
+
+    def get_credit_interest(self, data, pos, dt):
+        return 0.0                      # funding is booked by the broker
+
+
+# --- per-instrument state --------------------------------------------------------------------
+
+@dataclass
+class Instrument:
+    """The settings of one traded instrument (a data feed)."""
+
+    symbol: str
+    rulebook: Rulebook
+    tiers: TierHistory
+    leverage: float
+    margin_mode: MarginMode
+    maker_fee: float
+    taker_fee: float
+    liquidation_fee: float
+    fill_policy: FillPolicy
+    lot_size: float | None
+    trigger: str
+    mark_fallback: str | None
+
+
+class _Book:
+    """What the broker keeps per data feed (plain attributes: read every bar)."""
+
+    def __init__(self, data, inst: Instrument, comminfo: PerpCommInfo):
+        self.data = data
+        self.inst = inst
+        self.comminfo = comminfo
+        self.isolated = inst.margin_mode is MarginMode.ISOLATED
+        self.margin = 0.0               # isolated margin
+        self.table: TierTable | None = None
+        self.next_change = -math.inf    # bt date number of the next tier-table change
+        self.changes = [_to_num(t) for t in inst.tiers.change_times()]
+        self.dirty = True               # liquidation/margin-call prices must be recomputed
+        self.version = -1               # cross: ledger version the cached prices belong to
+        self.lp: float | None = None
+        self.warn: list[float | None] = []
+        self.above: set[float] = set()  # margin-call levels currently crossed
+        self.position_id = 0
+        self.owner = None
+        self.dt = math.nan              # bt date number of the last bar seen
+        self.fresh = False
+        self.valprice = math.nan        # mark close the position was last valued at
+        self.fallback_bars = 0
+        # bar prices: trigger series (open, high, low) and valuation mark (close)
+        self.t_open = self.t_high = self.t_low = self.mark_close = self.mark_open = math.nan
+        self.read = False               # this bar's prices have been read
+        self.row = -1
+        self.reader: Callable[["_Book"], None] = _read_last
+        self.funding: Callable[["_Book"], tuple[float, float] | None] = _no_funding
+        self.pos = None                 # the broker's Position of this data (set by the broker)
+        lines = data.lines
+        self.l_dt, self.l_o, self.l_h, self.l_l = lines.datetime, lines.open, lines.high, lines.low
+        if isinstance(data, PerpData):
+            self.l_mo, self.l_mh, self.l_ml, self.l_mc = (lines.mark_open, lines.mark_high,
+                                                          lines.mark_low, lines.mark_close)
+            self.l_fpu, self.l_frate = lines.funding_per_unit, lines.funding_rate
+
+
+def _fallback(book: _Book, what: str) -> None:
+    """A bar without a mark price: an error, or its last prices with ``mark_fallback='last'``."""
+    if book.inst.mark_fallback != "last":
+        raise DataError(f"{book.inst.symbol}: no mark price for the bar at "
+                        f"{_utc(book.dt):%Y-%m-%d %H:%M} UTC ({what}); add mark prices "
+                        f"(btperp.attach) or pass mark_fallback='last'", timestamp=_utc(book.dt))
+    book.fallback_bars += 1
+    data = book.data
+    book.mark_open, book.mark_close = data.open[0], data.close[0]
+    book.t_open, book.t_high, book.t_low = data.open[0], data.high[0], data.low[0]
+
+
+def _now(buf) -> float:
+    """A line's value at the current bar (``buf[0]`` without the property lookups: read per bar)."""
+    return buf.array[buf._idx]
+
+
+def _read_perp(book: _Book) -> None:
+    """PerpData: the bar's mark prices (and last prices when they trigger)."""
+    book.read = True
+    mo, mh, ml, mc = _now(book.l_mo), _now(book.l_mh), _now(book.l_ml), _now(book.l_mc)
+    if mo != mo or mh != mh or ml != ml or mc != mc:            # NaN
+        return _fallback(book, "the feed's mark lines are NaN")
+    book.mark_open, book.mark_close = mo, mc
+    if book.inst.trigger == "mark":
+        book.t_open, book.t_high, book.t_low = mo, mh, ml
+    else:
+        book.t_open, book.t_high, book.t_low = _now(book.l_o), _now(book.l_h), _now(book.l_l)
+
+
+def _funding_perp(book: _Book):
+    """(per unit, rate) of the bar's funding events, or None."""
+    per_unit = _now(book.l_fpu)
+    if per_unit == per_unit:
+        return per_unit, _now(book.l_frate)
+    rate = _now(book.l_frate)
+    if rate == rate:                # events whose mark is missing: mark fallback values them at last
+        return rate * book.mark_open, rate
+    return None
+
+
+def _read_table(book: _Book) -> None:
+    """A feed with :func:`btperp.attach`: the bar's row in the attached table."""
+    book.read = True
+    table = book.data.btperp_market
+    i = book.row = table.row(book.dt)
+    cols = table.columns
+    if i < 0:
+        return _fallback(book, "no row in the attached table")
+    mo, mh, ml, mc = (cols["mark_open"][i], cols["mark_high"][i], cols["mark_low"][i],
+                      cols["mark_close"][i])
+    if mo != mo or mh != mh or ml != ml or mc != mc:
+        return _fallback(book, "its mark is NaN")
+    book.mark_open, book.mark_close = mo, mc
+    if book.inst.trigger == "mark":
+        book.t_open, book.t_high, book.t_low = mo, mh, ml
+    else:
+        book.t_open, book.t_high, book.t_low = _now(book.l_o), _now(book.l_h), _now(book.l_l)
+
+
+def _funding_table(book: _Book):
+    i = book.row
+    if i < 0:
+        return None
+    cols = book.data.btperp_market.columns
+    per_unit, rate = cols["funding_per_unit"][i], cols["funding_rate"][i]
+    if per_unit == per_unit:
+        return per_unit, rate
+    if rate == rate:
+        return rate * book.mark_open, rate
+    return None
+
+
+def _read_last(book: _Book) -> None:
+    """A feed with no mark prices at all (allowed only with ``mark_fallback='last'``)."""
+    book.read = True
+    _fallback(book, "the feed has no mark prices")
+
+
+def _no_funding(book: _Book):
+    return None
+
+
+# --- the broker ------------------------------------------------------------------------------
+
+class PerpBroker(bt.brokers.BackBroker):
+    """backtrader broker for linear perpetual futures (see the module docstring).
+
+    Params (each but ``cash`` can be overridden per data with :meth:`configure`):
+
+    - ``exchange``: ``binance-usdm`` (default), ``bybit`` or ``hyperliquid``
+    - ``leverage`` (1), ``margin_mode`` (``isolated`` | ``cross``)
+    - ``maker_fee`` / ``taker_fee`` / ``liquidation_fee``: None = the exchange's standard rates
+    - ``fill_policy``: ``bankruptcy`` (default) or ``fee`` (:mod:`btperp.liquidation`)
+    - ``lot_size``: order sizes are rounded down to it (None: no rounding)
+    - ``trigger``: ``mark`` (default) or ``last`` (liquidate on last-price extremes, as
+      freqtrade and Jesse do; for comparisons)
+    - ``mark_fallback``: None (a bar without a mark is an error) or ``last``
+    - ``margin_call_levels``: margin ratios that raise a margin call (default ``(0.8,)``)
+    - ``tiers``: tier tables: None (the exchange's bundled history), a TierTable, a TierHistory,
+      or a dict symbol → either
+    - ``datadir``: datasets root for the bundled tier histories (default: btperp's)
+    """
+
+    params = (
+        ("exchange", "binance-usdm"),
+        ("leverage", 1.0),
+        ("margin_mode", "isolated"),
+        ("maker_fee", None),
+        ("taker_fee", None),
+        ("liquidation_fee", None),
+        ("fill_policy", "bankruptcy"),
+        ("lot_size", None),
+        ("trigger", "mark"),
+        ("mark_fallback", None),
+        ("margin_call_levels", (0.8,)),
+        ("tiers", None),
+        ("datadir", None),
+    )
+
+    _INSTRUMENT_KEYS = ("exchange", "leverage", "margin_mode", "maker_fee", "taker_fee",
+                        "liquidation_fee", "fill_policy", "lot_size", "trigger", "mark_fallback",
+                        "tiers")
+
+    def __init__(self):
+        super().__init__()
+        self._overrides: dict[Any, dict] = {}
+        self._check_params("broker", {k: getattr(self.p, k) for k in self._INSTRUMENT_KEYS})
+        levels = self.p.margin_call_levels
+        levels = tuple(sorted(float(x) for x in ((levels,) if isinstance(levels, (int, float)) else levels or ())))
+        if any(not 0 < x < 1 for x in levels):
+            raise InputError(f"margin call levels must be between 0 and 1, got {levels}",
+                             field="margin_call_levels")
+        self._levels = levels
+
+    # --- configuration ---------------------------------------------------------------------
+
+    def configure(self, data_or_name, **settings) -> "PerpBroker":
+        """Per-data settings (leverage, margin_mode, fees, ...) for a feed or its name/symbol."""
+        unknown = set(settings) - set(self._INSTRUMENT_KEYS)
+        if unknown:
+            raise InputError(f"unknown setting(s) {sorted(unknown)}; choose from "
+                             f"{', '.join(self._INSTRUMENT_KEYS)}", field=sorted(unknown)[0])
+        self._check_params(str(getattr(data_or_name, "_name", data_or_name)), settings)
+        self._overrides.setdefault(data_or_name, {}).update(settings)
+        return self
+
+    @staticmethod
+    def _check_params(where: str, s: Mapping[str, Any]) -> None:
+        if "exchange" in s:
+            get_rulebook(s["exchange"])
+        if "margin_mode" in s:
+            MarginMode.parse(s["margin_mode"])
+        if "fill_policy" in s:
+            FillPolicy.parse(s["fill_policy"])
+        lev = s.get("leverage")
+        if lev is not None and not (isinstance(lev, (int, float)) and math.isfinite(lev) and lev >= 1):
+            raise InputError(f"{where}: leverage must be a number >= 1, got {lev!r}", field="leverage")
+        for key in ("maker_fee", "taker_fee", "liquidation_fee", "lot_size"):
+            v = s.get(key)
+            if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise InputError(f"{where}: {key} must be a number >= 0, got {v!r}", field=key)
+        if s.get("trigger", "mark") not in ("mark", "last"):
+            raise InputError(f"{where}: trigger must be 'mark' or 'last', got {s['trigger']!r}",
+                             field="trigger")
+        if s.get("mark_fallback") not in (None, "last"):
+            raise InputError(f"{where}: mark_fallback must be None or 'last', got "
+                             f"{s['mark_fallback']!r}", field="mark_fallback")
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    def init(self):
+        super().init()
+        self._wallet = self.cash
+        self._books: list[_Book] | None = None
+        self._by_data: dict[Any, _Book] = {}
+        self._version = 0                       # bumps on every change of the cross wallet
+        self._cash_version = -1
+        self.liquidations: list[Liquidation] = []
+        self.funding_payments: list[FundingPayment] = []
+        self.margin_calls: list[MarginCall] = []
+        self.rejections: list[Rejection] = []
+        self.insurance_fund = 0.0
+        """What the exchange's insurance fund gained (+) or covered (−) over the run."""
+        self.realized_pnl = 0.0
+        self.trading_fees = 0.0
+        self.liquidation_fees = 0.0
+        self.funding_paid = 0.0
+        """Net funding paid (negative when received)."""
+        self.deposits = 0.0
+
+    def set_cash(self, cash):
+        super().set_cash(cash)
+        self._wallet = cash
+
+    setcash = set_cash
+
+    @property
+    def fees_paid(self) -> float:
+        """Trading fees plus liquidation fees paid so far."""
+        return self.trading_fees + self.liquidation_fees
+
+    @property
+    def wallet_balance(self) -> float:
+        return self._wallet
+
+    def stop(self):
+        super().stop()
+        for book in self._books or []:
+            if book.fallback_bars:
+                warnings.warn(f"{book.inst.symbol}: {book.fallback_bars} bars had no mark price; their "
+                              f"last prices were used (mark_fallback='last')", DataWarning,
+                              stacklevel=2)
+
+    def _setup(self):
+        cerebro = getattr(self, "cerebro", None)
+        datas = list(cerebro.datas) if cerebro is not None else list(self.positions)
+        tier_file = None
+        self._books = []
+        for data in datas:
+            settings = {k: getattr(self.p, k) for k in self._INSTRUMENT_KEYS}
+            symbol = self._symbol_of(data)
+            for key in (data._name, symbol, data):
+                if key in self._overrides:
+                    settings.update(self._overrides[key])
+            rulebook = get_rulebook(settings["exchange"])
+            tiers = settings["tiers"]
+            if isinstance(tiers, Mapping):
+                tiers = tiers.get(symbol) or tiers.get(data._name)
+            if isinstance(tiers, TierTable):
+                tiers = TierHistory.constant(tiers)
+            if tiers is None:
+                default = rulebook.default_table(settings["leverage"])
+                if default is not None and rulebook.name == "hyperliquid":
+                    tiers = TierHistory.constant(default)
+                else:
+                    from ..io.tierfile import TierHistoryFile
+                    if tier_file is None or tier_file.exchange not in (None, rulebook.name):
+                        tier_file = TierHistoryFile.bundled(rulebook.name, self.p.datadir)
+                    tiers = tier_file.history(symbol, rulebook.settle) if tier_file else None
+            if tiers is None:
+                raise InputError(f"no tier table for {symbol} on {rulebook.name}: pass tiers= (a "
+                                 f"TierTable or TierHistory) or import its history with "
+                                 f"`btperp data import-tiers`", field="tiers")
+            inst = Instrument(
+                symbol=symbol, rulebook=rulebook, tiers=tiers, leverage=float(settings["leverage"]),
+                margin_mode=MarginMode.parse(settings["margin_mode"]),
+                maker_fee=rulebook.maker_fee if settings["maker_fee"] is None else float(settings["maker_fee"]),
+                taker_fee=rulebook.taker_fee if settings["taker_fee"] is None else float(settings["taker_fee"]),
+                liquidation_fee=(rulebook.liquidation_fee_rate if settings["liquidation_fee"] is None
+                                 else float(settings["liquidation_fee"])),
+                fill_policy=FillPolicy.parse(settings["fill_policy"]),
+                lot_size=settings["lot_size"], trigger=settings["trigger"],
+                mark_fallback=settings["mark_fallback"])
+            comminfo = PerpCommInfo(commission=inst.taker_fee, leverage_setting=inst.leverage,
+                                    lot_size=inst.lot_size)
+            self.addcommissioninfo(comminfo, name=data._name)
+            book = _Book(data, inst, comminfo)
+            book.pos = self.positions[data]
+            if isinstance(data, PerpData):
+                book.reader, book.funding = _read_perp, _funding_perp
+                self._scan_marks(book)
+            elif getattr(data, "btperp_market", None) is not None:
+                book.reader, book.funding = _read_table, _funding_table
+            elif inst.mark_fallback != "last":
+                raise DataError(f"{symbol}: the feed has no mark prices; use a PerpData feed "
+                                f"(btperp.load_feed), attach them (btperp.attach) or pass "
+                                f"mark_fallback='last'")
+            if book.funding is _no_funding:
+                warnings.warn(f"{symbol}: the feed has no funding data; no funding is paid",
+                              DataWarning, stacklevel=3)
+            self._books.append(book)
+            self._by_data[data] = book
+        for strategy in getattr(cerebro, "runningstrats", None) or []:
+            make_fractional(strategy)
+
+    @staticmethod
+    def _scan_marks(book: _Book) -> None:
+        """Fail (or count, with the fallback) before the run when a PerpData bar has no mark."""
+        import numpy as np
+        cols = book.data._cols
+        bad = np.zeros(len(cols["datetime"]), bool)
+        for name in ("mark_open", "mark_high", "mark_low", "mark_close"):
+            bad |= np.isnan(cols[name])
+        if bad.any() and book.inst.mark_fallback != "last":
+            first = _utc(cols["datetime"][np.argmax(bad)])
+            raise DataError(f"{book.inst.symbol}: no mark price for {int(bad.sum())} bars, the first at "
+                            f"{first:%Y-%m-%d %H:%M} UTC; add mark prices or pass mark_fallback='last'",
+                            timestamp=first, count=int(bad.sum()))
+
+    @staticmethod
+    def _symbol_of(data) -> str:
+        symbol = getattr(data.p, "symbol", None) if isinstance(data, PerpData) else None
+        market = getattr(data, "btperp_market", None)
+        symbol = symbol or (market.symbol if market is not None else None) or data._name
+        if not symbol:
+            raise InputError("a data feed has neither a symbol nor a name: pass name='BTCUSDT' to "
+                             "the feed (or use btperp.load_feed)", field="symbol")
+        return to_unified(symbol)
+
+    def getcommissioninfo(self, data):
+        book = self._by_data.get(data) if self._books is not None else None
+        if book is not None:
+            return book.comminfo
+        return super().getcommissioninfo(data)
+
+    # --- orders ----------------------------------------------------------------------------
+
+    def _round_lot(self, data, size):
+        book = self._by_data.get(data) if self._books is not None else None
+        lot = book.inst.lot_size if book is not None else self._lot_for(data)
+        if not lot or size is None:
+            return size, None
+        rounded = math.floor(abs(size) / lot + 1e-9) * lot
+        if rounded <= 0:
+            return size, f"size {abs(size):g} is below the lot size {lot:g}"
+        return rounded, None
+
+    def _lot_for(self, data):
+        for key in (data._name, data):
+            if key in self._overrides and "lot_size" in self._overrides[key]:
+                return self._overrides[key]["lot_size"]
+        return self.p.lot_size
+
+    def buy(self, owner, data, size, *args, **kwargs):
+        size, problem = self._round_lot(data, size)
+        if problem:
+            return self._refuse(BuyOrder, owner, data, size, kwargs, problem)
+        return super().buy(owner, data, size, *args, **kwargs)
+
+    def sell(self, owner, data, size, *args, **kwargs):
+        size, problem = self._round_lot(data, size)
+        if problem:
+            return self._refuse(SellOrder, owner, data, size, kwargs, problem)
+        return super().sell(owner, data, size, *args, **kwargs)
+
+    def _refuse(self, cls, owner, data, size, kwargs, reason):
+        """An order the exchange would refuse outright (below the lot size): Rejected."""
+        order = cls(owner=owner, data=data, size=size, price=kwargs.get("price"),
+                    pricelimit=kwargs.get("plimit"), exectype=kwargs.get("exectype"),
+                    tradeid=kwargs.get("tradeid", 0))
+        order.reject(self)
+        order.addinfo(reject_reason=reason)
+        self._record_rejection(order, reason)
+        self.notify(order)
+        return order
+
+    def _record_rejection(self, order, reason):
+        data = order.data
+        book = self._by_data.get(data)
+        symbol = book.inst.symbol if book else (data._name or "?")
+        when = _utc(data.datetime[0]) if len(data) else None
+        self.rejections.append(Rejection(when, symbol, float(order.size), float(order.created.price or 0.0),
+                                         reason))
+
+    def _opening_problem(self, book: _Book, new_size: float, opened: float, price: float,
+                         release: float, available: float) -> tuple[str | None, float]:
+        """Why opening ``opened`` units at ``price`` is refused (None if allowed), and its cost."""
+        inst = book.inst
+        self._update_table(book)
+        notional = abs(new_size) * price
+        tier = book.table.lookup(notional)
+        if inst.leverage > tier.max_leverage * (1 + 1e-12):
+            return (f"notional {notional:,.2f} is in tier {tier.tier}, which allows at most "
+                    f"{tier.max_leverage:g}x; leverage is {inst.leverage:g}x"), 0.0
+        # Binance "Leverage and Margin": initial margin = notional / leverage; fee at the taker rate.
+        cost = abs(opened) * price / inst.leverage + abs(opened) * price * inst.taker_fee
+        if cost > available + release + 1e-9 * max(1.0, cost):
+            return (f"initial margin and fee {cost:,.2f} exceed the available balance "
+                    f"{available + release:,.2f}"), cost
+        return None, cost
+
+    def _margin_refusal(self, order, reason):
+        order.addinfo(margin_reason=reason)
+        self._record_rejection(order, reason)
+        order.margin()
+        self.notify(order)
+        self._ococheck(order)
+        self._bracketize(order, cancel=True)
+
+    def check_submitted(self):
+        """Accept or refuse (``Order.Margin``) the orders sent since the last bar."""
+        available = self.cash
+        projected: dict[Any, float] = {}
+        while self.submitted:
+            order = self.submitted.popleft()
+            if self._take_children(order) is None:
+                continue
+            data = order.data
+            book = self._by_data.get(data)
+            if book is None:
+                self.submit_accept(order)
+                continue
+            size0 = projected.get(data, self.positions[data].size)
+            size = order.executed.remsize
+            closing = min(abs(size), abs(size0)) if size * size0 < 0 else 0.0
+            opened = abs(size) - closing
+            cost = release = 0.0
+            if opened > _DUST * abs(size):
+                price = order.created.price or data.close[0]
+                release = self._release_estimate(book, size0, closing, price)
+                reason, cost = self._opening_problem(book, size0 + size, opened, price, release,
+                                                     available)
+                if reason:
+                    self._margin_refusal(order, reason)
+                    continue
+            available += release - cost
+            projected[data] = size0 + size
+            self.submit_accept(order)
+
+    def _release_estimate(self, book, size0, closing, price):
+        if not closing:
+            return 0.0
+        if book.isolated:
+            return book.margin * closing / abs(size0)
+        return closing * price / book.inst.leverage
+
+    def _fee_rate(self, book: _Book, order, price) -> float:
+        if order.exectype in _LIMIT_TYPES:
+            limit = order.created.pricelimit if order.exectype != Order.Limit else order.created.price
+            if limit is not None and price == limit:
+                return book.inst.maker_fee
+        return book.inst.taker_fee
+
+    def _execute(self, order, ago=None, price=None, cash=None, position=None, dtcoc=None):
+        """Fill ``order`` (or the part of it the filler allows) at ``price`` and book it."""
+        if ago is None or price is None:
+            return          # pseudo-executions are BackBroker.check_submitted's; ours does not use them
+        data = order.data
+        book = self._by_data[data]
+        inst = book.inst
+        if self.p.filler is None:
+            size = order.executed.remsize
+        else:
+            size = self.p.filler(order, price, ago)
+            if not order.isbuy():
+                size = -size
+        pos = self.positions[data]
+        psize, pprice = pos.size, pos.price
+        if psize and size * psize < 0 and abs(size + psize) <= _DUST * abs(psize):
+            size = -psize                               # a close that float dust would leave open
+        if psize and size * psize < 0:
+            closed = -psize if abs(size) >= abs(psize) else size
+        else:
+            closed = 0.0
+        opened = size - closed
+        fee_rate = self._fee_rate(book, order, price)
+
+        pnl = closedvalue = closedcomm = 0.0
+        if closed:
+            share = abs(closed) / abs(psize)
+            # Binance "How to Calculate Profit and Loss for Futures": size × (exit − entry) × side.
+            pnl = -closed * (price - pprice)
+            closedcomm = abs(closed) * price * fee_rate
+            closedvalue = book.margin * share if book.isolated else abs(closed) * pprice / inst.leverage
+            self._wallet += pnl - closedcomm
+            self.realized_pnl += pnl
+            self.trading_fees += closedcomm
+            if book.isolated:
+                book.margin -= closedvalue
+                if abs(closed) == abs(psize):
+                    book.margin = 0.0
+        popened = opened
+        openedvalue = openedcomm = 0.0
+        if opened:
+            after_close = psize + closed
+            reason, _ = self._opening_problem(book, after_close + opened, opened, price, 0.0,
+                                              self._available(book, after_close))
+            if reason:
+                opened = 0.0
+            else:
+                openedcomm = abs(opened) * price * fee_rate
+                openedvalue = abs(opened) * price / inst.leverage
+                self._wallet -= openedcomm
+                self.trading_fees += openedcomm
+                if book.isolated:
+                    book.margin += openedvalue
+                if after_close == 0:
+                    book.position_id += 1
+                    book.above.clear()
+
+        execsize = closed + opened
+        if execsize:
+            if order.owner is not None:
+                book.owner = order.owner
+            pos.update(execsize, price, data.datetime.datetime())
+            if closed and self.p.int2pnl:
+                closedcomm += self.d_credit.pop(data, 0.0)      # funding since the last close
+            if not psize or closed and opened:
+                book.valprice = price           # a new position: valued at its fill until the close
+            book.dirty = True
+            self._version += 1
+            order.execute(dtcoc or data.datetime[ago], execsize, price,
+                          closed, closedvalue, closedcomm, opened, openedvalue, openedcomm,
+                          book.comminfo.get_margin(price), pnl, pos.size, pos.price)
+            order.addcomminfo(book.comminfo)
+            self.notify(order)
+            self._ococheck(order)
+            self.cash = self._available()
+        if popened and not opened:
+            self._margin_refusal(order, reason)
+
+    # --- account ---------------------------------------------------------------------------
+
+    def _cross_wallet(self) -> float:
+        return self._wallet - sum(b.margin for b in self._books if b.isolated)
+
+    def _available(self, skip: _Book | None = None, skip_size: float | None = None) -> float:
+        """Available balance: cross wallet + cross unrealized PnL − cross initial margin.
+
+        Positions are valued at the mark they were last valued at (no look-ahead within a bar);
+        ``skip``'s position is taken as ``skip_size`` (during a fill).
+        """
+        avail = self._cross_wallet()
+        for b in self._books:
+            if b.isolated:
+                continue
+            pos = self.positions[b.data]
+            size = skip_size if b is skip else pos.size
+            if not size:
+                continue
+            mark = b.valprice if b.valprice == b.valprice else pos.price
+            # Binance "available balance": margin balance − position initial margin (at mark).
+            avail += size * (mark - pos.price) - abs(size) * mark / b.inst.leverage
+        return avail
+
+    def _get_value(self, datas=None, lever=False):
+        """Value = wallet + unrealized PnL at the mark close; cash = the available balance."""
+        while self._cash_addition:
+            c = self._cash_addition.popleft()
+            self._fundshares += c / self._fundval
+            self._wallet += c
+            self.deposits += c
+            self._version += 1
+        if datas is not None and len(datas) == 1:
+            data = datas[0]
+            return self.positions[data].size * data.close[0]
+        unrealized = notional = 0.0
+        for book in self._books or ():
+            pos = book.pos
+            if pos.size:
+                if book.fresh:
+                    if not book.read:
+                        book.reader(book)
+                    book.valprice = book.mark_close
+                unrealized += pos.size * (book.valprice - pos.price)
+                notional += abs(pos.size) * book.valprice
+        self._unrealized = unrealized
+        self._value = self._wallet + unrealized
+        self.cash = self._available() if self._books and (notional or self._version != self._cash_version) \
+            else self.cash if self._books else self._wallet
+        self._cash_version = self._version
+        self._valuemkt = unrealized
+        self._valuelever = self._valuemktlever = notional
+        self._leverage = notional / self._value if self._value > 0 else math.inf if notional else 0.0
+        if self._fundshares:
+            self._fundval = self._value / self._fundshares
+        return self._value
+
+    def get_value(self, datas=None, mkt=False, lever=False):
+        """Account value (margin balance), or with ``datas=[d]`` the position's signed notional."""
+        if datas is not None:
+            return self._get_value(datas=datas)
+        if mkt:
+            return self._valuemkt
+        return self._valuelever if lever else self._value
+
+    getvalue = get_value
+
+    # --- the bar ---------------------------------------------------------------------------
+
+    def next(self):
+        while self._toactivate:
+            self._toactivate.popleft().activate()
+        if self._books is None:
+            self._setup()
+        held = False
+        for book in self._books:
+            buf = book.l_dt
+            if buf.lencount and buf.array[buf._idx] != book.dt:
+                book.dt = buf.array[buf._idx]
+                book.fresh, book.read = True, False
+                if book.dt >= book.next_change:
+                    self._update_table(book)
+                held = held or bool(book.pos.size)
+            else:
+                book.fresh = False
+
+        if self.submitted and self.p.checksubmit:
+            self.check_submitted()
+
+        if held:
+            for book in self._books:                # 2. funding, positions held at the open
+                if book.fresh and book.pos.size:
+                    if not book.read:
+                        book.reader(book)
+                    paid = book.funding(book)
+                    if paid is not None:
+                        self._pay_funding(book, *paid)
+            self._check_liquidations(at_open=True)  # 3. gaps at the open
+
+        self._process_order_history()               # 4. orders, by backtrader's rules
+        if self.pending:
+            self.pending.append(None)
+            while True:
+                order = self.pending.popleft()
+                if order is None:
+                    break
+                if order.expire():
+                    self.notify(order)
+                    self._ococheck(order)
+                    self._bracketize(order, cancel=True)
+                elif not order.active():
+                    self.pending.append(order)
+                else:
+                    self._try_exec(order)
+                    if order.alive():
+                        self.pending.append(order)
+                    elif order.status == Order.Completed:
+                        self._bracketize(order)
+
+        self._check_liquidations(at_open=False)     # 5. adverse extremes, 6. margin calls
+        self._get_value()                           # 7.
+
+    def _update_table(self, book: _Book) -> None:
+        if book.table is not None and not book.dt >= book.next_change:
+            return
+        now = _utc(book.dt) if book.dt == book.dt else _utc(book.data.datetime[0])
+        book.table = book.inst.tiers.at(now).table
+        later = [t for t in book.changes if t > book.dt]
+        book.next_change = later[0] if later else math.inf
+        book.dirty = True
+
+    def _pay_funding(self, book: _Book, per_unit: float, rate: float) -> None:
+        pos = self.positions[book.data]
+        # Binance "Introduction to Binance Futures Funding Rates": position × mark price × rate.
+        payment = float(book.inst.rulebook.funding_payment(pos.size, 1.0, per_unit))
+        per_unit, rate = float(per_unit), float(rate)
+        self._wallet -= payment
+        self.funding_paid += payment
+        if book.isolated:
+            book.margin -= payment
+            book.dirty = True
+        self._version += 1
+        self.d_credit[book.data] += payment
+        self.funding_payments.append(FundingPayment(_utc(book.dt), book.inst.symbol, pos.size, rate,
+                                                    per_unit, payment, book.position_id))
+
+    # --- liquidation -----------------------------------------------------------------------
+
+    def _leg(self, book: _Book, margin: float | None = None) -> Position:
+        pos = self.positions[book.data]
+        return Position(book.inst.symbol, Side.LONG if pos.size > 0 else Side.SHORT, abs(pos.size),
+                        pos.price, pos.price, book.inst.leverage, book.table, margin)
+
+    def _refresh(self, book: _Book, fixed: float) -> None:
+        """Liquidation and margin-call prices of a position that alone moves ``fixed`` equity."""
+        inst = book.inst
+        leg = self._leg(book)
+        rb = inst.rulebook
+        book.lp = solve_price(rb, [leg], fixed, inst.taker_fee, leg.entry_price)
+        book.warn = [solve_price(rb, [leg], fixed, inst.taker_fee, leg.entry_price, ratio=level)
+                     for level in self._levels]
+        book.dirty = False
+        book.version = self._version
+
+    def _check_liquidations(self, at_open: bool) -> None:
+        cross = []
+        for book in self._books:
+            if not book.fresh or not book.pos.size:
+                continue
+            if not book.read:
+                book.reader(book)
+            if book.isolated:
+                if book.dirty:
+                    self._refresh(book, book.margin)
+                self._check_single(book, at_open, group=None)
+            else:
+                cross.append(book)
+        if len(cross) == 1:
+            book = cross[0]
+            if book.dirty or book.version != self._version:
+                self._refresh(book, self._cross_wallet())
+            self._check_single(book, at_open, group=cross)
+        elif cross:
+            self._check_cross(cross, at_open)
+
+    def _check_single(self, book: _Book, at_open: bool, group) -> None:
+        long = self.positions[book.data].size > 0
+        lp = book.lp
+        if lp is not None:
+            if long:
+                hit = book.t_open <= lp if at_open else book.t_low <= lp
+            else:
+                hit = book.t_open >= lp if at_open else book.t_high >= lp
+            if hit:
+                beyond = (book.t_open <= lp) if long else (book.t_open >= lp)
+                trigger = book.t_open if beyond else lp
+                if group is None:
+                    self._liquidate_isolated(book, trigger, beyond)
+                else:
+                    self._liquidate_cross(group, {book: trigger}, beyond)
+                return
+        if at_open or not self._levels:
+            return
+        extreme = book.t_low if long else book.t_high
+        close = book.mark_close
+        for level, price in zip(self._levels, book.warn):
+            if price is None:
+                continue
+            crossed = extreme <= price if long else extreme >= price
+            if crossed and level not in book.above:
+                book.above.add(level)
+                self._margin_call(book, level, extreme)
+            elif level in book.above and (close > price if long else close < price):
+                book.above.discard(level)
+
+    def _group_state(self, books, prices: Mapping[_Book, float]):
+        """Cross account at ``prices``: equity, Σ MM and each leg's unrealized PnL and MM."""
+        wallet = self._cross_wallet()
+        upnl, mm = {}, {}
+        for b in books:
+            leg = self._leg(b)
+            upnl[b] = float(leg.side) * leg.size * (prices[b] - leg.entry_price)
+            mm[b] = maintenance_margin(b.inst.rulebook, leg, prices[b], b.inst.taker_fee)
+        return wallet + sum(upnl.values()), sum(mm.values()), upnl, mm
+
+    def _check_cross(self, books: list[_Book], at_open: bool) -> None:
+        """Several cross positions: the account at every position's adverse extreme at once."""
+        adverse = {b: (b.t_open if at_open else (b.t_low if self.positions[b.data].size > 0 else b.t_high))
+                   for b in books}
+        equity, total_mm, upnl, mm = self._group_state(books, adverse)
+        if equity > total_mm:
+            if not at_open and self._levels:
+                ratio = total_mm / equity
+                closes = {b: b.mark_close for b in books}
+                e_close, mm_close, _, _ = self._group_state(books, closes)
+                for level in self._levels:
+                    head = books[0]
+                    if ratio >= level and level not in head.above:
+                        head.above.add(level)
+                        self._margin_call(head, level, adverse[head], ratio=ratio)
+                    elif level in head.above and mm_close / e_close < level:
+                        head.above.discard(level)
+            return
+        triggers = {}
+        wallet = self._cross_wallet()
+        for b in books:
+            # Each position's liquidation price with the others held at their adverse extremes,
+            # kept between the bar's open and its adverse extreme.
+            others = sum(upnl[o] - mm[o] for o in books if o is not b)
+            leg = self._leg(b)
+            lp = None if at_open else solve_price(b.inst.rulebook, [leg], wallet + others,
+                                                  b.inst.taker_fee, b.t_open)
+            lo, hi = sorted((b.t_open, adverse[b]))
+            triggers[b] = adverse[b] if lp is None else min(max(lp, lo), hi)
+        self._liquidate_cross(books, triggers, at_open)
+
+    def _margin_call(self, book: _Book, level: float, price: float, ratio: float | None = None):
+        if ratio is None:
+            state = self._state_at(book, price)
+            ratio = state.margin_ratio
+        event = MarginCall(_utc(book.dt), book.inst.symbol, level, float(ratio), float(price), book.lp,
+                           book.data)
+        self.margin_calls.append(event)
+        owner = book.owner or self._default_owner()
+        handler = getattr(owner, "notify_margin_call", None)
+        if handler is not None:
+            handler(event)
+
+    def _default_owner(self):
+        strats = getattr(getattr(self, "cerebro", None), "runningstrats", None)
+        return strats[0] if strats else None
+
+    def _liquidate_isolated(self, book: _Book, trigger: float, at_open: bool) -> None:
+        inst = book.inst
+        leg = self._leg(book)
+        reserve = float(inst.rulebook.bankruptcy_reserve(leg.side, leg.size, leg.entry_price,
+                                                          leg.leverage, inst.taker_fee))
+        result = settle(int(leg.side), leg.size, leg.entry_price, trigger, book.margin,
+                        policy=inst.fill_policy, fee_rate=inst.liquidation_fee, reserve=reserve)
+        self._close_liquidated(book, result, at_open)
+
+    def _liquidate_cross(self, books, triggers: Mapping[_Book, float], at_open: bool) -> None:
+        legs = []
+        for b in books:
+            leg = self._leg(b)
+            price = triggers[b]
+            legs.append(GroupLeg(int(leg.side), leg.size, leg.entry_price, price,
+                                 maintenance_margin(b.inst.rulebook, leg, price, b.inst.taker_fee),
+                                 float(b.inst.rulebook.bankruptcy_reserve(
+                                     leg.side, leg.size, leg.entry_price, leg.leverage,
+                                     b.inst.taker_fee))))
+        head = books[0].inst
+        results = settle_group(legs, self._cross_wallet(), policy=head.fill_policy,
+                               fee_rate=head.liquidation_fee)
+        for b, result in zip(books, results):
+            self._close_liquidated(b, result, at_open)
+
+    def _close_liquidated(self, book: _Book, result: Settlement, at_open: bool) -> None:
+        data = book.data
+        pos = self.positions[data]
+        for order in [o for o in self.pending if o.data is data]:
+            self.cancel(order)
+        inst = book.inst
+        size = pos.size
+        owner = book.owner or self._default_owner()
+        cls = SellOrder if size > 0 else BuyOrder
+        order = cls(owner=owner, data=data, size=abs(size), price=result.fill_price,
+                    exectype=Order.Market)
+        order.addinfo(liquidation=True, trigger=inst.trigger, trigger_price=result.trigger_price,
+                      bankruptcy_price=result.bankruptcy_price, insurance_flow=result.insurance_flow,
+                      fill_policy=str(inst.fill_policy))
+        order.submit(self)
+        order.accept(self)
+        order.addcomminfo(book.comminfo)
+        self.orders.append(order)
+
+        self._wallet += result.realized_pnl - result.fee
+        self.realized_pnl += result.realized_pnl
+        self.liquidation_fees += result.fee
+        self.insurance_fund += result.insurance_flow
+        book.margin = 0.0
+        record = Liquidation(_utc(book.dt), inst.symbol, "long" if size > 0 else "short", abs(size),
+                             pos.price, inst.trigger, result.trigger_price, result.fill_price,
+                             result.bankruptcy_price, result.loss, result.fee, result.insurance_flow,
+                             str(inst.margin_mode), str(inst.fill_policy), at_open, book.position_id)
+        self.liquidations.append(record)
+
+        closedvalue = abs(size) * pos.price / inst.leverage
+        comm = result.fee + (self.d_credit.pop(data, 0.0) if self.p.int2pnl else 0.0)
+        pprice = pos.price
+        pos.update(-size, result.fill_price, data.datetime.datetime())
+        order.execute(data.datetime[0], -size, result.fill_price, -size, closedvalue, comm,
+                      0.0, 0.0, 0.0, book.comminfo.get_margin(result.fill_price), result.realized_pnl,
+                      0.0, 0.0)
+        order.addinfo(entry_price=pprice)
+        book.dirty = True
+        book.above.clear()
+        self._version += 1
+        self.notify(order)
+
+    # --- helpers for strategies --------------------------------------------------------------
+
+    def _state_at(self, book: _Book, price: float) -> PositionMargin:
+        pos = self.positions[book.data]
+        inst = book.inst
+        if book.table is None:
+            self._update_table(book)
+        leg = Position(inst.symbol, Side.LONG if pos.size > 0 else Side.SHORT, abs(pos.size), pos.price,
+                       price, inst.leverage, book.table, book.margin if book.isolated else None)
+        if book.isolated:
+            return evaluate(inst.rulebook, [leg], margin_mode="isolated",
+                            taker_fee=inst.taker_fee).positions[0]
+        legs = []
+        for b in self._books:
+            if b.isolated or not self.positions[b.data].size:
+                continue
+            if b is book:
+                legs.append(leg)
+            else:
+                p = self.positions[b.data]
+                mark = b.valprice if b.valprice == b.valprice else p.price
+                legs.append(Position(b.inst.symbol, Side.LONG if p.size > 0 else Side.SHORT,
+                                     abs(p.size), p.price, mark, b.inst.leverage, b.table))
+        account: AccountMargin = evaluate(inst.rulebook, legs, margin_mode="cross",
+                                          wallet_balance=self._cross_wallet(), taker_fee=inst.taker_fee)
+        return next(p for p in account.positions if p.symbol == inst.symbol)
+
+    def get_margin_state(self, data) -> PositionMargin | None:
+        """Tier, rates, maintenance and initial margin, equity, margin ratio, liquidation and
+        bankruptcy price of ``data``'s position at its last mark (None when flat)."""
+        book = self._book(data)
+        if not self.positions[data].size:
+            return None
+        price = book.valprice if book.valprice == book.valprice else self.positions[data].price
+        return self._state_at(book, price)
+
+    def add_margin(self, data, amount: float) -> float:
+        """Move ``amount`` USDT from the available balance into ``data``'s isolated margin
+        (negative: take it back out, down to the initial margin). Returns the new margin."""
+        book = self._book(data)
+        if not book.isolated:
+            raise InputError(f"{book.inst.symbol} is in cross margin: its margin is the cross wallet",
+                             field="margin_mode")
+        pos = self.positions[data]
+        if not pos.size:
+            raise InputError(f"{book.inst.symbol} has no open position", field="data")
+        if not math.isfinite(amount):
+            raise InputError(f"amount must be a finite number, got {amount!r}", field="amount")
+        if amount > self.cash + 1e-9:
+            raise InputError(f"amount {amount:,.2f} exceeds the available balance {self.cash:,.2f}",
+                             field="amount")
+        floor = abs(pos.size) * pos.price / book.inst.leverage
+        if amount < 0 and book.margin + amount < floor - 1e-9:
+            raise InputError(f"removing {-amount:,.2f} would leave {book.margin + amount:,.2f}, below the "
+                             f"initial margin {floor:,.2f}", field="amount")
+        book.margin += amount
+        book.dirty = True
+        self._version += 1
+        self.cash = self._available()
+        return book.margin
+
+    def _book(self, data) -> _Book:
+        if self._books is None:
+            self._setup()
+        try:
+            return self._by_data[data]
+        except KeyError:
+            raise InputError(f"{getattr(data, '_name', data)!r} is not a data feed of this run",
+                             field="data") from None
+
+    def ledger(self) -> dict[str, float]:
+        """The account's totals (USDT)."""
+        return {"initial_cash": self.startingcash, "deposits": self.deposits,
+                "realized_pnl": self.realized_pnl, "trading_fees": self.trading_fees,
+                "liquidation_fees": self.liquidation_fees, "funding_paid": self.funding_paid,
+                "wallet_balance": self._wallet, "unrealized_pnl": self._unrealized,
+                "value": self._value, "insurance_fund": self.insurance_fund,
+                "liquidations": len(self.liquidations)}
+
+
+def install(cerebro: bt.Cerebro, exchange: str = "binance-usdm", cash: float = 10_000.0,
+            leverage: float = 1.0, margin_mode: str = "isolated", *,
+            per_data: Mapping[str, Mapping[str, Any]] | None = None, **options) -> PerpBroker:
+    """Make ``cerebro`` trade perpetual futures on ``exchange``; returns the broker.
+
+    ``per_data`` maps a feed's name (or symbol) to its own settings (``leverage``,
+    ``margin_mode``, fees, ...); ``options`` are :class:`PerpBroker` params for every feed.
+    """
+    if not (isinstance(cash, (int, float)) and math.isfinite(cash) and cash >= 0):
+        raise InputError(f"cash must be a number >= 0, got {cash!r}", field="cash")
+    broker = PerpBroker(exchange=exchange, cash=float(cash), leverage=leverage,
+                        margin_mode=margin_mode, **options)
+    for key, settings in (per_data or {}).items():
+        broker.configure(key, **settings)
+    cerebro.broker = broker
+    return broker
+
+
+__all__ = ["PerpBroker", "PerpCommInfo", "Instrument", "Liquidation", "FundingPayment", "MarginCall",
+           "Rejection", "install"]

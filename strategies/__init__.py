@@ -1,0 +1,1 @@
+"""Plain backtrader strategies, unchanged from where they come from: none imports btperp."""

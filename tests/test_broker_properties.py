@@ -1,0 +1,128 @@
+"""Conservation, as a property: random price paths, orders and funding through the PerpBroker.
+
+For every run:
+* final value = initial cash + realized PnL − fees − funding + unrealized PnL (the ledger), and
+  the same from the order notifications alone (relative 1e-9);
+* no isolated margin and no wallet is ever negative;
+* every liquidation's insurance-fund flow is explained by its gap: side × size × (trigger − fill)
+  plus the liquidation fee the fund receives.
+"""
+
+import math
+
+import backtrader as bt
+import numpy as np
+import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
+from perpkit import Script, make_frame, run, table
+
+TIERS = table((0, 500, 0.01, 50), (500, 2000, 0.025, 20), (2000, float("inf"), 0.05, 10))
+
+
+class Watched(Script):
+    """Script that also checks the account after every bar."""
+
+    def __init__(self):
+        super().__init__()
+        self.lowest_margin = math.inf
+        self.lowest_wallet = math.inf
+
+    def next(self):
+        broker = self.broker
+        for book in broker._books or []:
+            if book.isolated:
+                self.lowest_margin = min(self.lowest_margin, book.margin)
+        self.lowest_wallet = min(self.lowest_wallet, broker.wallet_balance)
+        super().next()
+
+    def notify_order(self, order):
+        super().notify_order(order)
+        if order.status == order.Completed:
+            self.orders[-1] = self.orders[-1] + (order.executed.pnl, order.executed.comm)
+
+
+@st.composite
+def scenarios(draw):
+    n = draw(st.integers(15, 50))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    steps = rng.normal(0, draw(st.sampled_from([0.005, 0.02, 0.05])), n)
+    jumps = rng.random(n) < 0.05                           # gaps, some past bankruptcy
+    steps[jumps] += rng.normal(0, 0.25, jumps.sum())
+    close = 100 * np.exp(np.cumsum(steps))
+    open_ = np.r_[100.0, close[:-1]] * np.exp(np.where(jumps, steps, 0) * 0.5)
+    wick = np.abs(rng.normal(0, 0.01, (2, n)))
+    high = np.maximum(open_, close) * (1 + wick[0])
+    low = np.minimum(open_, close) * (1 - wick[1])
+    basis = 1 + rng.normal(0, 0.002, n)
+    mark_open, mark_close = open_ * basis, close * basis
+    mark_high = np.maximum(np.maximum(mark_open, mark_close), high * basis * (1 - wick[0] / 2))
+    mark_low = np.minimum(np.minimum(mark_open, mark_close), low * basis * (1 + wick[1] / 2))
+    funding = {int(i): float(rng.normal(0.0001, 0.002)) for i in rng.choice(n, n // 4, replace=False)}
+    frame = make_frame(close, open=open_, high=high, low=low, mark_open=mark_open, mark_high=mark_high,
+                       mark_low=mark_low, mark_close=mark_close, funding=funding)
+    plan = {}
+    for _ in range(draw(st.integers(1, 8))):
+        bar = draw(st.integers(0, n - 2))
+        kind = draw(st.sampled_from(["buy", "sell", "close", "limit"]))
+        size = draw(st.floats(0.05, 6.0))
+        if kind == "close":
+            order = ("close", {})
+        elif kind == "limit":
+            order = (draw(st.sampled_from(["buy", "sell"])),
+                     dict(size=size, price=float(close[bar]) * draw(st.floats(0.95, 1.05)),
+                          exectype=bt.Order.Limit))
+        else:
+            order = (kind, dict(size=size))
+        plan.setdefault(bar, []).append(order)
+    options = dict(
+        cash=draw(st.sampled_from([50.0, 200.0, 1000.0])),
+        leverage=draw(st.sampled_from([1, 2, 5, 10, 25, 50])),
+        margin_mode=draw(st.sampled_from(["isolated", "cross"])),
+        fill_policy=draw(st.sampled_from(["bankruptcy", "fee"])),
+        trigger=draw(st.sampled_from(["mark", "last"])),
+    )
+    return frame, plan, options
+
+
+@settings(max_examples=150)
+@given(scenarios())
+def test_money_is_conserved(scenario):
+    frame, plan, options = scenario
+    strat, broker = run(frame, plan, strategy=Watched, tiers=TIERS, **options)
+    cash0 = options["cash"]
+    event(f"{len(broker.liquidations)} liquidations")
+    event("a gap past bankruptcy" if any(r.insurance_flow < 0 for r in broker.liquidations)
+          else "no gap past bankruptcy")
+    event(f"{len(broker.rejections)} refused orders" if broker.rejections else "no refusals")
+    ledger = broker.ledger()
+    value = broker.getvalue()
+    scale = max(cash0, abs(value), 1.0)
+
+    assert value == pytest.approx(cash0 + ledger["realized_pnl"] - broker.fees_paid - broker.funding_paid
+                                  + ledger["unrealized_pnl"], rel=1e-9, abs=1e-9 * scale)
+
+    # from the notifications alone: PnL and commissions (funding is charged on closes) of every
+    # fill, funding not yet charged, and the open position valued at the last mark close
+    pos = broker.getposition(strat.data)
+    upnl = pos.size * (frame["mark_close"].iloc[-1] - pos.price) if pos.size else 0.0
+    fills = [o for o in strat.orders if o[1] == "Completed"]
+    pnl = sum(o[-2] for o in fills)
+    comm = sum(o[-1] for o in fills)
+    pending_funding = sum(broker.d_credit.values())
+    assert value - cash0 == pytest.approx(pnl - comm - pending_funding + upnl, rel=1e-9,
+                                          abs=1e-9 * scale)
+    assert broker.funding_paid == pytest.approx(sum(p.payment for p in broker.funding_payments),
+                                                rel=1e-9, abs=1e-12)
+
+    assert strat.lowest_margin >= -1e-9 * scale
+    assert strat.lowest_wallet >= -1e-9 * scale and broker.wallet_balance >= -1e-9 * scale
+
+    for r in broker.liquidations:
+        sign = 1 if r.side == "long" else -1
+        to_fund = r.fee if r.policy == "fee" else 0.0
+        assert r.insurance_flow == pytest.approx(sign * r.size * (r.trigger_price - r.fill_price) + to_fund,
+                                                 rel=1e-9, abs=1e-9 * scale)
+        assert r.loss >= -1e-9 * scale
+    assert broker.insurance_fund == pytest.approx(sum(r.insurance_flow for r in broker.liquidations),
+                                                  rel=1e-9, abs=1e-12)
