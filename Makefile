@@ -19,6 +19,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
+	@echo "== Backtests with btperp's broker on the bundled data (examples/perp_backtest.py) =="
+	$(BIN)/python examples/perp_backtest.py
+	@echo
 	@echo "== Binance FAQ example: isolated, 500 USDT margin, long 0.02 BTC at 50,000 =="
 	$(BIN)/btperp calc --symbol BTCUSDT --side long --size 0.02 --entry 50000 --margin 500
 	@echo

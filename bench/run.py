@@ -93,7 +93,77 @@ def bench_preload() -> dict:
             "preload_speedup_vs_pandasdata": round(theirs / ours, 1)}
 
 
-BENCHMARKS = [bench_margin, bench_load, bench_preload]
+def walk_1m(n: int = 500_000, seed: int = 7):
+    """``n`` one-minute bars of a random walk around 100 with a mark price beside it and a funding
+    event every 8 hours, as on Binance (the SMA strategy trades it often)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.0008, n)))
+    open_ = np.r_[100.0, close[:-1]]
+    wick = np.abs(rng.normal(0, 0.0004, (2, n)))
+    high, low = np.maximum(open_, close) * (1 + wick[0]), np.minimum(open_, close) * (1 - wick[1])
+    basis = 1 + rng.normal(0, 0.0002, n)
+    index = pd.date_range("2024-01-01", periods=n, freq="min", tz="UTC", name="time")
+    events = (index.hour % 8 == 0) & (index.minute == 0)
+    rate = np.where(events, rng.normal(0.0001, 0.0001, n), np.nan)
+    frame = pd.DataFrame({
+        "open": open_, "high": high, "low": low, "close": close, "volume": np.ones(n),
+        "mark_open": open_ * basis, "mark_high": high * basis, "mark_low": low * basis,
+        "mark_close": close * basis, "funding_rate": rate,
+        "funding_time": pd.Series(index.where(events), index=index).to_numpy(),
+        "funding_events": events.astype(np.int64), "funding_per_unit": rate * open_ * basis,
+        "funding_open_per_unit": rate * open_ * basis,
+    }, index=index)
+    frame.attrs = {"symbol": "SIM/USDT:USDT", "exchange": "binance-usdm", "timeframe": "1m"}
+    return frame
+
+
+def loop_seconds(frame, perp: bool) -> tuple[float, float]:
+    """Seconds between the strategy's start and stop (the bar loop), and the final value."""
+    import backtrader as bt
+    import btperp
+    from btperp.bt.feed import feed_from_frame
+    from btperp.tiers import TierTable
+    sys.path.insert(0, str(HERE.parent))
+    from strategies.sma_cross import SmaCross
+
+    class Clock(bt.Analyzer):
+        def start(self):
+            self.t0 = time.perf_counter()
+
+        def stop(self):
+            self.seconds = time.perf_counter() - self.t0
+
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(feed_from_frame(frame))
+    cerebro.addstrategy(SmaCross)
+    cerebro.addanalyzer(Clock)
+    if perp:
+        btperp.install(cerebro, cash=10_000, leverage=10, tiers=TierTable.single(0.005, max_leverage=100))
+    else:
+        cerebro.broker.setcash(10_000)
+    strat = cerebro.run()[0]
+    return strat.analyzers.clock.seconds, cerebro.broker.getvalue()
+
+
+def bench_broker_loop() -> dict:
+    """The SMA crossover on 500k 1-minute bars: PerpBroker (marks, funding, liquidation checks)
+    against backtrader's BackBroker on the same feed; best of three alternating runs each."""
+    frame = walk_1m()
+    back, perp = [], []
+    for _ in range(3):
+        back.append(loop_seconds(frame, perp=False)[0])
+        perp.append(loop_seconds(frame, perp=True)[0])
+    b, p = min(back), min(perp)
+    print(f"  SMA crossover, 500k 1m bars: BackBroker loop {b:.1f} s, PerpBroker loop {p:.1f} s "
+          f"({500_000 / p:,.0f} bars/s)", flush=True)
+    return {"broker_loop_backbroker_s": round(b, 2), "broker_loop_perpbroker_s": round(p, 2),
+            "broker_loop_overhead": round(p / b, 3)}
+
+
+BENCHMARKS = [bench_margin, bench_load, bench_preload, bench_broker_loop]
 
 
 def main() -> int:

@@ -11,10 +11,11 @@ from btperp.tiers import Tier, TierTable
 
 
 def make_frame(close, *, open=None, high=None, low=None, mark_open=None, mark_high=None,
-               mark_low=None, mark_close=None, funding=None, start="2024-01-01",
+               mark_low=None, mark_close=None, funding=None, funding_later=None, start="2024-01-01",
                timeframe="1h", symbol="TEST/USDT:USDT", exchange="binance-usdm") -> pd.DataFrame:
     """A frame shaped like ``btperp.load``'s. Marks default to the last prices; ``funding`` maps a
-    bar index to the rate of one event at that bar's open (paid on its mark open)."""
+    bar index to the rate of one event at that bar's open (paid on its mark open), ``funding_later``
+    to one later in the bar (paid on its mark close)."""
     close = np.asarray(close, float)
     n = len(close)
     open = np.r_[close[0], close[:-1]] if open is None else np.asarray(open, float)
@@ -25,17 +26,22 @@ def make_frame(close, *, open=None, high=None, low=None, mark_open=None, mark_hi
     mh = np.maximum(mo, mc) if mark_high is None else np.asarray(mark_high, float)
     ml = np.minimum(mo, mc) if mark_low is None else np.asarray(mark_low, float)
     index = pd.date_range(start, periods=n, freq=pd.Timedelta(timeframe), tz="UTC", name="time")
-    rate = np.full(n, np.nan)
+    rate, at_open, later = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     for i, r in (funding or {}).items():
-        rate[i] = r
+        rate[i], at_open[i] = r, r * mo[i]
+    for i, r in (funding_later or {}).items():
+        rate[i] = np.nansum([rate[i], r])
+        later[i] = r * mc[i]
     has = ~np.isnan(rate)
+    events = (~np.isnan(at_open)).astype(np.int64) + (~np.isnan(later))
     frame = pd.DataFrame({
         "open": open, "high": high, "low": low, "close": close, "volume": np.ones(n),
         "mark_open": mo, "mark_high": mh, "mark_low": ml, "mark_close": mc,
         "funding_rate": rate,
         "funding_time": pd.Series(index.where(has), index=index).astype("datetime64[ms, UTC]").to_numpy(),
-        "funding_events": has.astype(np.int64),
-        "funding_per_unit": np.where(has, rate * mo, np.nan),
+        "funding_events": events,
+        "funding_per_unit": np.where(has, np.nan_to_num(at_open) + np.nan_to_num(later), np.nan),
+        "funding_open_per_unit": at_open,
     }, index=index)
     frame.attrs.update(symbol=symbol, exchange=exchange, timeframe=timeframe)
     return frame

@@ -5,7 +5,6 @@ import math
 import warnings
 
 import backtrader as bt
-import numpy as np
 import pandas as pd
 import pytest
 from perpkit import FLAT, Script, feed, make_frame, run, table
@@ -387,6 +386,7 @@ def sma_run(**cerebro_kwargs):
     return broker
 
 
+@pytest.mark.filterwarnings("ignore::btperp.errors.EarliestTableAssumed")
 def test_runonce_and_event_mode_give_the_same_account():
     a, b, c = sma_run(), sma_run(runonce=False), sma_run(preload=False)
     assert a.liquidations and a.ledger() == b.ledger() == c.ledger()
@@ -402,6 +402,7 @@ class LedgerAnalyzer(bt.Analyzer):
         return self.rets
 
 
+@pytest.mark.filterwarnings("ignore::btperp.errors.EarliestTableAssumed")
 def test_optstrategy_with_several_processes():
     cerebro = bt.Cerebro(stdstats=False, maxcpus=2)
     cerebro.adddata(btperp.load_feed("ETHUSDT", start="2021-04-01", end="2021-06-30"))
@@ -486,3 +487,27 @@ def test_per_data_settings():
     assert broker.get_margin_state(strat.datas[0]).leverage == 10
     assert broker.get_margin_state(strat.datas[1]).initial_margin == pytest.approx(50.0)
     assert broker.trading_fees == pytest.approx(100 * 0.0005)
+
+
+def test_daily_bars_pay_each_event_with_the_position_held_at_its_time():
+    """Bought at a day's open (after its 00:00 event), closed at a later day's open (after that
+    day's 00:00 event): pays the events in between, as the hourly data says."""
+    hourly = btperp.load("BTCUSDT", start="2024-01-01", end="2024-01-10 23:00")
+    daily = btperp.resample(hourly, "1d")
+    strat, broker = run(daily, {0: [("buy", dict(size=1.0))], 3: [("close", {})]}, cash=100_000,
+                        tiers=FLAT)
+    # fills at the 2024-01-02 and 2024-01-05 opens
+    events = hourly.loc["2024-01-02 01:00":"2024-01-05 00:00", "funding_per_unit"].dropna()
+    assert len(events) == 9
+    assert broker.funding_paid == pytest.approx(events.sum(), rel=1e-12)
+    # the same account on hourly bars
+    _, hourly_broker = run(hourly, {23: [("buy", dict(size=1.0))], 95: [("close", {})]},
+                           cash=100_000, tiers=FLAT)
+    assert hourly_broker.funding_paid == pytest.approx(broker.funding_paid, rel=1e-12)
+
+
+def test_events_later_in_the_bar_are_paid_by_the_position_after_the_fills():
+    frame = make_frame([100.0] * 6, funding={2: 0.001, 4: 0.001}, funding_later={2: 0.002, 4: 0.002})
+    # opened at bar 2's open: pays bar 2's later event only; closed at bar 4's open: pays its open one
+    _, broker = run(frame, {1: [("buy", dict(size=1.0))], 3: [("close", {})]}, cash=1000, tiers=FLAT)
+    assert [p.payment for p in broker.funding_payments] == pytest.approx([0.2, 0.1])

@@ -27,6 +27,7 @@ class Watched(Script):
         super().__init__()
         self.lowest_margin = math.inf
         self.lowest_wallet = math.inf
+        self.fills = {}
 
     def next(self):
         broker = self.broker
@@ -38,8 +39,8 @@ class Watched(Script):
 
     def notify_order(self, order):
         super().notify_order(order)
-        if order.status == order.Completed:
-            self.orders[-1] = self.orders[-1] + (order.executed.pnl, order.executed.comm)
+        if order.executed.size:         # Completed, or Partial then Margin (a reversal short of margin)
+            self.fills[order.ref] = (order.executed.pnl, order.executed.comm)
 
 
 @st.composite
@@ -59,8 +60,9 @@ def scenarios(draw):
     mark_high = np.maximum(np.maximum(mark_open, mark_close), high * basis * (1 - wick[0] / 2))
     mark_low = np.minimum(np.minimum(mark_open, mark_close), low * basis * (1 + wick[1] / 2))
     funding = {int(i): float(rng.normal(0.0001, 0.002)) for i in rng.choice(n, n // 4, replace=False)}
+    later = {int(i): float(rng.normal(0.0001, 0.002)) for i in rng.choice(n, n // 5, replace=False)}
     frame = make_frame(close, open=open_, high=high, low=low, mark_open=mark_open, mark_high=mark_high,
-                       mark_low=mark_low, mark_close=mark_close, funding=funding)
+                       mark_low=mark_low, mark_close=mark_close, funding=funding, funding_later=later)
     plan = {}
     for _ in range(draw(st.integers(1, 8))):
         bar = draw(st.integers(0, n - 2))
@@ -106,9 +108,8 @@ def test_money_is_conserved(scenario):
     # fill, funding not yet charged, and the open position valued at the last mark close
     pos = broker.getposition(strat.data)
     upnl = pos.size * (frame["mark_close"].iloc[-1] - pos.price) if pos.size else 0.0
-    fills = [o for o in strat.orders if o[1] == "Completed"]
-    pnl = sum(o[-2] for o in fills)
-    comm = sum(o[-1] for o in fills)
+    pnl = sum(p for p, _ in strat.fills.values())
+    comm = sum(c for _, c in strat.fills.values())
     pending_funding = sum(broker.d_credit.values())
     assert value - cash0 == pytest.approx(pnl - comm - pending_funding + upnl, rel=1e-9,
                                           abs=1e-9 * scale)

@@ -34,7 +34,7 @@ def test_bundled_symbols_cover_2019_to_2026_with_marks_and_funding(btc, eth):
         assert frame["funding_events"].sum() > 7000 and frame.attrs["gaps"] == 0
         assert list(frame.columns) == ["open", "high", "low", "close", "volume", "mark_open", "mark_high",
                                        "mark_low", "mark_close", "funding_rate", "funding_time",
-                                       "funding_events", "funding_per_unit"]
+                                       "funding_events", "funding_per_unit", "funding_open_per_unit"]
         assert str(frame.index.tz) == "UTC"
 
 
@@ -64,6 +64,18 @@ def test_start_end_and_summary(btc):
     line = btperp.summary(part)
     assert "BTC/USDT:USDT binance-usdm 1h: 744 bars 2024-01-01 00:00 → 2024-01-31 23:00" in line
     assert "no gaps" in line and "93 funding events" in line
+
+
+def test_funding_at_the_open_is_told_apart_from_funding_later_in_the_bar(btc):
+    hourly = btc.loc["2024-01-01 00:00":"2024-01-01 23:00"]
+    assert hourly["funding_open_per_unit"].equals(hourly["funding_per_unit"])   # all at bar opens
+    day = btperp.resample(btc.loc["2024-01-01":"2024-01-02 23:00"], "1d").loc[pd.Timestamp("2024-01-01", tz="UTC")]
+    assert day["funding_events"] == 3
+    assert day["funding_open_per_unit"] == hourly["funding_per_unit"].iloc[0]          # the 00:00 event
+    assert day["funding_per_unit"] - day["funding_open_per_unit"] == pytest.approx(
+        hourly["funding_per_unit"].iloc[[8, 16]].sum(), rel=1e-12)                   # 08:00 and 16:00
+    no_event_at_open = btperp.resample(btc.loc["2024-01-01":"2024-01-02 23:00"], "4h")
+    assert no_event_at_open.loc[pd.Timestamp("2024-01-01 04:00", tz="UTC"), "funding_events"] == 0
 
 
 @pytest.mark.parametrize("timeframe", ["4h", "1d"])

@@ -11,7 +11,8 @@ import btperp
 from btperp.bt.feed import bt_timeframe, feed_from_frame, to_bt_num
 
 LINES = ("datetime", "open", "high", "low", "close", "volume", "mark_open", "mark_high", "mark_low",
-         "mark_close", "funding_rate", "funding_per_unit", "funding_events", "funding_time")
+         "mark_close", "funding_rate", "funding_per_unit", "funding_open_per_unit", "funding_events",
+         "funding_time")
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,6 @@ it is charged to the trade when it closes (``trade.pnlcomm`` is net of fees and 
 
 from __future__ import annotations
 
-import collections
 import math
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -235,6 +234,8 @@ class _Book:
         self.t_open = self.t_high = self.t_low = self.mark_close = self.mark_open = math.nan
         self.read = False               # this bar's prices have been read
         self.row = -1
+        self.later_funding = None       # (per unit, rate) of events after the open, paid after fills
+        self.funded = math.nan          # bar whose funding has been looked up
         self.reader: Callable[["_Book"], None] = _read_last
         self.funding: Callable[["_Book"], tuple[float, float] | None] = _no_funding
         self.pos = None                 # the broker's Position of this data (set by the broker)
@@ -244,6 +245,7 @@ class _Book:
             self.l_mo, self.l_mh, self.l_ml, self.l_mc = (lines.mark_open, lines.mark_high,
                                                           lines.mark_low, lines.mark_close)
             self.l_fpu, self.l_frate = lines.funding_per_unit, lines.funding_rate
+            self.l_fopen = lines.funding_open_per_unit
 
 
 def _fallback(book: _Book, what: str) -> None:
@@ -276,15 +278,18 @@ def _read_perp(book: _Book) -> None:
         book.t_open, book.t_high, book.t_low = _now(book.l_o), _now(book.l_h), _now(book.l_l)
 
 
+def _split(per_unit, at_open, rate, book: _Book):
+    """(total per unit, part at the bar's open, rate) of the bar's funding, or None."""
+    if per_unit != per_unit:
+        if rate != rate:
+            return None
+        per_unit = rate * book.mark_open    # events whose mark is missing (mark_fallback='last')
+        at_open = per_unit if at_open == at_open else math.nan
+    return per_unit, at_open if at_open == at_open else 0.0, rate
+
+
 def _funding_perp(book: _Book):
-    """(per unit, rate) of the bar's funding events, or None."""
-    per_unit = _now(book.l_fpu)
-    if per_unit == per_unit:
-        return per_unit, _now(book.l_frate)
-    rate = _now(book.l_frate)
-    if rate == rate:                # events whose mark is missing: mark fallback values them at last
-        return rate * book.mark_open, rate
-    return None
+    return _split(_now(book.l_fpu), _now(book.l_fopen), _now(book.l_frate), book)
 
 
 def _read_table(book: _Book) -> None:
@@ -311,12 +316,8 @@ def _funding_table(book: _Book):
     if i < 0:
         return None
     cols = book.data.btperp_market.columns
-    per_unit, rate = cols["funding_per_unit"][i], cols["funding_rate"][i]
-    if per_unit == per_unit:
-        return per_unit, rate
-    if rate == rate:
-        return rate * book.mark_open, rate
-    return None
+    return _split(cols["funding_per_unit"][i], cols["funding_open_per_unit"][i], cols["funding_rate"][i],
+                  book)
 
 
 def _read_last(book: _Book) -> None:
@@ -838,13 +839,9 @@ class PerpBroker(bt.brokers.BackBroker):
             self.check_submitted()
 
         if held:
-            for book in self._books:                # 2. funding, positions held at the open
+            for book in self._books:                # 2. funding at the open: positions held then
                 if book.fresh and book.pos.size:
-                    if not book.read:
-                        book.reader(book)
-                    paid = book.funding(book)
-                    if paid is not None:
-                        self._pay_funding(book, *paid)
+                    self._fund(book, at_open=True)
             self._check_liquidations(at_open=True)  # 3. gaps at the open
 
         self._process_order_history()               # 4. orders, by backtrader's rules
@@ -867,6 +864,9 @@ class PerpBroker(bt.brokers.BackBroker):
                     elif order.status == Order.Completed:
                         self._bracketize(order)
 
+        for book in self._books:                    # 4b. funding later in the bar: positions after fills
+            if book.fresh and book.pos.size:
+                self._fund(book, at_open=False)
         self._check_liquidations(at_open=False)     # 5. adverse extremes, 6. margin calls
         self._get_value()                           # 7.
 
@@ -878,6 +878,28 @@ class PerpBroker(bt.brokers.BackBroker):
         later = [t for t in book.changes if t > book.dt]
         book.next_change = later[0] if later else math.inf
         book.dirty = True
+
+    def _fund(self, book: _Book, at_open: bool) -> None:
+        """Pay the bar's funding events at its open (``at_open``) or those later in the bar."""
+        if at_open or book.funded != book.dt:
+            if not book.read:
+                book.reader(book)
+            book.funded = book.dt
+            paid = book.funding(book)
+            book.later_funding = None
+            if paid is None:
+                return
+            per_unit, first, rate = paid
+            later = per_unit - first
+            if later:
+                book.later_funding = (later, rate if not first else math.nan)
+            if at_open:
+                if first:
+                    self._pay_funding(book, first, rate if not later else math.nan)
+                return
+        if book.later_funding is not None:
+            self._pay_funding(book, *book.later_funding)
+            book.later_funding = None
 
     def _pay_funding(self, book: _Book, per_unit: float, rate: float) -> None:
         pos = self.positions[book.data]
@@ -934,7 +956,8 @@ class PerpBroker(bt.brokers.BackBroker):
             self._check_cross(cross, at_open)
 
     def _check_single(self, book: _Book, at_open: bool, group) -> None:
-        long = self.positions[book.data].size > 0
+        """One position moves the equity: compare the bar's prices with its cached prices."""
+        long = book.pos.size > 0
         lp = book.lp
         if lp is not None:
             if long:
@@ -980,15 +1003,16 @@ class PerpBroker(bt.brokers.BackBroker):
         equity, total_mm, upnl, mm = self._group_state(books, adverse)
         if equity > total_mm:
             if not at_open and self._levels:
+                # margin calls of the account, kept on its first position's book
+                head = books[0]
                 ratio = total_mm / equity
-                closes = {b: b.mark_close for b in books}
-                e_close, mm_close, _, _ = self._group_state(books, closes)
+                e_close, mm_close, _, _ = self._group_state(books, {b: b.mark_close for b in books})
+                ratio_close = mm_close / e_close if e_close > 0 else math.inf
                 for level in self._levels:
-                    head = books[0]
                     if ratio >= level and level not in head.above:
                         head.above.add(level)
                         self._margin_call(head, level, adverse[head], ratio=ratio)
-                    elif level in head.above and mm_close / e_close < level:
+                    elif level in head.above and ratio_close < level:
                         head.above.discard(level)
             return
         triggers = {}

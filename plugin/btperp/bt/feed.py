@@ -1,7 +1,7 @@
 """backtrader feeds that carry mark prices and funding beside the traded price.
 
 * :class:`PerpData`: a feed built from a :func:`btperp.load` frame, with the extra lines
-  ``mark_open mark_high mark_low mark_close funding_rate funding_per_unit funding_events
+  ``mark_open mark_high mark_low mark_close funding_rate funding_per_unit funding_open_per_unit funding_events
   funding_time`` and a bulk preload (whole numpy columns copied into the line buffers; backtrader's
   ``PandasData`` reads cell by cell, about 80 µs a bar).
 * :func:`attach`: for a feed the user already has (a CSV feed, say): mark prices and funding are
@@ -25,7 +25,8 @@ from ..io.market import parse_timeframe, timeframe_name
 
 #: backtrader's date number of 1970-01-01 (days since 0001-01-01, plus one).
 BT_EPOCH = 719163.0
-EXTRA_LINES = MARK_COLUMNS + ("funding_rate", "funding_per_unit", "funding_events", "funding_time")
+EXTRA_LINES = MARK_COLUMNS + ("funding_rate", "funding_per_unit", "funding_open_per_unit",
+                              "funding_events", "funding_time")
 
 
 def bt_timeframe(timeframe: str) -> tuple[int, int]:
@@ -63,7 +64,7 @@ def frame_columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """The frame as float64 columns, one per PerpData line (datetime as date numbers)."""
     cols = {"datetime": to_bt_num(frame.index)}
     for name in ("open", "high", "low", "close", "volume") + MARK_COLUMNS + (
-            "funding_rate", "funding_per_unit", "funding_events"):
+            "funding_rate", "funding_per_unit", "funding_open_per_unit", "funding_events"):
         cols[name] = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
     cols["funding_time"] = to_bt_num(frame["funding_time"])
     cols["openinterest"] = np.full(len(frame), np.nan)

@@ -12,6 +12,9 @@ funding_events         number of funding events inside the bar
 funding_per_unit       what one unit of base held long pays over those events (USDT):
                        Σ rate × mark price at the event (the mark open of the finest bar that
                        holds it; exact when events fall on bar opens, as Binance's do on 1h bars)
+funding_open_per_unit  the part of ``funding_per_unit`` from events at the bar's open time (NaN if
+                       none): paid by the position held before the bar's orders fill, the rest
+                       by the position after them (daily bars hold events at 00:00, 08:00, 16:00)
 =====================  =====================================================================
 
 A position of signed size ``q`` pays ``q × funding_per_unit`` in the bar (btperp.funding).
@@ -36,7 +39,8 @@ from .market import (find_gaps, list_series, parse_timeframe, read_series, serie
 from .paths import datasets_dir
 
 MARK_COLUMNS = ("mark_open", "mark_high", "mark_low", "mark_close")
-FUNDING_COLUMNS = ("funding_rate", "funding_time", "funding_events", "funding_per_unit")
+FUNDING_COLUMNS = ("funding_rate", "funding_time", "funding_events", "funding_per_unit",
+                   "funding_open_per_unit")
 FRAME_COLUMNS = ("open", "high", "low", "close", "volume") + MARK_COLUMNS + FUNDING_COLUMNS
 
 
@@ -166,6 +170,10 @@ def attach_funding(frame: pd.DataFrame, funding: pd.DataFrame, step: pd.Timedelt
     summed = pd.Series(per_unit).groupby(pos).sum(min_count=1)
     out["funding_per_unit"] = np.nan
     out.iloc[summed.index.to_numpy(), out.columns.get_loc("funding_per_unit")] = summed.to_numpy()
+    at_open = np.asarray(ev_t == times[pos])
+    opening = pd.Series(per_unit[at_open]).groupby(pos[at_open]).sum(min_count=1)
+    out["funding_open_per_unit"] = np.nan
+    out.iloc[opening.index.to_numpy(), out.columns.get_loc("funding_open_per_unit")] = opening.to_numpy()
     return out
 
 
@@ -187,6 +195,11 @@ def resample(frame: pd.DataFrame, timeframe: str) -> pd.DataFrame:
     out = groups.agg(rule)
     out["funding_rate"] = groups["funding_rate"].sum(min_count=1)
     out["funding_per_unit"] = groups["funding_per_unit"].sum(min_count=1)
+    # events at the coarse bar's open: those at the open of its first source bar, if that bar
+    # starts the coarse bar (a gap at the start leaves none)
+    first_time = frame.index.to_series().resample(step, label="left", closed="left", origin="epoch").first()
+    first_open = groups["funding_open_per_unit"].first()
+    out["funding_open_per_unit"] = first_open.where(first_time == first_time.index)
     counts = groups["close"].count()
     out = out.loc[counts.to_numpy() > 0, list(FRAME_COLUMNS)]
     out["funding_events"] = out["funding_events"].astype(np.int64)
