@@ -511,3 +511,13 @@ def test_events_later_in_the_bar_are_paid_by_the_position_after_the_fills():
     # opened at bar 2's open: pays bar 2's later event only; closed at bar 4's open: pays its open one
     _, broker = run(frame, {1: [("buy", dict(size=1.0))], 3: [("close", {})]}, cash=1000, tiers=FLAT)
     assert [p.payment for p in broker.funding_payments] == pytest.approx([0.2, 0.1])
+
+
+def test_float_dust_does_not_leave_a_position_or_an_order_open():
+    frame = make_frame([100.0] * 6)
+    strat, broker = run(frame, {0: [("buy", dict(size=0.1)), ("buy", dict(size=0.2))],
+                                2: [("sell", dict(size=0.3))]}, cash=1000, tiers=FLAT)
+    assert 0.1 + 0.2 != 0.3
+    assert [o[1] for o in strat.orders] == ["Completed"] * 3
+    assert broker.getposition(strat.data).size == 0 and len(strat.trades) == 1
+    assert broker.get_orders_open() == []

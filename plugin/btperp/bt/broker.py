@@ -464,7 +464,7 @@ class PerpBroker(bt.brokers.BackBroker):
     def _setup(self):
         cerebro = getattr(self, "cerebro", None)
         datas = list(cerebro.datas) if cerebro is not None else list(self.positions)
-        tier_file = None
+        tier_files: dict[str, Any] = {}
         self._books = []
         for data in datas:
             settings = {k: getattr(self.p, k) for k in self._INSTRUMENT_KEYS}
@@ -478,19 +478,17 @@ class PerpBroker(bt.brokers.BackBroker):
                 tiers = tiers.get(symbol) or tiers.get(data._name)
             if isinstance(tiers, TierTable):
                 tiers = TierHistory.constant(tiers)
-            if tiers is None:
-                default = rulebook.default_table(settings["leverage"])
-                if default is not None and rulebook.name == "hyperliquid":
-                    tiers = TierHistory.constant(default)
-                else:
-                    from ..io.tierfile import TierHistoryFile
-                    if tier_file is None or tier_file.exchange not in (None, rulebook.name):
-                        tier_file = TierHistoryFile.bundled(rulebook.name, self.p.datadir)
-                    tiers = tier_file.history(symbol, rulebook.settle) if tier_file else None
+            if tiers is None:                       # the exchange's bundled history
+                from ..io.tierfile import TierHistoryFile
+                if rulebook.name not in tier_files:
+                    tier_files[rulebook.name] = TierHistoryFile.bundled(rulebook.name, self.p.datadir)
+                found = tier_files[rulebook.name]
+                tiers = found.history(symbol, rulebook.settle) if found is not None else None
             if tiers is None:
                 raise InputError(f"no tier table for {symbol} on {rulebook.name}: pass tiers= (a "
-                                 f"TierTable or TierHistory) or import its history with "
-                                 f"`btperp data import-tiers`", field="tiers")
+                                 f"TierTable or TierHistory; Hyperliquid: Hyperliquid.table_for_max_"
+                                 f"leverage(n)) or import its history with `btperp data import-tiers`",
+                                 field="tiers")
             inst = Instrument(
                 symbol=symbol, rulebook=rulebook, tiers=tiers, leverage=float(settings["leverage"]),
                 margin_mode=MarginMode.parse(settings["margin_mode"]),
@@ -503,7 +501,6 @@ class PerpBroker(bt.brokers.BackBroker):
                 mark_fallback=settings["mark_fallback"])
             comminfo = PerpCommInfo(commission=inst.taker_fee, leverage_setting=inst.leverage,
                                     lot_size=inst.lot_size)
-            self.addcommissioninfo(comminfo, name=data._name)
             book = _Book(data, inst, comminfo)
             book.pos = self.positions[data]
             if isinstance(data, PerpData):
@@ -548,6 +545,7 @@ class PerpBroker(bt.brokers.BackBroker):
         return to_unified(symbol)
 
     def getcommissioninfo(self, data):
+        """The feed's PerpCommInfo (backtrader's own lookup is by name, and feeds may share one)."""
         book = self._by_data.get(data) if self._books is not None else None
         if book is not None:
             return book.comminfo
@@ -556,20 +554,13 @@ class PerpBroker(bt.brokers.BackBroker):
     # --- orders ----------------------------------------------------------------------------
 
     def _round_lot(self, data, size):
-        book = self._by_data.get(data) if self._books is not None else None
-        lot = book.inst.lot_size if book is not None else self._lot_for(data)
+        lot = self._book(data).inst.lot_size
         if not lot or size is None:
             return size, None
         rounded = math.floor(abs(size) / lot + 1e-9) * lot
         if rounded <= 0:
             return size, f"size {abs(size):g} is below the lot size {lot:g}"
         return rounded, None
-
-    def _lot_for(self, data):
-        for key in (data._name, data):
-            if key in self._overrides and "lot_size" in self._overrides[key]:
-                return self._overrides[key]["lot_size"]
-        return self.p.lot_size
 
     def buy(self, owner, data, size, *args, **kwargs):
         size, problem = self._round_lot(data, size)
@@ -686,13 +677,16 @@ class PerpBroker(bt.brokers.BackBroker):
                 size = -size
         pos = self.positions[data]
         psize, pprice = pos.size, pos.price
-        if psize and size * psize < 0 and abs(size + psize) <= _DUST * abs(psize):
-            size = -psize                               # a close that float dust would leave open
-        if psize and size * psize < 0:
+        reduces = psize * size < 0
+        # a full close that float dust (0.1 + 0.2 − 0.3) would leave open: close exactly
+        dust = reduces and abs(size + psize) <= _DUST * abs(psize)
+        if dust:
+            closed, opened = -psize, 0.0
+        elif reduces:
             closed = -psize if abs(size) >= abs(psize) else size
+            opened = size - closed
         else:
-            closed = 0.0
-        opened = size - closed
+            closed, opened = 0.0, size
         fee_rate = self._fee_rate(book, order, price)
 
         pnl = closedvalue = closedcomm = 0.0
@@ -730,6 +724,7 @@ class PerpBroker(bt.brokers.BackBroker):
 
         execsize = closed + opened
         if execsize:
+            filled = size if dust else execsize         # what the order sees as filled
             if order.owner is not None:
                 book.owner = order.owner
             pos.update(execsize, price, data.datetime.datetime())
@@ -739,7 +734,7 @@ class PerpBroker(bt.brokers.BackBroker):
                 book.valprice = price           # a new position: valued at its fill until the close
             book.dirty = True
             self._version += 1
-            order.execute(dtcoc or data.datetime[ago], execsize, price,
+            order.execute(dtcoc or data.datetime[ago], filled, price,
                           closed, closedvalue, closedcomm, opened, openedvalue, openedcomm,
                           book.comminfo.get_margin(price), pnl, pos.size, pos.price)
             order.addcomminfo(book.comminfo)
