@@ -3,11 +3,12 @@
 import itertools
 import math
 
+import numpy as np
 import pytest
 
 from btperp.errors import InputError, LeverageError
 from btperp.margin import (MarginMode, Side, bankruptcy_price, check_leverage, evaluate,
-                           liquidation_price, make_position, margin_ratio, solve_price)
+                           liquidation_price, make_position, margin_ratio, solve_price, tier_of)
 from btperp.rules import BinanceUSDM, BybitLinear, Hyperliquid, get_rulebook
 from btperp.tiers import TierTable
 
@@ -206,3 +207,21 @@ def test_solve_price_uses_the_tier_of_the_notional_at_the_root(btc_table):
     pos = make_position("BTC/USDT:USDT", "long", 1, 60_000, leverage=10, tiers=btc_table)
     lp = solve_price(BINANCE, [pos], 6_000, 0.0005, 60_000)
     assert lp == pytest.approx((6_000 + 50 - 60_000) / (0.005 - 1), rel=1e-12)
+
+
+def test_vectorized_maintenance_margin_equals_the_scalar_one(btc_table):
+    from btperp.margin import maintenance_margin, maintenance_margin_array
+    rng = np.random.default_rng(3)
+    n = 400
+    side = rng.choice([1.0, -1.0], n)
+    size = rng.uniform(0.001, 400, n)
+    entry = rng.uniform(20_000, 70_000, n)
+    price = entry * rng.uniform(0.5, 1.5, n)
+    for name in ("binance-usdm", "bybit"):
+        rulebook = get_rulebook(name)
+        index, mm = maintenance_margin_array(rulebook, btc_table, side, size, entry, price, 10.0, 0.0005)
+        for i in range(n):
+            pos = make_position("BTC/USDT:USDT", "long" if side[i] > 0 else "short", size[i], entry[i],
+                                tiers=btc_table, leverage=10.0)
+            assert mm[i] == pytest.approx(maintenance_margin(rulebook, pos, price[i], 0.0005), rel=1e-12)
+            assert index[i] + 1 == tier_of(rulebook, pos, price[i]).tier

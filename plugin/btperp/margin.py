@@ -189,6 +189,22 @@ def maintenance_margin(rulebook: Rulebook, pos: Position, price: float, taker_fe
                                              tier, taker_fee))
 
 
+def maintenance_margin_array(rulebook: Rulebook, table: TierTable, side, size, entry_price, price,
+                             leverage, taker_fee: float) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorized :func:`maintenance_margin`: (0-based tier index, maintenance margin) of arrays of
+    positions valued at ``price``, all under one tier ``table``; the rulebook's own formula per tier."""
+    side, size, entry_price, price, leverage = np.broadcast_arrays(
+        *(np.asarray(x, dtype=float) for x in (side, size, entry_price, price, leverage)))
+    index = table.lookup_index(rulebook.tier_notional(size, entry_price, price))
+    mm = np.empty(index.shape)
+    for k in np.unique(index):
+        rows = index == k
+        fixed, per_price = rulebook.maintenance_terms(side[rows], size[rows], entry_price[rows],
+                                                      leverage[rows], table.tiers[k], taker_fee)
+        mm[rows] = fixed + per_price * price[rows]
+    return index, mm
+
+
 def isolated_margin(rulebook: Rulebook, pos: Position, taker_fee: float) -> float:
     """The position's isolated margin: as given, or its initial margin."""
     if pos.margin is not None:
@@ -402,5 +418,5 @@ def bankruptcy_price(exchange: "str | Rulebook", side, size: float, entry_price:
 
 __all__ = ["Side", "MarginMode", "Position", "PositionMargin", "AccountMargin", "make_position",
            "evaluate", "liquidation_price", "bankruptcy_price", "solve_price", "check_leverage",
-           "maintenance_margin", "isolated_margin", "unrealized_pnl", "margin_ratio",
+           "maintenance_margin", "maintenance_margin_array", "isolated_margin", "unrealized_pnl", "margin_ratio",
            "linear_root", "tier_of"]

@@ -3,7 +3,8 @@
 from .broker import (FundingPayment, Instrument, Liquidation, MarginCall, PerpBroker, PerpCommInfo,
                      Rejection, install)
 from .feed import MarketTable, PerpData, attach, feed_from_frame, load_feed
+from .history import PerpHistory
 
 __all__ = ["PerpData", "MarketTable", "attach", "feed_from_frame", "load_feed", "PerpBroker",
            "PerpCommInfo", "Instrument", "Liquidation", "FundingPayment", "MarginCall", "Rejection",
-           "install"]
+           "install", "PerpHistory"]

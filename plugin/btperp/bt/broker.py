@@ -87,6 +87,8 @@ class Liquidation:
     entry_price: float
     trigger: str
     """``mark`` or ``last``: which price series triggered it."""
+    pnl: float
+    """Realized PnL of the close at the fill price."""
     trigger_price: float
     fill_price: float
     bankruptcy_price: float
@@ -106,12 +108,48 @@ class Liquidation:
 
 
 @dataclass(frozen=True)
+class Fill:
+    """One fill of an order (a reversal gives two: the close of one trade, the open of the next)."""
+
+    time: datetime
+    symbol: str
+    trade_id: int
+    size: float
+    """Signed size filled (negative: sold)."""
+    price: float
+    fee: float
+    pnl: float
+    """Realized PnL of the closing part (0 for an opening fill)."""
+    maker: bool
+    order_ref: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MarginChange:
+    """Margin moved into (> 0) or out of (< 0) an isolated position with ``add_margin``."""
+
+    time: datetime
+    symbol: str
+    trade_id: int
+    amount: float
+    margin: float
+    """The position's isolated margin afterwards."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class FundingPayment:
     time: datetime
     symbol: str
     size: float
     """Signed position size that paid (negative: short)."""
     rate: float
+    """Sum of the events' rates (NaN when a coarse bar's events are split around its fills)."""
     per_unit: float
     """Σ rate × mark price over the bar's events: what one unit long pays."""
     payment: float
@@ -224,7 +262,10 @@ class _Book:
         self.lp: float | None = None
         self.warn: list[float | None] = []
         self.above: set[float] = set()  # margin-call levels currently crossed
-        self.position_id = 0
+        self.position_id = 0            # trade id: 1, 2, ... per feed, a new one at each open from flat
+        self.trade_fees = 0.0           # fees and funding of the current trade so far
+        self.trade_funding = 0.0
+        self.bp: float | None = None
         self.owner = None
         self.dt = math.nan              # bt date number of the last bar seen
         self.fresh = False
@@ -241,6 +282,7 @@ class _Book:
         self.pos = None                 # the broker's Position of this data (set by the broker)
         lines = data.lines
         self.l_dt, self.l_o, self.l_h, self.l_l = lines.datetime, lines.open, lines.high, lines.low
+        self.l_c = lines.close
         if isinstance(data, PerpData):
             self.l_mo, self.l_mh, self.l_ml, self.l_mc = (lines.mark_open, lines.mark_high,
                                                           lines.mark_low, lines.mark_close)
@@ -429,13 +471,8 @@ class PerpBroker(bt.brokers.BackBroker):
         self.funding_payments: list[FundingPayment] = []
         self.margin_calls: list[MarginCall] = []
         self.rejections: list[Rejection] = []
-        self.insurance_fund = 0.0
-        """What the exchange's insurance fund gained (+) or covered (−) over the run."""
-        self.realized_pnl = 0.0
-        self.trading_fees = 0.0
-        self.liquidation_fees = 0.0
-        self.funding_paid = 0.0
-        """Net funding paid (negative when received)."""
+        self.fills: list[Fill] = []
+        self.margin_changes: list[MarginChange] = []
         self.deposits = 0.0
 
     def set_cash(self, cash):
@@ -444,10 +481,35 @@ class PerpBroker(bt.brokers.BackBroker):
 
     setcash = set_cash
 
+    # Totals are exact sums (math.fsum) of the records, so any reader of the records gets them.
+
+    @property
+    def realized_pnl(self) -> float:
+        """Realized PnL of every fill and liquidation so far."""
+        return math.fsum([f.pnl for f in self.fills] + [x.pnl for x in self.liquidations])
+
+    @property
+    def trading_fees(self) -> float:
+        return math.fsum(f.fee for f in self.fills)
+
+    @property
+    def liquidation_fees(self) -> float:
+        return math.fsum(x.fee for x in self.liquidations)
+
     @property
     def fees_paid(self) -> float:
         """Trading fees plus liquidation fees paid so far."""
-        return self.trading_fees + self.liquidation_fees
+        return math.fsum([f.fee for f in self.fills] + [x.fee for x in self.liquidations])
+
+    @property
+    def funding_paid(self) -> float:
+        """Net funding paid so far (negative when received)."""
+        return math.fsum(p.payment for p in self.funding_payments)
+
+    @property
+    def insurance_fund(self) -> float:
+        """What the exchange's insurance fund gained (+) or covered (−) over the run."""
+        return math.fsum(x.insurance_flow for x in self.liquidations)
 
     @property
     def wallet_balance(self) -> float:
@@ -655,12 +717,13 @@ class PerpBroker(bt.brokers.BackBroker):
             return book.margin * closing / abs(size0)
         return closing * price / book.inst.leverage
 
-    def _fee_rate(self, book: _Book, order, price) -> float:
+    @staticmethod
+    def _is_maker(order, price) -> bool:
+        """A limit order filled at its own limit price rested on the book: maker."""
         if order.exectype in _LIMIT_TYPES:
             limit = order.created.pricelimit if order.exectype != Order.Limit else order.created.price
-            if limit is not None and price == limit:
-                return book.inst.maker_fee
-        return book.inst.taker_fee
+            return limit is not None and price == limit
+        return False
 
     def _execute(self, order, ago=None, price=None, cash=None, position=None, dtcoc=None):
         """Fill ``order`` (or the part of it the filler allows) at ``price`` and book it."""
@@ -687,7 +750,8 @@ class PerpBroker(bt.brokers.BackBroker):
             opened = size - closed
         else:
             closed, opened = 0.0, size
-        fee_rate = self._fee_rate(book, order, price)
+        maker = self._is_maker(order, price)
+        fee_rate = inst.maker_fee if maker else inst.taker_fee
 
         pnl = closedvalue = closedcomm = 0.0
         if closed:
@@ -697,8 +761,7 @@ class PerpBroker(bt.brokers.BackBroker):
             closedcomm = abs(closed) * price * fee_rate
             closedvalue = book.margin * share if book.isolated else abs(closed) * pprice / inst.leverage
             self._wallet += pnl - closedcomm
-            self.realized_pnl += pnl
-            self.trading_fees += closedcomm
+            book.trade_fees += closedcomm
             if book.isolated:
                 book.margin -= closedvalue
                 if abs(closed) == abs(psize):
@@ -715,18 +778,26 @@ class PerpBroker(bt.brokers.BackBroker):
                 openedcomm = abs(opened) * price * fee_rate
                 openedvalue = abs(opened) * price / inst.leverage
                 self._wallet -= openedcomm
-                self.trading_fees += openedcomm
                 if book.isolated:
                     book.margin += openedvalue
                 if after_close == 0:
                     book.position_id += 1
+                    book.trade_fees = book.trade_funding = 0.0
                     book.above.clear()
+                book.trade_fees += openedcomm
 
         execsize = closed + opened
         if execsize:
             filled = size if dust else execsize         # what the order sees as filled
             if order.owner is not None:
                 book.owner = order.owner
+            when = _utc(book.dt)
+            if closed:
+                self.fills.append(Fill(when, inst.symbol, book.position_id - (1 if opened else 0),
+                                       float(closed), float(price), closedcomm, pnl, maker, order.ref))
+            if opened:
+                self.fills.append(Fill(when, inst.symbol, book.position_id, float(opened), float(price),
+                                       openedcomm, 0.0, maker, order.ref))
             pos.update(execsize, price, data.datetime.datetime())
             if closed and self.p.int2pnl:
                 closedcomm += self.d_credit.pop(data, 0.0)      # funding since the last close
@@ -902,7 +973,7 @@ class PerpBroker(bt.brokers.BackBroker):
         payment = float(book.inst.rulebook.funding_payment(pos.size, 1.0, per_unit))
         per_unit, rate = float(per_unit), float(rate)
         self._wallet -= payment
-        self.funding_paid += payment
+        book.trade_funding += payment
         if book.isolated:
             book.margin -= payment
             book.dirty = True
@@ -924,10 +995,21 @@ class PerpBroker(bt.brokers.BackBroker):
         leg = self._leg(book)
         rb = inst.rulebook
         book.lp = solve_price(rb, [leg], fixed, inst.taker_fee, leg.entry_price)
+        book.bp = solve_price(rb, [leg], fixed, inst.taker_fee, leg.entry_price, bankruptcy=True)
         book.warn = [solve_price(rb, [leg], fixed, inst.taker_fee, leg.entry_price, ratio=level)
                      for level in self._levels]
         book.dirty = False
         book.version = self._version
+
+    def _cached_prices(self, book: _Book) -> tuple[float | None, float | None]:
+        """Liquidation and bankruptcy price of a position that alone moves its equity (isolated, or
+        the only cross position), recomputed if its state changed since."""
+        if book.isolated:
+            if book.dirty:
+                self._refresh(book, book.margin)
+        elif book.dirty or book.version != self._version:
+            self._refresh(book, self._cross_wallet())
+        return book.lp, book.bp
 
     def _check_liquidations(self, at_open: bool) -> None:
         cross = []
@@ -937,23 +1019,37 @@ class PerpBroker(bt.brokers.BackBroker):
             if not book.read:
                 book.reader(book)
             if book.isolated:
-                if book.dirty:
-                    self._refresh(book, book.margin)
+                self._cached_prices(book)
                 self._check_single(book, at_open, group=None)
             else:
                 cross.append(book)
         if len(cross) == 1:
-            book = cross[0]
-            if book.dirty or book.version != self._version:
-                self._refresh(book, self._cross_wallet())
-            self._check_single(book, at_open, group=cross)
+            self._cached_prices(cross[0])
+            self._check_single(cross[0], at_open, group=cross)
         elif cross:
             self._check_cross(cross, at_open)
 
     def _check_single(self, book: _Book, at_open: bool, group) -> None:
-        """One position moves the equity: compare the bar's prices with its cached prices."""
+        """One position moves the equity: compare the bar's prices with its cached prices.
+
+        Margin calls come first: a bar that crosses a level and the liquidation price did both.
+        """
         long = book.pos.size > 0
         lp = book.lp
+        if not at_open and self._levels:
+            extreme = book.t_low if long else book.t_high
+            if lp is not None:              # the ratio it reached: at most where it was liquidated
+                extreme = max(extreme, lp) if long else min(extreme, lp)
+            close = book.mark_close
+            for level, price in zip(self._levels, book.warn):
+                if price is None:
+                    continue
+                crossed = extreme <= price if long else extreme >= price
+                if crossed and level not in book.above:
+                    book.above.add(level)
+                    self._margin_call(book, level, extreme)
+                elif level in book.above and (close > price if long else close < price):
+                    book.above.discard(level)
         if lp is not None:
             if long:
                 hit = book.t_open <= lp if at_open else book.t_low <= lp
@@ -966,20 +1062,6 @@ class PerpBroker(bt.brokers.BackBroker):
                     self._liquidate_isolated(book, trigger, beyond)
                 else:
                     self._liquidate_cross(group, {book: trigger}, beyond)
-                return
-        if at_open or not self._levels:
-            return
-        extreme = book.t_low if long else book.t_high
-        close = book.mark_close
-        for level, price in zip(self._levels, book.warn):
-            if price is None:
-                continue
-            crossed = extreme <= price if long else extreme >= price
-            if crossed and level not in book.above:
-                book.above.add(level)
-                self._margin_call(book, level, extreme)
-            elif level in book.above and (close > price if long else close < price):
-                book.above.discard(level)
 
     def _group_state(self, books, prices: Mapping[_Book, float]):
         """Cross account at ``prices``: equity, Σ MM and each leg's unrealized PnL and MM."""
@@ -1084,12 +1166,11 @@ class PerpBroker(bt.brokers.BackBroker):
         self.orders.append(order)
 
         self._wallet += result.realized_pnl - result.fee
-        self.realized_pnl += result.realized_pnl
-        self.liquidation_fees += result.fee
-        self.insurance_fund += result.insurance_flow
         book.margin = 0.0
+        book.trade_fees += result.fee
         record = Liquidation(_utc(book.dt), inst.symbol, "long" if size > 0 else "short", abs(size),
-                             pos.price, inst.trigger, result.trigger_price, result.fill_price,
+                             pos.price, inst.trigger, result.realized_pnl, result.trigger_price,
+                             result.fill_price,
                              result.bankruptcy_price, result.loss, result.fee, result.insurance_flow,
                              str(inst.margin_mode), str(inst.fill_policy), at_open, book.position_id)
         self.liquidations.append(record)
@@ -1166,6 +1247,8 @@ class PerpBroker(bt.brokers.BackBroker):
         book.dirty = True
         self._version += 1
         self.cash = self._available()
+        self.margin_changes.append(MarginChange(_utc(book.dt), book.inst.symbol, book.position_id,
+                                                float(amount), book.margin))
         return book.margin
 
     def _book(self, data) -> _Book:
@@ -1189,11 +1272,14 @@ class PerpBroker(bt.brokers.BackBroker):
 
 def install(cerebro: bt.Cerebro, exchange: str = "binance-usdm", cash: float = 10_000.0,
             leverage: float = 1.0, margin_mode: str = "isolated", *,
-            per_data: Mapping[str, Mapping[str, Any]] | None = None, **options) -> PerpBroker:
+            per_data: Mapping[str, Mapping[str, Any]] | None = None, history: Any = None,
+            history_every: str = "bar", **options) -> PerpBroker:
     """Make ``cerebro`` trade perpetual futures on ``exchange``; returns the broker.
 
     ``per_data`` maps a feed's name (or symbol) to its own settings (``leverage``,
     ``margin_mode``, fees, ...); ``options`` are :class:`PerpBroker` params for every feed.
+    ``history="DIR"`` records the margin history of each run there (:class:`btperp.bt.PerpHistory`;
+    ``history_every="change"`` writes a row only when a position's state changes).
     """
     if not (isinstance(cash, (int, float)) and math.isfinite(cash) and cash >= 0):
         raise InputError(f"cash must be a number >= 0, got {cash!r}", field="cash")
@@ -1202,8 +1288,15 @@ def install(cerebro: bt.Cerebro, exchange: str = "binance-usdm", cash: float = 1
     for key, settings in (per_data or {}).items():
         broker.configure(key, **settings)
     cerebro.broker = broker
+    if history is not None:
+        from .history import PerpHistory
+        if history_every not in ("bar", "change"):
+            raise InputError(f"history_every must be 'bar' or 'change', got {history_every!r}",
+                             field="history_every")
+        cerebro.addanalyzer(PerpHistory, path=str(history), every=history_every)
     return broker
 
 
-__all__ = ["PerpBroker", "PerpCommInfo", "Instrument", "Liquidation", "FundingPayment", "MarginCall",
+__all__ = ["PerpBroker", "PerpCommInfo", "Instrument", "Liquidation", "Fill", "MarginChange",
+           "FundingPayment", "MarginCall",
            "Rejection", "install"]

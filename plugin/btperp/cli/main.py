@@ -9,9 +9,9 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import BtperpError, BtperpWarning
-from . import calc, data
+from . import calc, data, history
 
-COMMANDS = (calc, data)
+COMMANDS = (calc, data, history)
 
 
 def build_parser() -> argparse.ArgumentParser:

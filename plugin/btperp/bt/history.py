@@ -1,0 +1,335 @@
+"""PerpHistory: the analyzer that writes the per-trade margin history of a PerpBroker run.
+
+Each bar it copies, for every open position, the few numbers that change (time, size, entry,
+prices, margin, liquidation and bankruptcy price, the trade's funding and fees) into typed
+buffers; every ``batch_rows`` rows the buffers become a Parquet record batch, with the derived
+columns (tier, maintenance and initial margin, unrealized PnL, equity, margin ratio) computed in
+bulk by the core's own formulas (:func:`btperp.margin.maintenance_margin_array`). Memory stays
+bounded whatever the run's length. At the end the events and the run's metadata are written and
+both files are renamed into place (:mod:`btperp.io.history`).
+
+``btperp.install(cerebro, ..., history="DIR")`` adds it; ``cerebro.addanalyzer(PerpHistory,
+path="DIR")`` does the same by hand. ``get_analysis()`` returns the run id and the two paths.
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import json
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+import backtrader as bt
+import numpy as np
+import pyarrow as pa
+
+from .. import __version__
+from ..errors import InputError
+from ..io.history import (EVENTS_SCHEMA, FLOAT_HISTORY, HISTORY_SCHEMA, HistorySink, file_schema,
+                          run_paths, write_events)
+from ..margin import maintenance_margin_array, margin_ratio, unrealized_pnl
+from .broker import PerpBroker
+from .feed import BT_EPOCH
+
+#: Buffered per row (float64 each): what cannot be derived afterwards.
+_RAW = ("time", "book", "table", "trade_id", "size", "entry_price", "close", "mark_close",
+        "extreme_checked", "position_margin", "cross_equity", "liquidation_price", "bankruptcy_price",
+        "funding_paid", "fees_paid")
+
+
+def _ms(bt_days) -> np.ndarray:
+    """backtrader date numbers → integer milliseconds since 1970 (the files' time unit)."""
+    return np.round((np.asarray(bt_days, dtype=float) - BT_EPOCH) * 86_400_000).astype(np.int64)
+
+
+def _nullable(values: np.ndarray) -> pa.Array:
+    """NaN (no value) as a Parquet null."""
+    return pa.array(values, mask=np.isnan(values))
+
+
+def _labels(codes: np.ndarray, names: list[str]) -> pa.DictionaryArray:
+    """A dictionary-encoded string column from integer codes into ``names``."""
+    return pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(names, pa.string()))
+
+
+def _utc_ms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe form of a setting (tier tables by name, enums by value)."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return str(getattr(value, "value", value))
+
+
+class PerpHistory(bt.Analyzer):
+    """Writes ``history.parquet`` and ``events.parquet`` of the run (module docstring).
+
+    Params: ``path`` (directory), ``every`` (``bar``: a row per bar per open position; ``change``:
+    only when the position's size, margin, tier, liquidation price, funding or fees change),
+    ``run_id`` (default: a hash of the strategy, its parameters, the broker's settings and the
+    data range; runs of a sweep get their own sub-directory ``run_id=<id>``), ``batch_rows``.
+    """
+
+    params = (("path", None), ("every", "bar"), ("run_id", None), ("batch_rows", 65_536))
+
+    def start(self):
+        if self.p.path is None:
+            raise InputError("PerpHistory needs path= (the directory to write to)", field="history")
+        if self.p.every not in ("bar", "change"):
+            raise InputError(f"every must be 'bar' or 'change', got {self.p.every!r}", field="every")
+        broker = self.strategy.broker
+        if not isinstance(broker, PerpBroker):
+            raise InputError("PerpHistory records a PerpBroker run: use btperp.install(cerebro, ...)",
+                             field="broker")
+        self._broker = broker
+        self._sweep = bool(getattr(broker.cerebro, "_dooptimize", False)) or self.p.run_id is not None
+        self._run_id = None
+        self._sink = None
+        self._buf = {name: array.array("d") for name in _RAW}
+        self._tables: list = []             # TierTable per "table" id
+        self._table_ids: dict[int, int] = {}
+        self._last: dict[int, tuple] = {}   # book index -> state of its last row (every="change")
+        self._paths: dict[str, str] = {}
+
+    # --- per bar ----------------------------------------------------------------------------
+
+    def next(self):
+        broker = self._broker
+        books = broker._books
+        if not books:
+            return
+        if self._sink is None:
+            self._open()
+        buf = self._buf
+        cross = [b for b in books if not b.isolated and b.pos.size]
+        cross_equity = (broker._cross_wallet() + sum(b.pos.size * (b.valprice - b.pos.price) for b in cross)
+                        if cross else math.nan)
+        several_cross = len(cross) > 1
+        for index, book in enumerate(books):
+            pos = book.pos
+            size = pos.size
+            if not size:
+                continue
+            if several_cross and not book.isolated:
+                state = broker._state_at(book, book.valprice)
+                lp, bp = state.liquidation_price, state.bankruptcy_price
+            else:
+                lp, bp = broker._cached_prices(book)
+            table = book.table
+            tid = self._table_ids.get(id(table))
+            if tid is None:
+                tid = self._table_ids[id(table)] = len(self._tables)
+                self._tables.append(table)
+            if self.p.every == "change":
+                tier = table.lookup(book.inst.rulebook.tier_notional(abs(size), pos.price, book.valprice)).tier
+                state_now = (book.position_id, size, pos.price, book.margin, tier, lp, book.trade_funding,
+                             book.trade_fees)
+                if self._last.get(index) == state_now:
+                    continue
+                self._last[index] = state_now
+            buf["time"].append(book.dt)
+            buf["book"].append(index)
+            buf["table"].append(tid)
+            buf["trade_id"].append(book.position_id)
+            buf["size"].append(size)
+            buf["entry_price"].append(pos.price)
+            buf["close"].append(book.l_c.array[book.l_c._idx])
+            buf["mark_close"].append(book.valprice)
+            buf["extreme_checked"].append(book.t_low if size > 0 else book.t_high)
+            buf["position_margin"].append(book.margin if book.isolated else math.nan)
+            buf["cross_equity"].append(cross_equity)
+            buf["liquidation_price"].append(math.nan if lp is None else lp)
+            buf["bankruptcy_price"].append(math.nan if bp is None else bp)
+            buf["funding_paid"].append(book.trade_funding)
+            buf["fees_paid"].append(book.trade_fees)
+        if len(buf["time"]) >= self.p.batch_rows:
+            self._flush()
+
+    # --- files ------------------------------------------------------------------------------
+
+    def _settings(self) -> dict:
+        broker = self._broker
+        instruments = {}
+        data_range = {}
+        for book in broker._books:
+            inst = book.inst
+            instruments[inst.symbol] = {
+                "exchange": inst.rulebook.name, "leverage": inst.leverage,
+                "margin_mode": str(inst.margin_mode), "maker_fee": inst.maker_fee,
+                "taker_fee": inst.taker_fee, "liquidation_fee": inst.liquidation_fee,
+                "fill_policy": str(inst.fill_policy), "lot_size": inst.lot_size,
+                "trigger": inst.trigger, "mark_fallback": inst.mark_fallback}
+            data = book.data
+            cols = getattr(data, "_cols", None)
+            if cols is not None and len(cols["datetime"]):
+                days = cols["datetime"]
+                data_range[inst.symbol] = {"first": _utc_ms(_ms(days[0])), "last": _utc_ms(_ms(days[-1])),
+                                           "bars": int(len(days))}
+        strategy = self.strategy
+        return {
+            "strategy": type(strategy).__name__,
+            "strategy_params": {k: _plain(getattr(strategy.p, k)) for k in strategy.params._getkeys()},
+            "cash": broker.startingcash,
+            "instruments": instruments,
+            "margin_call_levels": list(broker._levels),
+            "data": data_range,
+        }
+
+    def _open(self):
+        settings = self._settings()
+        if self.p.run_id is not None:
+            self._run_id = str(self.p.run_id)
+        else:
+            digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+            self._run_id = digest.hexdigest()[:12]
+        self._settings_cache = settings
+        history, self._events_path = run_paths(self.p.path, self._run_id if self._sweep else None)
+        self._sink = HistorySink(history, file_schema(HISTORY_SCHEMA, self._sweep), FLOAT_HISTORY)
+
+    def _flush(self):
+        buf = self._buf
+        n = len(buf["time"])
+        if not n:
+            return
+        raw = {name: np.frombuffer(buf[name], dtype=np.float64, count=n) for name in _RAW}
+        books = self._broker._books
+        book_ix = raw["book"].astype(np.int64)
+        table_ix = raw["table"].astype(np.int64)
+        size = raw["size"]
+        side = np.sign(size)
+        qty = np.abs(size)
+        entry, mark = raw["entry_price"], raw["mark_close"]
+        tier = np.empty(n, np.int16)
+        rate, amount, mm, im = (np.empty(n) for _ in range(4))
+        leverage = np.empty(n)
+        isolated = np.empty(n, bool)
+        for b, t in sorted(set(zip(book_ix.tolist(), table_ix.tolist()))):
+            rows = (book_ix == b) & (table_ix == t)
+            inst, table = books[b].inst, self._tables[t]
+            rb = inst.rulebook
+            index, mm[rows] = maintenance_margin_array(rb, table, side[rows], qty[rows], entry[rows],
+                                                       mark[rows], inst.leverage, inst.taker_fee)
+            tier[rows] = index + 1
+            rate[rows] = np.array([x.maintenance_margin_rate for x in table.tiers])[index]
+            amount[rows] = np.array([x.maintenance_amount for x in table.tiers])[index]
+            im[rows] = rb.initial_margin(side[rows], qty[rows], entry[rows], inst.leverage, inst.taker_fee)
+            leverage[rows] = inst.leverage
+            isolated[rows] = books[b].isolated
+        upnl = unrealized_pnl(side, qty, entry, mark)
+        equity = np.where(isolated, raw["position_margin"] + upnl, raw["cross_equity"])
+        # cross: the account's maintenance margin (all cross positions of the bar) over its equity
+        account_mm = mm.copy()
+        cross = ~isolated
+        if cross.any():
+            times, inverse = np.unique(raw["time"][cross], return_inverse=True)
+            account_mm[cross] = np.bincount(inverse, weights=mm[cross], minlength=len(times))[inverse]
+        ratio = margin_ratio(account_mm, equity)
+        symbols = [b.inst.symbol for b in books]
+        self._sink.write({
+            "time": _ms(raw["time"]).astype("datetime64[ms]"),
+            "run_id": pa.array([self._run_id] * n, pa.string()),
+            "symbol": _labels(book_ix, symbols),
+            "trade_id": raw["trade_id"].astype(np.int32),
+            "side": _labels((side < 0).astype(np.int32), ["long", "short"]),
+            "size": qty, "entry_price": entry, "close": raw["close"], "mark_close": mark,
+            "extreme_checked": raw["extreme_checked"], "notional": qty * mark, "tier": tier,
+            "maintenance_rate": rate, "maintenance_amount": amount, "initial_margin": im,
+            "maintenance_margin": mm, "position_margin": _nullable(raw["position_margin"]),
+            "equity": equity, "unrealized_pnl": upnl, "margin_ratio": np.asarray(ratio, float),
+            "liquidation_price": _nullable(raw["liquidation_price"]),
+            "bankruptcy_price": _nullable(raw["bankruptcy_price"]),
+            "leverage": leverage, "margin_mode": _labels((~isolated).astype(np.int32), ["isolated", "cross"]),
+            "funding_paid": raw["funding_paid"], "fees_paid": raw["fees_paid"],
+        })
+        self._buf = {name: array.array("d") for name in _RAW}   # the batch's arrays view the old ones
+
+    def _metadata(self) -> dict:
+        import backtrader
+        import pandas
+        import pyarrow
+        broker = self._broker
+        versions = {}
+        for table in self._tables:
+            versions.setdefault(table.symbol or "?", []).append(table.source)
+        return {
+            "run_id": self._run_id,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "every": self.p.every,
+            "settings": self._settings_cache,
+            "tier_tables_used": versions,
+            "versions": {"btperp": __version__, "backtrader": backtrader.__version__,
+                         "pandas": pandas.__version__, "pyarrow": pyarrow.__version__,
+                         "numpy": np.__version__},
+            "totals": {k: v for k, v in broker.ledger().items()},
+        }
+
+    def stop(self):
+        if self._broker._books is None:      # the run never reached a bar
+            return
+        if self._sink is None:
+            self._open()
+        try:
+            self._flush()
+            meta = self._metadata()
+            self._paths["history"] = str(self._sink.commit(meta))
+            self._paths["events"] = str(write_events(self._events_path, self._events(), meta,
+                                                     partitioned=self._sweep))
+        except BaseException:
+            self._sink.discard()
+            raise
+        self.rets["run_id"] = self._run_id
+        self.rets["history"] = self._paths["history"]
+        self.rets["events"] = self._paths["events"]
+        self.rets["rows"] = self._sink.rows
+        # what optstrategy pickles back to the parent process: the answer, not the machinery
+        self._sink = self._broker = self._buf = self._tables = self._table_ids = self._last = None
+
+    def _events(self) -> dict:
+        broker = self._broker
+        rows: list[dict] = []
+        for f in broker.fills:
+            rows.append(dict(time=f.time, kind="fill", symbol=f.symbol, trade_id=f.trade_id,
+                             side="long" if f.size > 0 else "short", size=f.size, price=f.price,
+                             fee=f.fee, pnl=f.pnl, detail="maker" if f.maker else "taker"))
+        for p in broker.funding_payments:
+            rows.append(dict(time=p.time, kind="funding", symbol=p.symbol, trade_id=p.position_id,
+                             side="long" if p.size > 0 else "short", size=p.size, amount=p.payment,
+                             rate=p.rate))
+        for c in broker.margin_calls:
+            rows.append(dict(time=c.time, kind="margin_call", symbol=c.symbol, price=c.mark_price,
+                             level=c.level, margin_ratio=c.margin_ratio))
+        for x in broker.liquidations:
+            common = dict(time=x.time, symbol=x.symbol, trade_id=x.position_id, side=x.side)
+            rows.append(dict(common, kind="liquidation", size=x.size, price=x.fill_price, amount=x.loss,
+                             fee=x.fee, pnl=x.pnl, trigger_price=x.trigger_price,
+                             bankruptcy_price=x.bankruptcy_price,
+                             detail=f"{x.trigger} trigger, {x.policy} fill" + (", gap" if x.at_open else "")))
+            rows.append(dict(common, kind="insurance_fund", amount=x.insurance_flow))
+        for m in broker.margin_changes:
+            rows.append(dict(time=m.time, kind="margin_change", symbol=m.symbol, trade_id=m.trade_id,
+                             amount=m.amount))
+        for r in broker.rejections:
+            rows.append(dict(time=r.time, kind="rejection", symbol=r.symbol, size=r.size,
+                             price=r.price or None, detail=r.reason))
+        # within a bar: funding (at the open), fills, liquidation, margin calls, then what the
+        # strategy did (margin changes) and the orders refused when checked
+        order = {"funding": 0, "fill": 1, "liquidation": 2, "insurance_fund": 3, "margin_call": 4,
+                 "margin_change": 5, "rejection": 6}
+        rows.sort(key=lambda r: (r["time"] or datetime.min.replace(tzinfo=timezone.utc), order[r["kind"]]))
+        columns = {f.name: [r.get(f.name) for r in rows] for f in EVENTS_SCHEMA}
+        columns["run_id"] = [self._run_id] * len(rows)
+        return columns
+
+    def get_analysis(self):
+        return self.rets
+
+
+__all__ = ["PerpHistory"]
