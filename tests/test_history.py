@@ -13,6 +13,7 @@ from pathlib import Path
 import backtrader as bt
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
@@ -114,10 +115,12 @@ def test_trade_funding_and_fees_accumulate_per_trade(eth_run):
     events = read(path, "events")
     funding = events[events["kind"] == "funding"]
     fills = events[events["kind"] == "fill"]
+    def so_far(events, row):
+        return events[(events["trade_id"] == row["trade_id"]) & (events["time"] <= row["time"])]
+
     for _, row in history.sample(200, random_state=1).iterrows():
-        mine = lambda e: e[(e["trade_id"] == row["trade_id"]) & (e["time"] <= row["time"])]  # noqa: E731
-        assert row["funding_paid"] == pytest.approx(mine(funding)["amount"].sum(), abs=1e-9)
-        opening = mine(fills)
+        assert row["funding_paid"] == pytest.approx(so_far(funding, row)["amount"].sum(), abs=1e-9)
+        opening = so_far(fills, row)
         assert row["fees_paid"] == pytest.approx(opening.loc[opening["size"] > 0, "fee"].sum(), abs=1e-9)
 
 
@@ -233,7 +236,7 @@ def test_a_run_that_fails_leaves_no_file_that_passes_for_complete(tmp_path):
     leftovers = list(tmp_path.iterdir())
     assert leftovers and all(p.name.startswith(".history.parquet.") for p in leftovers)
     for partial in leftovers:
-        with pytest.raises(Exception):
+        with pytest.raises(pa.ArrowInvalid):
             pq.read_table(partial)
 
 
@@ -272,7 +275,7 @@ def test_a_killed_run_leaves_no_file_that_passes_for_complete(tmp_path):
     assert not (tmp_path / "history.parquet").exists()
     (partial,) = tmp_path.glob(".history.parquet.*")
     assert partial.stat().st_size > 0
-    with pytest.raises(Exception):
+    with pytest.raises(pa.ArrowInvalid):
         pq.read_table(partial)
 
 
