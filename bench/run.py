@@ -120,7 +120,7 @@ def walk_1m(n: int = 500_000, seed: int = 7):
     return frame
 
 
-def loop_seconds(frame, perp: bool) -> tuple[float, float]:
+def loop_seconds(frame, perp: bool, history: str | None = None) -> tuple[float, float]:
     """Seconds between the strategy's start and stop (the bar loop), and the final value."""
     import backtrader as bt
     import btperp
@@ -141,7 +141,8 @@ def loop_seconds(frame, perp: bool) -> tuple[float, float]:
     cerebro.addstrategy(SmaCross)
     cerebro.addanalyzer(Clock)
     if perp:
-        btperp.install(cerebro, cash=10_000, leverage=10, tiers=TierTable.single(0.005, max_leverage=100))
+        btperp.install(cerebro, cash=10_000, leverage=10, tiers=TierTable.single(0.005, max_leverage=100),
+                       history=history)
     else:
         cerebro.broker.setcash(10_000)
     strat = cerebro.run()[0]
@@ -163,7 +164,48 @@ def bench_broker_loop() -> dict:
             "broker_loop_overhead": round(p / b, 3)}
 
 
-BENCHMARKS = [bench_margin, bench_load, bench_preload, bench_broker_loop]
+def run_seconds(frame, history: str | None) -> tuple[float, object]:
+    """Wall time of a whole PerpBroker run (loop, final flush and files included)."""
+    import backtrader as bt
+    import btperp
+    from btperp.bt.feed import feed_from_frame
+    from btperp.tiers import TierTable
+    sys.path.insert(0, str(HERE.parent))
+    from strategies.sma_cross import SmaCross
+
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(feed_from_frame(frame))
+    cerebro.addstrategy(SmaCross)
+    btperp.install(cerebro, cash=10_000, leverage=10, tiers=TierTable.single(0.005, max_leverage=100),
+                   history=history)
+    start = time.perf_counter()
+    strat = cerebro.run()[0]
+    return time.perf_counter() - start, strat
+
+
+def bench_history() -> dict:
+    """The same 500k-bar SMA run with and without ``history=DIR``; best of three alternating runs."""
+    import tempfile
+
+    frame = walk_1m()
+    without, with_history = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(3):
+            without.append(run_seconds(frame, None)[0])
+            seconds, strat = run_seconds(frame, f"{tmp}/run{i}")
+            with_history.append(seconds)
+        answer = strat.analyzers.perphistory.get_analysis()
+        size = os.path.getsize(answer["history"])
+        rows = answer["rows"]
+    a, b = min(without), min(with_history)
+    print(f"  500k 1m bars, {rows:,} history rows: run {a:.1f} s, with history {b:.1f} s, "
+          f"{size / 1e6:.1f} MB on disk", flush=True)
+    return {"history_run_without_s": round(a, 2), "history_run_with_s": round(b, 2),
+            "history_overhead": round(b / a, 3), "history_rows": rows,
+            "history_bytes_per_row": round(size / rows, 1)}
+
+
+BENCHMARKS = [bench_margin, bench_load, bench_preload, bench_broker_loop, bench_history]
 
 
 def main() -> int:

@@ -114,6 +114,8 @@ class Fill:
     time: datetime
     symbol: str
     trade_id: int
+    side: str
+    """Side of the position the fill belongs to: ``long`` or ``short``."""
     size: float
     """Signed size filled (negative: sold)."""
     price: float
@@ -164,6 +166,7 @@ class FundingPayment:
 class MarginCall:
     time: datetime
     symbol: str
+    trade_id: int
     level: float
     margin_ratio: float
     mark_price: float
@@ -794,10 +797,11 @@ class PerpBroker(bt.brokers.BackBroker):
             when = _utc(book.dt)
             if closed:
                 self.fills.append(Fill(when, inst.symbol, book.position_id - (1 if opened else 0),
-                                       float(closed), float(price), closedcomm, pnl, maker, order.ref))
+                                       "long" if psize > 0 else "short", float(closed), float(price),
+                                       closedcomm, pnl, maker, order.ref))
             if opened:
-                self.fills.append(Fill(when, inst.symbol, book.position_id, float(opened), float(price),
-                                       openedcomm, 0.0, maker, order.ref))
+                self.fills.append(Fill(when, inst.symbol, book.position_id, "long" if opened > 0 else "short",
+                                       float(opened), float(price), openedcomm, 0.0, maker, order.ref))
             pos.update(execsize, price, data.datetime.datetime())
             if closed and self.p.int2pnl:
                 closedcomm += self.d_credit.pop(data, 0.0)      # funding since the last close
@@ -1109,8 +1113,8 @@ class PerpBroker(bt.brokers.BackBroker):
         if ratio is None:
             state = self._state_at(book, price)
             ratio = state.margin_ratio
-        event = MarginCall(_utc(book.dt), book.inst.symbol, level, float(ratio), float(price), book.lp,
-                           book.data)
+        event = MarginCall(_utc(book.dt), book.inst.symbol, book.position_id, level, float(ratio),
+                           float(price), book.lp, book.data)
         self.margin_calls.append(event)
         owner = book.owner or self._default_owner()
         handler = getattr(owner, "notify_margin_call", None)

@@ -93,13 +93,27 @@ class PerpHistory(bt.Analyzer):
         self._sweep = bool(getattr(broker.cerebro, "_dooptimize", False)) or self.p.run_id is not None
         self._run_id = None
         self._sink = None
-        self._buf = {name: array.array("d") for name in _RAW}
+        self._rows = array.array("d")      # rows of len(_RAW) floats, one after the other
+        self._flush_at = self.p.batch_rows * len(_RAW)
+        self._changes_only = self.p.every == "change"
+        self._any_cross = None              # known once the broker has set up its books
         self._tables: list = []             # TierTable per "table" id
         self._table_ids: dict[int, int] = {}
         self._last: dict[int, tuple] = {}   # book index -> state of its last row (every="change")
         self._paths: dict[str, str] = {}
 
     # --- per bar ----------------------------------------------------------------------------
+
+    # backtrader calls these on every analyzer each bar; PerpHistory has no children and no use for
+    # cash notifications, so they go straight to the work (the history must cost under 5 %)
+    def _next(self):
+        self.next()
+
+    def _notify_cashvalue(self, cash, value):
+        pass
+
+    def _notify_fund(self, cash, value, fundvalue, shares):
+        pass
 
     def next(self):
         broker = self._broker
@@ -108,12 +122,22 @@ class PerpHistory(bt.Analyzer):
             return
         if self._sink is None:
             self._open()
-        buf = self._buf
-        cross = [b for b in books if not b.isolated and b.pos.size]
-        cross_equity = (broker._cross_wallet() + sum(b.pos.size * (b.valprice - b.pos.price) for b in cross)
-                        if cross else math.nan)
-        several_cross = len(cross) > 1
-        for index, book in enumerate(books):
+            self._any_cross = any(not b.isolated for b in books)
+            self._book_tables = [(None, -1)] * len(books)
+        nan = math.nan
+        cross_equity = nan
+        several_cross = False
+        if self._any_cross:
+            cross = [b for b in books if not b.isolated and b.pos.size]
+            if cross:
+                cross_equity = broker._cross_wallet() + sum(b.pos.size * (b.valprice - b.pos.price)
+                                                            for b in cross)
+                several_cross = len(cross) > 1
+        extend = self._rows.extend
+        tables = self._book_tables
+        index = -1
+        for book in books:
+            index += 1
             pos = book.pos
             size = pos.size
             if not size:
@@ -121,37 +145,42 @@ class PerpHistory(bt.Analyzer):
             if several_cross and not book.isolated:
                 state = broker._state_at(book, book.valprice)
                 lp, bp = state.liquidation_price, state.bankruptcy_price
-            else:
+            elif book.dirty or not book.isolated and book.version != broker._version:
                 lp, bp = broker._cached_prices(book)
+            else:
+                lp, bp = book.lp, book.bp
             table = book.table
-            tid = self._table_ids.get(id(table))
-            if tid is None:
-                tid = self._table_ids[id(table)] = len(self._tables)
-                self._tables.append(table)
-            if self.p.every == "change":
-                tier = table.lookup(book.inst.rulebook.tier_notional(abs(size), pos.price, book.valprice)).tier
-                state_now = (book.position_id, size, pos.price, book.margin, tier, lp, book.trade_funding,
-                             book.trade_fees)
-                if self._last.get(index) == state_now:
-                    continue
-                self._last[index] = state_now
-            buf["time"].append(book.dt)
-            buf["book"].append(index)
-            buf["table"].append(tid)
-            buf["trade_id"].append(book.position_id)
-            buf["size"].append(size)
-            buf["entry_price"].append(pos.price)
-            buf["close"].append(book.l_c.array[book.l_c._idx])
-            buf["mark_close"].append(book.valprice)
-            buf["extreme_checked"].append(book.t_low if size > 0 else book.t_high)
-            buf["position_margin"].append(book.margin if book.isolated else math.nan)
-            buf["cross_equity"].append(cross_equity)
-            buf["liquidation_price"].append(math.nan if lp is None else lp)
-            buf["bankruptcy_price"].append(math.nan if bp is None else bp)
-            buf["funding_paid"].append(book.trade_funding)
-            buf["fees_paid"].append(book.trade_fees)
-        if len(buf["time"]) >= self.p.batch_rows:
+            if tables[index][0] is not table:
+                tables[index] = (table, self._table_id(table))
+            if self._changes_only and not self._changed(index, book, lp):
+                continue
+            close = book.l_c
+            extend((book.dt, index, tables[index][1], book.position_id, size, pos.price,
+                    close.array[close._idx], book.valprice, book.t_low if size > 0 else book.t_high,
+                    book.margin if book.isolated else nan, cross_equity,
+                    nan if lp is None else lp, nan if bp is None else bp,
+                    book.trade_funding, book.trade_fees))
+        if len(self._rows) >= self._flush_at:
             self._flush()
+
+    def _table_id(self, table) -> int:
+        """A small integer for each tier table seen (rows store it; the flush looks tables up)."""
+        tid = self._table_ids.get(id(table))
+        if tid is None:
+            tid = self._table_ids[id(table)] = len(self._tables)
+            self._tables.append(table)
+        return tid
+
+    def _changed(self, index: int, book, lp) -> bool:
+        """every='change': whether the position's state differs from its last recorded row."""
+        pos = book.pos
+        tier = book.table.lookup(book.inst.rulebook.tier_notional(abs(pos.size), pos.price, book.valprice)).tier
+        state = (book.position_id, pos.size, pos.price, book.margin, tier, lp, book.trade_funding,
+                 book.trade_fees)
+        if self._last.get(index) == state:
+            return False
+        self._last[index] = state
+        return True
 
     # --- files ------------------------------------------------------------------------------
 
@@ -195,11 +224,12 @@ class PerpHistory(bt.Analyzer):
         self._sink = HistorySink(history, file_schema(HISTORY_SCHEMA, self._sweep), FLOAT_HISTORY)
 
     def _flush(self):
-        buf = self._buf
-        n = len(buf["time"])
+        width = len(_RAW)
+        n = len(self._rows) // width
         if not n:
             return
-        raw = {name: np.frombuffer(buf[name], dtype=np.float64, count=n) for name in _RAW}
+        block = np.frombuffer(self._rows, dtype=np.float64).reshape(n, width)
+        raw = {name: block[:, i] for i, name in enumerate(_RAW)}
         books = self._broker._books
         book_ix = raw["book"].astype(np.int64)
         table_ix = raw["table"].astype(np.int64)
@@ -249,7 +279,7 @@ class PerpHistory(bt.Analyzer):
             "leverage": leverage, "margin_mode": _labels((~isolated).astype(np.int32), ["isolated", "cross"]),
             "funding_paid": raw["funding_paid"], "fees_paid": raw["fees_paid"],
         })
-        self._buf = {name: array.array("d") for name in _RAW}   # the batch's arrays view the old ones
+        self._rows = array.array("d")      # a new buffer: the batch's arrays view the old one
 
     def _metadata(self) -> dict:
         import backtrader
@@ -290,21 +320,22 @@ class PerpHistory(bt.Analyzer):
         self.rets["events"] = self._paths["events"]
         self.rets["rows"] = self._sink.rows
         # what optstrategy pickles back to the parent process: the answer, not the machinery
-        self._sink = self._broker = self._buf = self._tables = self._table_ids = self._last = None
+        self._sink = self._broker = self._rows = self._tables = self._table_ids = self._last = None
 
     def _events(self) -> dict:
         broker = self._broker
         rows: list[dict] = []
         for f in broker.fills:
             rows.append(dict(time=f.time, kind="fill", symbol=f.symbol, trade_id=f.trade_id,
-                             side="long" if f.size > 0 else "short", size=f.size, price=f.price,
+                             side=f.side, size=f.size, price=f.price,
                              fee=f.fee, pnl=f.pnl, detail="maker" if f.maker else "taker"))
         for p in broker.funding_payments:
             rows.append(dict(time=p.time, kind="funding", symbol=p.symbol, trade_id=p.position_id,
                              side="long" if p.size > 0 else "short", size=p.size, amount=p.payment,
                              rate=p.rate))
         for c in broker.margin_calls:
-            rows.append(dict(time=c.time, kind="margin_call", symbol=c.symbol, price=c.mark_price,
+            rows.append(dict(time=c.time, kind="margin_call", symbol=c.symbol, trade_id=c.trade_id,
+                             price=c.mark_price,
                              level=c.level, margin_ratio=c.margin_ratio))
         for x in broker.liquidations:
             common = dict(time=x.time, symbol=x.symbol, trade_id=x.position_id, side=x.side)

@@ -82,7 +82,7 @@ HISTORY_SCHEMA = pa.schema([
 EVENTS_SCHEMA = pa.schema([
     _f("time", _TIME, "bar open time of the event, UTC"),
     _f("run_id", pa.string(), "the run that wrote the row (in a sweep: the hive partition key)"),
-    _f("kind", _LABEL, "fill | funding | margin_call | liquidation | insurance_fund | margin_change | "
+    _f("kind", _LABEL, "fill, funding, margin_call, liquidation, insurance_fund, margin_change or "
                        "rejection"),
     _f("symbol", _LABEL, "unified symbol"),
     _f("trade_id", pa.int32(), "trade the event belongs to", True),
