@@ -120,12 +120,17 @@ def walk_1m(n: int = 500_000, seed: int = 7):
     return frame
 
 
+def btc_tiers():
+    """Binance's BTCUSDT tier table as last observed (12 tiers): the margin math at full size."""
+    from btperp.io.tierfile import TierHistoryFile
+    return TierHistoryFile.bundled("binance-usdm").history("BTCUSDT").versions[-1][1]
+
+
 def loop_seconds(frame, perp: bool, history: str | None = None) -> tuple[float, float]:
     """Seconds between the strategy's start and stop (the bar loop), and the final value."""
     import backtrader as bt
     import btperp
     from btperp.bt.feed import feed_from_frame
-    from btperp.tiers import TierTable
     sys.path.insert(0, str(HERE.parent))
     from strategies.sma_cross import SmaCross
 
@@ -141,8 +146,7 @@ def loop_seconds(frame, perp: bool, history: str | None = None) -> tuple[float, 
     cerebro.addstrategy(SmaCross)
     cerebro.addanalyzer(Clock)
     if perp:
-        btperp.install(cerebro, cash=10_000, leverage=10, tiers=TierTable.single(0.005, max_leverage=100),
-                       history=history)
+        btperp.install(cerebro, cash=10_000, leverage=10, tiers=btc_tiers(), history=history)
     else:
         cerebro.broker.setcash(10_000)
     strat = cerebro.run()[0]
@@ -165,36 +169,47 @@ def bench_broker_loop() -> dict:
 
 
 def run_seconds(frame, history: str | None) -> tuple[float, object]:
-    """Wall time of a whole PerpBroker run (loop, final flush and files included)."""
+    """CPU time of a whole PerpBroker run (loop, final flush and files included): the process's
+    own time, so that other work on the machine does not count."""
     import backtrader as bt
     import btperp
     from btperp.bt.feed import feed_from_frame
-    from btperp.tiers import TierTable
     sys.path.insert(0, str(HERE.parent))
     from strategies.sma_cross import SmaCross
 
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.adddata(feed_from_frame(frame))
     cerebro.addstrategy(SmaCross)
-    btperp.install(cerebro, cash=10_000, leverage=10, tiers=TierTable.single(0.005, max_leverage=100),
-                   history=history)
-    start = time.perf_counter()
+    btperp.install(cerebro, cash=10_000, leverage=10, tiers=btc_tiers(), history=history)
+    start = time.process_time()
     strat = cerebro.run()[0]
-    return time.perf_counter() - start, strat
+    return time.process_time() - start, strat
+
+
+def _child(history: str) -> None:
+    """``run.py --child DIR|-``: one 500k-bar run in a fresh process; prints its figures as JSON."""
+    seconds, strat = run_seconds(walk_1m(), None if history == "-" else history)
+    answer = strat.analyzers.perphistory.get_analysis() if history != "-" else {}
+    print(json.dumps({"seconds": seconds, **answer}))
 
 
 def bench_history() -> dict:
-    """The same 500k-bar SMA run with and without ``history=DIR``; best of three alternating runs."""
+    """The same 500k-bar SMA run with and without ``history=DIR``: each run in its own process
+    (no run inherits another's memory), alternating, best of four each."""
+    import subprocess
     import tempfile
 
-    frame = walk_1m()
+    def child(history: str) -> dict:
+        out = subprocess.run([sys.executable, __file__, "--child", history], check=True,
+                             capture_output=True, text=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
     without, with_history = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(3):
-            without.append(run_seconds(frame, None)[0])
-            seconds, strat = run_seconds(frame, f"{tmp}/run{i}")
-            with_history.append(seconds)
-        answer = strat.analyzers.perphistory.get_analysis()
+        for i in range(4):
+            without.append(child("-")["seconds"])
+            answer = child(f"{tmp}/run{i}")
+            with_history.append(answer["seconds"])
         size = os.path.getsize(answer["history"])
         rows = answer["rows"]
     a, b = min(without), min(with_history)
@@ -209,6 +224,9 @@ BENCHMARKS = [bench_margin, bench_load, bench_preload, bench_broker_loop, bench_
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--child"]:
+        _child(sys.argv[2])
+        return 0
     selected = set(sys.argv[1:])
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for bench in BENCHMARKS:

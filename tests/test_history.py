@@ -300,3 +300,23 @@ def test_cli_history_show(eth_run, capsys):
     assert run["worst_margin_ratio"] < 1
     assert cli(["history", "show", str(path / "nothing-here")]) == 2
     assert "no history.parquet" in capsys.readouterr().err
+
+
+def test_a_write_that_fails_at_the_end_leaves_nothing(tmp_path, monkeypatch):
+    """The final rename fails (as in a directory made read-only during the run)."""
+    import btperp.io.atomic as atomic
+    real = atomic.os.replace
+
+    def refuse(src, dst):
+        if str(dst).endswith("history.parquet"):
+            raise PermissionError(13, "Permission denied", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", refuse)
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(feed(make_frame([100.0] * 50)))
+    cerebro.addstrategy(Script, plan={0: [("buy", dict(size=1.0))]})
+    btperp.install(cerebro, cash=1000, tiers=FLAT, history=tmp_path)
+    with pytest.raises(PermissionError):
+        cerebro.run()
+    assert list(tmp_path.iterdir()) == []

@@ -225,3 +225,14 @@ def test_vectorized_maintenance_margin_equals_the_scalar_one(btc_table):
                                 tiers=btc_table, leverage=10.0)
             assert mm[i] == pytest.approx(maintenance_margin(rulebook, pos, price[i], 0.0005), rel=1e-12)
             assert index[i] + 1 == tier_of(rulebook, pos, price[i]).tier
+
+
+def test_the_tier_walk_goes_down_when_the_reference_tiers_root_is_negative():
+    """Long 1 at 100 with 81.63 margin: in tier 2 (50 % MMR, cum 24.5) the affine root is below 0,
+    but the real liquidation price is in tier 1: P − 18.37 = 0.01 P."""
+    table = TierTable.from_ccxt([
+        {"tier": 1, "minNotional": 0, "maxNotional": 50, "maintenanceMarginRate": 0.01, "maxLeverage": 50},
+        {"tier": 2, "minNotional": 50, "maxNotional": 1e9, "maintenanceMarginRate": 0.5, "maxLeverage": 1}])
+    pos = make_position("X", "long", 1.0, 100.0, tiers=table, margin=81.63)
+    lp = solve_price(BINANCE, [pos], 81.63, 0.0, 100.0)
+    assert lp == pytest.approx(18.37 / 0.99, rel=1e-12)

@@ -172,3 +172,30 @@ def test_cross_account_equity_equals_total_maintenance_margin_at_the_liquidation
         -1.0, other.size, other.entry_price, other.mark_price)
     total_mm = maintenance_margin(rb, a, lp, 0.0) + maintenance_margin(rb, other, other.mark_price, 0.0)
     assert close_to(equity, total_mm, a.entry_notional + other.entry_notional)
+
+
+@pytest.mark.parametrize("rulebook", RULEBOOKS, ids=lambda r: r.name)
+@given(p=positions, table=tier_tables(), ratio=st.sampled_from([0.5, 0.8, 1.0]),
+       move=st.floats(0.05, 5.0))
+def test_one_position_has_one_root_whatever_the_reference_price(rulebook, p, table, ratio, move):
+    """solve_price walks from the reference price's tier to the root: it must find the one root
+    of equity − MM / ratio (liquidation at ratio 1, margin calls below), from anywhere."""
+    from btperp.margin import solve_price
+    pos = make(rulebook, p, table)
+    margin = isolated_margin(rulebook, pos, p["fee"])
+    root = solve_price(rulebook, [pos], margin, p["fee"], pos.entry_price * move, ratio=ratio)
+
+    def f(price):
+        return (margin + unrealized_pnl(float(pos.side), pos.size, pos.entry_price, price)
+                - maintenance_margin(rulebook, pos, price, p["fee"]) / ratio)
+
+    tol = 1e-9 * pos.entry_notional / ratio
+    grid = [pos.entry_price * x for x in (1e-6, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0, 1.1, 1.5, 2, 3, 10, 100)]
+    adverse = [x for x in grid if (x < pos.entry_price if pos.side == 1 else x > pos.entry_price)]
+    if root is None:
+        assert all(f(x) >= -tol for x in grid)           # never reached at any positive price
+        return
+    assert abs(f(root)) <= tol * 10
+    beyond = [x for x in adverse if (x < root if pos.side == 1 else x > root) and abs(x - root) > 1e-6 * root]
+    inside = [x for x in grid if (x > root if pos.side == 1 else x < root) and abs(x - root) > 1e-6 * root]
+    assert all(f(x) <= tol for x in beyond) and all(f(x) >= -tol for x in inside)

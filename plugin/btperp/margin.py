@@ -32,6 +32,7 @@ to close; 0 on Binance and Hyperliquid): the same solve with no tiers.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
@@ -228,24 +229,51 @@ def solve_price(rulebook: Rulebook, legs: Sequence[Position], fixed_equity: floa
     if bankruptcy:
         reserve = sum(float(rulebook.bankruptcy_reserve(l.side, l.size, l.entry_price, l.leverage,
                                                         taker_fee)) for l in legs)
-        roots = [linear_root(lin_const - reserve, lin_slope)]
-        bounds = [(0.0, math.inf)]
-    else:
-        cuts = sorted({0.0, *(b for l in legs for b in rulebook.tier_breakpoints(l.size, l.entry_price,
-                                                                                 l.tiers))})
-        bounds = list(zip(cuts, cuts[1:] + [math.inf]))
-        roots = []
-        for lo, hi in bounds:
-            probe = (lo + hi) / 2 if math.isfinite(hi) else lo * 2 + 1.0
-            fixed = per_price = 0.0
-            for l in legs:
-                f, s = rulebook.maintenance_terms(l.side, l.size, l.entry_price, l.leverage,
-                                                  tier_of(rulebook, l, probe), taker_fee)
-                fixed += float(f)
-                per_price += float(s)
-            roots.append(linear_root(lin_const - fixed / ratio, lin_slope - per_price / ratio))
+        return _nearest([(_root(lin_const - reserve, lin_slope), 0.0, math.inf)], reference_price)
+    cuts = sorted({0.0, *(b for l in legs for b in rulebook.tier_breakpoints(l.size, l.entry_price,
+                                                                             l.tiers))})
+    bounds = list(zip(cuts, cuts[1:] + [math.inf]))
+
+    def interval(k: int) -> tuple[float, float, float, float]:
+        """Root of equity = MM / ratio with the tiers of interval ``k``; and the MM slope used."""
+        lo, hi = bounds[k]
+        probe = (lo + hi) / 2 if math.isfinite(hi) else lo * 2 + 1.0
+        fixed = per_price = 0.0
+        for l in legs:
+            f, s = rulebook.maintenance_terms(l.side, l.size, l.entry_price, l.leverage,
+                                              tier_of(rulebook, l, probe), taker_fee)
+            fixed += float(f)
+            per_price += float(s)
+        return _root(lin_const - fixed / ratio, lin_slope - per_price / ratio), lo, hi, per_price / ratio
+
+    if len(legs) == 1:
+        # One position: equity moves by ±size per unit of price and MM / ratio by less, so
+        # equity − MM / ratio is monotonic and its root unique. Walk from the reference price's
+        # interval towards it (usually one or two intervals) instead of solving every one.
+        k = max(bisect.bisect_right(cuts, reference_price) - 1, 0)
+        for _ in bounds:
+            root, lo, hi, slope = interval(k)
+            if not (abs(slope) < abs(lin_slope) and math.isfinite(root)):
+                break                       # not monotonic here: solve every interval below
+            tol = 1e-12 * max(1.0, abs(root))
+            if root < lo - tol and k > 0:
+                k -= 1
+            elif root > hi + tol and k < len(bounds) - 1:
+                k += 1
+            else:
+                return _nearest([(root, lo, hi)], reference_price)
+    return _nearest([interval(k)[:3] for k in range(len(bounds))], reference_price)
+
+
+def _root(const: float, slope: float) -> float:
+    """Scalar :func:`linear_root`."""
+    return -const / slope if slope != 0 else math.nan
+
+
+def _nearest(candidates, reference_price: float) -> float | None:
+    """The positive root inside its own interval nearest to ``reference_price`` (None if none)."""
     found = []
-    for root, (lo, hi) in zip(roots, bounds):
+    for root, lo, hi in candidates:
         tol = 1e-12 * max(1.0, abs(root)) if math.isfinite(root) else 0.0
         if math.isfinite(root) and root > 0 and lo - tol <= root <= hi + tol:
             found.append(root)

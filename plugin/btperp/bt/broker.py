@@ -261,6 +261,7 @@ class _Book:
         self.next_change = -math.inf    # bt date number of the next tier-table change
         self.changes = [_to_num(t) for t in inst.tiers.change_times()]
         self.dirty = True               # liquidation/margin-call prices must be recomputed
+        self.rev = 0                    # bumps whenever the position's non-price state changes
         self.version = -1               # cross: ledger version the cached prices belong to
         self.lp: float | None = None
         self.warn: list[float | None] = []
@@ -474,6 +475,8 @@ class PerpBroker(bt.brokers.BackBroker):
         self.funding_payments: list[FundingPayment] = []
         self.margin_calls: list[MarginCall] = []
         self.rejections: list[Rejection] = []
+        self.open_positions = 0
+        """Positions open after the last bar."""
         self.fills: list[Fill] = []
         self.margin_changes: list[MarginChange] = []
         self.deposits = 0.0
@@ -808,6 +811,7 @@ class PerpBroker(bt.brokers.BackBroker):
             if not psize or closed and opened:
                 book.valprice = price           # a new position: valued at its fill until the close
             book.dirty = True
+            book.rev += 1
             self._version += 1
             order.execute(dtcoc or data.datetime[ago], filled, price,
                           closed, closedvalue, closedcomm, opened, openedvalue, openedcomm,
@@ -855,9 +859,11 @@ class PerpBroker(bt.brokers.BackBroker):
             data = datas[0]
             return self.positions[data].size * data.close[0]
         unrealized = notional = 0.0
+        held = 0
         for book in self._books or ():
             pos = book.pos
             if pos.size:
+                held += 1
                 if book.fresh:
                     if not book.read:
                         book.reader(book)
@@ -865,6 +871,7 @@ class PerpBroker(bt.brokers.BackBroker):
                 unrealized += pos.size * (book.valprice - pos.price)
                 notional += abs(pos.size) * book.valprice
         self._unrealized = unrealized
+        self.open_positions = held
         self._value = self._wallet + unrealized
         self.cash = self._available() if self._books and (notional or self._version != self._cash_version) \
             else self.cash if self._books else self._wallet
@@ -948,6 +955,7 @@ class PerpBroker(bt.brokers.BackBroker):
         later = [t for t in book.changes if t > book.dt]
         book.next_change = later[0] if later else math.inf
         book.dirty = True
+        book.rev += 1
 
     def _fund(self, book: _Book, at_open: bool) -> None:
         """Pay the bar's funding events at its open (``at_open``) or those later in the bar."""
@@ -978,6 +986,7 @@ class PerpBroker(bt.brokers.BackBroker):
         per_unit, rate = float(per_unit), float(rate)
         self._wallet -= payment
         book.trade_funding += payment
+        book.rev += 1
         if book.isolated:
             book.margin -= payment
             book.dirty = True
@@ -1004,6 +1013,7 @@ class PerpBroker(bt.brokers.BackBroker):
                      for level in self._levels]
         book.dirty = False
         book.version = self._version
+        book.rev += 1
 
     def _cached_prices(self, book: _Book) -> tuple[float | None, float | None]:
         """Liquidation and bankruptcy price of a position that alone moves its equity (isolated, or
@@ -1014,6 +1024,12 @@ class PerpBroker(bt.brokers.BackBroker):
         elif book.dirty or book.version != self._version:
             self._refresh(book, self._cross_wallet())
         return book.lp, book.bp
+
+    def _state_prices(self, book: _Book) -> tuple[float | None, float | None]:
+        """Liquidation and bankruptcy price of a cross position that shares the account with
+        others (Binance's LP: the other positions at their marks); solved each time."""
+        state = self._state_at(book, book.valprice)
+        return state.liquidation_price, state.bankruptcy_price
 
     def _check_liquidations(self, at_open: bool) -> None:
         cross = []
@@ -1188,6 +1204,7 @@ class PerpBroker(bt.brokers.BackBroker):
                       0.0, 0.0)
         order.addinfo(entry_price=pprice)
         book.dirty = True
+        book.rev += 1
         book.above.clear()
         self._version += 1
         self.notify(order)
@@ -1249,6 +1266,7 @@ class PerpBroker(bt.brokers.BackBroker):
                              f"initial margin {floor:,.2f}", field="amount")
         book.margin += amount
         book.dirty = True
+        book.rev += 1
         self._version += 1
         self.cash = self._available()
         self.margin_changes.append(MarginChange(_utc(book.dt), book.inst.symbol, book.position_id,

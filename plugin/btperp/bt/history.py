@@ -33,10 +33,11 @@ from ..margin import maintenance_margin_array, margin_ratio, unrealized_pnl
 from .broker import PerpBroker
 from .feed import BT_EPOCH
 
-#: Buffered per row (float64 each): what cannot be derived afterwards.
-_RAW = ("time", "book", "table", "trade_id", "size", "entry_price", "close", "mark_close",
-        "extreme_checked", "position_margin", "cross_equity", "liquidation_price", "bankruptcy_price",
-        "funding_paid", "fees_paid")
+#: Buffered per row (float64 each): the prices of the bar, and the number of the position's state.
+_ROW = ("time", "state", "close", "mark_close", "extreme_checked", "cross_equity")
+#: Buffered once per change of a position's state (``book.rev``): the rest of what cannot be derived.
+_STATE = ("book", "table", "trade_id", "size", "entry_price", "position_margin", "liquidation_price",
+          "bankruptcy_price", "funding_paid", "fees_paid")
 
 
 def _ms(bt_days) -> np.ndarray:
@@ -75,7 +76,8 @@ class PerpHistory(bt.Analyzer):
     Params: ``path`` (directory), ``every`` (``bar``: a row per bar per open position; ``change``:
     only when the position's size, margin, tier, liquidation price, funding or fees change),
     ``run_id`` (default: a hash of the strategy, its parameters, the broker's settings and the
-    data range; runs of a sweep get their own sub-directory ``run_id=<id>``), ``batch_rows``.
+    data range; the runs of a sweep, or a run given a ``run_id``, write into hive partitions
+    ``history/run_id=<id>/`` and ``events/run_id=<id>/``), ``batch_rows`` (rows per record batch).
     """
 
     params = (("path", None), ("every", "bar"), ("run_id", None), ("batch_rows", 65_536))
@@ -93,13 +95,15 @@ class PerpHistory(bt.Analyzer):
         self._sweep = bool(getattr(broker.cerebro, "_dooptimize", False)) or self.p.run_id is not None
         self._run_id = None
         self._sink = None
-        self._rows = array.array("d")      # rows of len(_RAW) floats, one after the other
-        self._flush_at = self.p.batch_rows * len(_RAW)
+        self._rows = array.array("d")      # rows of len(_ROW) floats, one after the other
+        self._states = array.array("d")    # states of len(_STATE) floats (kept: rows point at them)
+        self._flush_at = self.p.batch_rows * len(_ROW)
+        self._last_tier: dict[int, Any] = {}
         self._changes_only = self.p.every == "change"
         self._any_cross = None              # known once the broker has set up its books
         self._tables: list = []             # TierTable per "table" id
         self._table_ids: dict[int, int] = {}
-        self._last: dict[int, tuple] = {}   # book index -> state of its last row (every="change")
+        self._last: dict[int, int] = {}     # book index -> state number of its last row (every="change")
         self._paths: dict[str, str] = {}
 
     # --- per bar ----------------------------------------------------------------------------
@@ -117,13 +121,11 @@ class PerpHistory(bt.Analyzer):
 
     def next(self):
         broker = self._broker
-        books = broker._books
-        if not books:
-            return
         if self._sink is None:
-            self._open()
-            self._any_cross = any(not b.isolated for b in books)
-            self._book_tables = [(None, -1)] * len(books)
+            self._open()                # at the first bar: the broker knows its feeds by now
+        if not broker.open_positions:
+            return
+        books = broker._books
         nan = math.nan
         cross_equity = nan
         several_cross = False
@@ -134,34 +136,40 @@ class PerpHistory(bt.Analyzer):
                                                             for b in cross)
                 several_cross = len(cross) > 1
         extend = self._rows.extend
-        tables = self._book_tables
+        seen = self._seen
         index = -1
         for book in books:
             index += 1
-            pos = book.pos
-            size = pos.size
+            size = book.pos.size
             if not size:
                 continue
             if several_cross and not book.isolated:
-                state = broker._state_at(book, book.valprice)
-                lp, bp = state.liquidation_price, state.bankruptcy_price
-            elif book.dirty or not book.isolated and book.version != broker._version:
-                lp, bp = broker._cached_prices(book)
+                state = self._new_state(index, book, *broker._state_prices(book))
+            elif book.dirty or book.rev != seen[index][0] or (not book.isolated and
+                                                                book.version != broker._version):
+                state = self._new_state(index, book, *broker._cached_prices(book))
             else:
-                lp, bp = book.lp, book.bp
-            table = book.table
-            if tables[index][0] is not table:
-                tables[index] = (table, self._table_id(table))
-            if self._changes_only and not self._changed(index, book, lp):
-                continue
+                state = seen[index][1]
+            if self._changes_only:
+                if state == self._last.get(index) and not self._tier_moved(index, book):
+                    continue
+                self._last[index] = state
             close = book.l_c
-            extend((book.dt, index, tables[index][1], book.position_id, size, pos.price,
-                    close.array[close._idx], book.valprice, book.t_low if size > 0 else book.t_high,
-                    book.margin if book.isolated else nan, cross_equity,
-                    nan if lp is None else lp, nan if bp is None else bp,
-                    book.trade_funding, book.trade_fees))
+            extend((book.dt, state, close.array[close._idx], book.valprice,
+                    book.t_low if size > 0 else book.t_high, cross_equity))
         if len(self._rows) >= self._flush_at:
             self._flush()
+
+    def _new_state(self, index: int, book, lp, bp) -> int:
+        """Record the position's state (size, margin, prices, funding, fees); returns its number."""
+        pos = book.pos
+        number = len(self._states) // len(_STATE)
+        self._states.extend((index, self._table_id(book.table), book.position_id, pos.size, pos.price,
+                             book.margin if book.isolated else math.nan,
+                             math.nan if lp is None else lp, math.nan if bp is None else bp,
+                             book.trade_funding, book.trade_fees))
+        self._seen[index] = (book.rev, number)
+        return number
 
     def _table_id(self, table) -> int:
         """A small integer for each tier table seen (rows store it; the flush looks tables up)."""
@@ -171,15 +179,13 @@ class PerpHistory(bt.Analyzer):
             self._tables.append(table)
         return tid
 
-    def _changed(self, index: int, book, lp) -> bool:
-        """every='change': whether the position's state differs from its last recorded row."""
+    def _tier_moved(self, index: int, book) -> bool:
+        """every='change': whether the mark moved the position into another tier."""
         pos = book.pos
-        tier = book.table.lookup(book.inst.rulebook.tier_notional(abs(pos.size), pos.price, book.valprice)).tier
-        state = (book.position_id, pos.size, pos.price, book.margin, tier, lp, book.trade_funding,
-                 book.trade_fees)
-        if self._last.get(index) == state:
+        tier = book.table.lookup(book.inst.rulebook.tier_notional(abs(pos.size), pos.price, book.valprice))
+        if self._last_tier.get(index) is tier:
             return False
-        self._last[index] = state
+        self._last_tier[index] = tier
         return True
 
     # --- files ------------------------------------------------------------------------------
@@ -213,6 +219,9 @@ class PerpHistory(bt.Analyzer):
         }
 
     def _open(self):
+        books = self._broker._books
+        self._any_cross = any(not b.isolated for b in books)
+        self._seen = [(-1, -1)] * len(books)     # per book: (rev, state number) last recorded
         settings = self._settings()
         if self.p.run_id is not None:
             self._run_id = str(self.p.run_id)
@@ -224,12 +233,15 @@ class PerpHistory(bt.Analyzer):
         self._sink = HistorySink(history, file_schema(HISTORY_SCHEMA, self._sweep), FLOAT_HISTORY)
 
     def _flush(self):
-        width = len(_RAW)
+        width = len(_ROW)
         n = len(self._rows) // width
         if not n:
             return
         block = np.frombuffer(self._rows, dtype=np.float64).reshape(n, width)
-        raw = {name: block[:, i] for i, name in enumerate(_RAW)}
+        raw = {name: block[:, i] for i, name in enumerate(_ROW)}
+        states = np.frombuffer(self._states, dtype=np.float64).reshape(-1, len(_STATE))
+        of_row = states[raw["state"].astype(np.int64)]
+        raw.update({name: of_row[:, i] for i, name in enumerate(_STATE)})
         books = self._broker._books
         book_ix = raw["book"].astype(np.int64)
         table_ix = raw["table"].astype(np.int64)
@@ -320,7 +332,8 @@ class PerpHistory(bt.Analyzer):
         self.rets["events"] = self._paths["events"]
         self.rets["rows"] = self._sink.rows
         # what optstrategy pickles back to the parent process: the answer, not the machinery
-        self._sink = self._broker = self._rows = self._tables = self._table_ids = self._last = None
+        self._sink = self._broker = self._rows = self._states = self._tables = self._table_ids = None
+        self._last = self._last_tier = self._seen = None
 
     def _events(self) -> dict:
         broker = self._broker

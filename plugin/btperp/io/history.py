@@ -144,7 +144,7 @@ class HistorySink:
             raise InputError(f"cannot write the history to {self.path.parent}: {exc.strerror}",
                              field="history") from None
         labels = [f.name for f in schema if pa.types.is_dictionary(f.type)]
-        self._writer = pq.ParquetWriter(self.tmp, schema, compression="zstd", compression_level=3,
+        self._writer = pq.ParquetWriter(self.tmp, schema, compression="zstd", compression_level=1,
                                         use_dictionary=labels, use_byte_stream_split=floats,
                                         write_statistics=["time", "symbol", "trade_id"])
         self.rows = 0
