@@ -21,6 +21,7 @@ test: $(STAMP)
 demo: $(STAMP)
 	@echo "== Backtests with btperp's broker on the bundled data (examples/perp_backtest.py) =="
 	$(BIN)/python examples/perp_backtest.py
+	$(BIN)/btperp history show out/demo-history
 	@echo
 	@echo "== Binance FAQ example: isolated, 500 USDT margin, long 0.02 BTC at 50,000 =="
 	$(BIN)/btperp calc --symbol BTCUSDT --side long --size 0.02 --entry 50000 --margin 500

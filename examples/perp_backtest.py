@@ -4,7 +4,8 @@
    margin, at 2x and 3x leverage, liquidated (or not) on the mark price, and on the last price as
    freqtrade and Jesse would.
 2. backtrader's documented SMA crossover, unchanged, on BTCUSDT 1h in 2024 at 5x: trades, fees,
-   funding and the margin state of its open position.
+   funding and the margin state of its open position; its margin history goes to out/demo-history
+   (`btperp history show out/demo-history`).
 """
 
 import datetime as dt
@@ -17,7 +18,8 @@ import backtrader as bt
 import btperp
 from btperp.errors import EarliestTableAssumed
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 from strategies.sma_cross import SmaCross  # noqa: E402
 
 warnings.simplefilter("ignore", EarliestTableAssumed)   # 2021 predates the first bundled tier table
@@ -51,7 +53,7 @@ def sma_2024() -> None:
     cerebro.adddata(btperp.load_feed("BTCUSDT", start="2024-01-01", end="2024-12-31"))
     cerebro.addstrategy(SmaCross)
     cerebro.addanalyzer(bt.analyzers.TradeAnalyzer)
-    broker = btperp.install(cerebro, cash=50_000, leverage=5)
+    broker = btperp.install(cerebro, cash=50_000, leverage=5, history=ROOT / "out" / "demo-history")
     strat = cerebro.run()[0]
     trades = strat.analyzers.tradeanalyzer.get_analysis()
     ledger = broker.ledger()
@@ -60,6 +62,9 @@ def sma_2024() -> None:
           f"({len(broker.funding_payments)} events), liquidations {len(broker.liquidations)}")
     print(f"  final value {broker.getvalue():,.2f} USDT (wallet {broker.wallet_balance:,.2f} + "
           f"unrealized at mark {ledger['unrealized_pnl']:,.2f})")
+    written = strat.analyzers.perphistory.get_analysis()
+    print(f"  margin history: {written['rows']:,} rows in {Path(written['history']).relative_to(ROOT)}, "
+          f"events in {Path(written['events']).relative_to(ROOT)}")
     state = broker.get_margin_state(strat.data)
     if state is not None:
         print(f"  open {state.side} {state.size:g} BTC at {state.entry_price:,.2f}: tier {state.tier}, "
