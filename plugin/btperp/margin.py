@@ -246,15 +246,15 @@ def solve_price(rulebook: Rulebook, legs: Sequence[Position], fixed_equity: floa
             per_price += float(s)
         return _root(lin_const - fixed / ratio, lin_slope - per_price / ratio), lo, hi, per_price / ratio
 
-    if len(legs) == 1:
-        # One position: equity moves by ±size per unit of price and MM / ratio by less, so
-        # equity − MM / ratio is monotonic and its root unique. Walk from the reference price's
-        # interval towards it (usually one or two intervals) instead of solving every one.
+    if len(legs) == 1 and _monotonic(rulebook, legs[0], taker_fee, ratio):
+        # One position whose equity moves by ±size per unit of price and MM / ratio by less in
+        # every tier: equity − MM / ratio is monotonic and its root unique. Walk from the
+        # reference price's interval towards it (usually one or two) instead of solving every one.
         k = max(bisect.bisect_right(cuts, reference_price) - 1, 0)
         for _ in bounds:
             root, lo, hi, slope = interval(k)
-            if not (abs(slope) < abs(lin_slope) and math.isfinite(root)):
-                break                       # not monotonic here: solve every interval below
+            if not math.isfinite(root):
+                break
             tol = 1e-12 * max(1.0, abs(root))
             if root < lo - tol and k > 0:
                 k -= 1
@@ -263,6 +263,14 @@ def solve_price(rulebook: Rulebook, legs: Sequence[Position], fixed_equity: floa
             else:
                 return _nearest([(root, lo, hi)], reference_price)
     return _nearest([interval(k)[:3] for k in range(len(bounds))], reference_price)
+
+
+def _monotonic(rulebook: Rulebook, leg: Position, taker_fee: float, ratio: float) -> bool:
+    """Whether MM / ratio grows slower than the equity of ``leg`` in every tier. Rates never fall
+    from one tier to the next (tables are validated), so the last tier has the steepest MM."""
+    _, steepest = rulebook.maintenance_terms(leg.side, leg.size, leg.entry_price, leg.leverage,
+                                             leg.tiers.tiers[-1], taker_fee)
+    return abs(float(steepest)) / ratio < leg.size
 
 
 def _root(const: float, slope: float) -> float:
