@@ -195,18 +195,21 @@ def _child(history: str) -> None:
 
 def bench_history() -> dict:
     """The same 500k-bar SMA run with and without ``history=DIR``: each run in its own process
-    (no run inherits another's memory), alternating, best of four each."""
+    (no run inherits another's memory) pinned to one core, alternating, best of five each."""
+    import shutil
     import subprocess
     import tempfile
 
+    pin = ["taskset", "-c", str(max(os.sched_getaffinity(0)))] if shutil.which("taskset") else []
+
     def child(history: str) -> dict:
-        out = subprocess.run([sys.executable, __file__, "--child", history], check=True,
+        out = subprocess.run(pin + [sys.executable, __file__, "--child", history], check=True,
                              capture_output=True, text=True).stdout
         return json.loads(out.strip().splitlines()[-1])
 
     without, with_history = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(4):
+        for i in range(5):
             without.append(child("-")["seconds"])
             answer = child(f"{tmp}/run{i}")
             with_history.append(answer["seconds"])

@@ -37,28 +37,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import Enum
 from typing import Sequence
 
+from .choice import Choice
 from .errors import InputError
 
 
-class FillPolicy(str, Enum):
+class FillPolicy(Choice):
     """How a liquidated position is closed (module docstring)."""
 
     BANKRUPTCY = "bankruptcy"
     FEE = "fee"
-
-    @classmethod
-    def parse(cls, value: "str | FillPolicy") -> "FillPolicy":
-        try:
-            return cls(str(value.value if isinstance(value, FillPolicy) else value).strip().lower())
-        except ValueError:
-            raise InputError(f"fill policy must be 'bankruptcy' or 'fee', got {value!r}",
-                             field="fill_policy") from None
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

@@ -35,11 +35,12 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass, field
-from enum import Enum, IntEnum
+from enum import IntEnum
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from .choice import Choice
 from .errors import InputError, LeverageError
 from .rules import Rulebook, get_rulebook
 from .tiers import Tier, TierTable
@@ -66,22 +67,11 @@ class Side(IntEnum):
         return self.name.lower()
 
 
-class MarginMode(str, Enum):
+class MarginMode(Choice):
     """Isolated: each position has its own margin. Cross: all positions share the wallet."""
 
     ISOLATED = "isolated"
     CROSS = "cross"
-
-    @classmethod
-    def parse(cls, value: "str | MarginMode") -> "MarginMode":
-        try:
-            return cls(str(value.value if isinstance(value, MarginMode) else value).strip().lower())
-        except ValueError:
-            raise InputError(f"margin mode must be 'isolated' or 'cross', got {value!r}",
-                             field="margin_mode") from None
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # --- elementary formulas (scalars or numpy arrays) -------------------------------------------
