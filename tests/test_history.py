@@ -151,14 +151,18 @@ def test_recording_only_changes(tmp_path, eth_run):
             .isin(changes[state].to_dict("list")).all().all())
 
 
-def test_rows_are_flushed_in_batches(tmp_path):
-    frame = make_frame([100.0] * 300)
+def long_for_300_bars(path, strategy=Script) -> bt.Cerebro:
+    """A long of 1 held from the first bar, its history in batches of 50 rows."""
     cerebro = bt.Cerebro(stdstats=False)
-    cerebro.adddata(feed(frame))
-    cerebro.addstrategy(Script, plan={0: [("buy", dict(size=1.0))]})
+    cerebro.adddata(feed(make_frame([100.0] * 300)))
+    cerebro.addstrategy(strategy, plan={0: [("buy", dict(size=1.0))]})
     btperp.install(cerebro, cash=1000, tiers=FLAT)
-    cerebro.addanalyzer(btperp.bt.PerpHistory, path=str(tmp_path), batch_rows=50)
-    cerebro.run()
+    cerebro.addanalyzer(btperp.bt.PerpHistory, path=str(path), batch_rows=50)
+    return cerebro
+
+
+def test_rows_are_flushed_in_batches(tmp_path):
+    long_for_300_bars(tmp_path).run()
     parquet = pq.ParquetFile(tmp_path / "history.parquet")
     assert parquet.metadata.num_rows == 299 and parquet.num_row_groups >= 5
 
@@ -224,14 +228,8 @@ class FailsAtBar(Script):
 
 
 def test_a_run_that_fails_leaves_no_file_that_passes_for_complete(tmp_path):
-    frame = make_frame([100.0] * 300)
-    cerebro = bt.Cerebro(stdstats=False)
-    cerebro.adddata(feed(frame))
-    cerebro.addstrategy(FailsAtBar, plan={0: [("buy", dict(size=1.0))]})
-    btperp.install(cerebro, cash=1000, tiers=FLAT)
-    cerebro.addanalyzer(btperp.bt.PerpHistory, path=str(tmp_path), batch_rows=50)
     with pytest.raises(RuntimeError, match="strategy bug"):
-        cerebro.run()
+        long_for_300_bars(tmp_path, FailsAtBar).run()
     assert not (tmp_path / "history.parquet").exists() and not (tmp_path / "events.parquet").exists()
     leftovers = list(tmp_path.iterdir())
     assert leftovers and all(p.name.startswith(".history.parquet.") for p in leftovers)
