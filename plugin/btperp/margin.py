@@ -224,8 +224,8 @@ def solve_price(rulebook: Rulebook, legs: Sequence[Position], fixed_equity: floa
                                                                              l.tiers))})
     bounds = list(zip(cuts, cuts[1:] + [math.inf]))
 
-    def interval(k: int) -> tuple[float, float, float, float]:
-        """Root of equity = MM / ratio with the tiers of interval ``k``; and the MM slope used."""
+    def interval(k: int) -> tuple[float, float, float]:
+        """Root of equity = MM / ratio with the tiers of interval ``k``, and the interval."""
         lo, hi = bounds[k]
         probe = (lo + hi) / 2 if math.isfinite(hi) else lo * 2 + 1.0
         fixed = per_price = 0.0
@@ -234,7 +234,7 @@ def solve_price(rulebook: Rulebook, legs: Sequence[Position], fixed_equity: floa
                                               tier_of(rulebook, l, probe), taker_fee)
             fixed += float(f)
             per_price += float(s)
-        return _root(lin_const - fixed / ratio, lin_slope - per_price / ratio), lo, hi, per_price / ratio
+        return _root(lin_const - fixed / ratio, lin_slope - per_price / ratio), lo, hi
 
     if len(legs) == 1 and _monotonic(rulebook, legs[0], taker_fee, ratio):
         # One position whose equity moves by ±size per unit of price and MM / ratio by less in
@@ -242,7 +242,7 @@ def solve_price(rulebook: Rulebook, legs: Sequence[Position], fixed_equity: floa
         # reference price's interval towards it (usually one or two) instead of solving every one.
         k = max(bisect.bisect_right(cuts, reference_price) - 1, 0)
         for _ in bounds:
-            root, lo, hi, slope = interval(k)
+            root, lo, hi = interval(k)
             if not math.isfinite(root):
                 break
             tol = 1e-12 * max(1.0, abs(root))
@@ -252,7 +252,7 @@ def solve_price(rulebook: Rulebook, legs: Sequence[Position], fixed_equity: floa
                 k += 1
             else:
                 return _nearest([(root, lo, hi)], reference_price)
-    return _nearest([interval(k)[:3] for k in range(len(bounds))], reference_price)
+    return _nearest([interval(k) for k in range(len(bounds))], reference_price)
 
 
 def _monotonic(rulebook: Rulebook, leg: Position, taker_fee: float, ratio: float) -> bool:

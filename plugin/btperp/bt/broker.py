@@ -873,8 +873,10 @@ class PerpBroker(bt.brokers.BackBroker):
         self._unrealized = unrealized
         self.open_positions = held
         self._value = self._wallet + unrealized
-        self.cash = self._available() if self._books and (notional or self._version != self._cash_version) \
-            else self.cash if self._books else self._wallet
+        if not self._books:
+            self.cash = self._wallet
+        elif notional or self._version != self._cash_version:     # flat and unchanged: same cash
+            self.cash = self._available()
         self._cash_version = self._version
         self._valuemkt = unrealized
         self._valuelever = self._valuemktlever = notional
@@ -997,10 +999,12 @@ class PerpBroker(bt.brokers.BackBroker):
 
     # --- liquidation -----------------------------------------------------------------------
 
-    def _leg(self, book: _Book, margin: float | None = None) -> Position:
-        pos = self.positions[book.data]
+    def _leg(self, book: _Book, mark: float | None = None, margin: float | None = None) -> Position:
+        """The core's view of ``book``'s position, valued at ``mark`` (default: its entry)."""
+        pos = book.pos
         return Position(book.inst.symbol, Side.LONG if pos.size > 0 else Side.SHORT, abs(pos.size),
-                        pos.price, pos.price, book.inst.leverage, book.table, margin)
+                        pos.price, pos.price if mark is None else mark, book.inst.leverage, book.table,
+                        margin)
 
     def _refresh(self, book: _Book, fixed: float) -> None:
         """Liquidation and margin-call prices of a position that alone moves ``fixed`` equity."""
@@ -1095,7 +1099,7 @@ class PerpBroker(bt.brokers.BackBroker):
 
     def _check_cross(self, books: list[_Book], at_open: bool) -> None:
         """Several cross positions: the account at every position's adverse extreme at once."""
-        adverse = {b: (b.t_open if at_open else (b.t_low if self.positions[b.data].size > 0 else b.t_high))
+        adverse = {b: (b.t_open if at_open else (b.t_low if b.pos.size > 0 else b.t_high))
                    for b in books}
         equity, total_mm, upnl, mm = self._group_state(books, adverse)
         if equity > total_mm:
@@ -1212,26 +1216,15 @@ class PerpBroker(bt.brokers.BackBroker):
     # --- helpers for strategies --------------------------------------------------------------
 
     def _state_at(self, book: _Book, price: float) -> PositionMargin:
-        pos = self.positions[book.data]
         inst = book.inst
         if book.table is None:
             self._update_table(book)
-        leg = Position(inst.symbol, Side.LONG if pos.size > 0 else Side.SHORT, abs(pos.size), pos.price,
-                       price, inst.leverage, book.table, book.margin if book.isolated else None)
+        leg = self._leg(book, price, book.margin if book.isolated else None)
         if book.isolated:
             return evaluate(inst.rulebook, [leg], margin_mode="isolated",
                             taker_fee=inst.taker_fee).positions[0]
-        legs = []
-        for b in self._books:
-            if b.isolated or not self.positions[b.data].size:
-                continue
-            if b is book:
-                legs.append(leg)
-            else:
-                p = self.positions[b.data]
-                mark = b.valprice if b.valprice == b.valprice else p.price
-                legs.append(Position(b.inst.symbol, Side.LONG if p.size > 0 else Side.SHORT,
-                                     abs(p.size), p.price, mark, b.inst.leverage, b.table))
+        legs = [leg if b is book else self._leg(b, b.valprice if b.valprice == b.valprice else None)
+                for b in self._books if not b.isolated and b.pos.size]
         account: AccountMargin = evaluate(inst.rulebook, legs, margin_mode="cross",
                                           wallet_balance=self._cross_wallet(), taker_fee=inst.taker_fee)
         return next(p for p in account.positions if p.symbol == inst.symbol)
