@@ -195,7 +195,8 @@ def _child(history: str) -> None:
 
 def bench_history() -> dict:
     """The same 500k-bar SMA run with and without ``history=DIR``: each run in its own process
-    (no run inherits another's memory) pinned to one core, alternating, best of five each."""
+    (no run inherits another's memory) pinned to one core, alternating, best of seven each (the
+    machine's own noise is about ±2 % per run; the best run of each is the least disturbed)."""
     import shutil
     import subprocess
     import tempfile
@@ -209,15 +210,17 @@ def bench_history() -> dict:
 
     without, with_history = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        for i in range(5):
+        for i in range(7):
             without.append(child("-")["seconds"])
             answer = child(f"{tmp}/run{i}")
             with_history.append(answer["seconds"])
         size = os.path.getsize(answer["history"])
         rows = answer["rows"]
     a, b = min(without), min(with_history)
+    pairs = sorted(w / o for w, o in zip(with_history, without))
     print(f"  500k 1m bars, {rows:,} history rows: run {a:.1f} s, with history {b:.1f} s, "
-          f"{size / 1e6:.1f} MB on disk", flush=True)
+          f"{size / 1e6:.1f} MB on disk; run-by-run ratios {pairs[0]:.3f} to {pairs[-1]:.3f}, "
+          f"median {pairs[len(pairs) // 2]:.3f}", flush=True)
     return {"history_run_without_s": round(a, 2), "history_run_with_s": round(b, 2),
             "history_overhead": round(b / a, 3), "history_rows": rows,
             "history_bytes_per_row": round(size / rows, 1)}

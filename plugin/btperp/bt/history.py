@@ -108,48 +108,36 @@ class PerpHistory(bt.Analyzer):
 
     # --- per bar ----------------------------------------------------------------------------
 
-    # backtrader calls these on every analyzer each bar; PerpHistory has no children and no use for
-    # cash notifications, so they go straight to the work (the history must cost under 5 %)
-    def _next(self):
-        self.next()
-
-    def _notify_cashvalue(self, cash, value):
-        pass
-
-    def _notify_fund(self, cash, value, fundvalue, shares):
-        pass
-
+    # backtrader calls these on every analyzer each bar. PerpHistory has no children and no use for
+    # cash notifications, so ``_next`` is the recorder itself and the notifications do nothing
+    # (the history must cost under 5 % of the run).
     def next(self):
         broker = self._broker
         if self._sink is None:
             self._open()                # at the first bar: the broker knows its feeds by now
         if not broker.open_positions:
             return
-        books = broker._books
-        nan = math.nan
-        cross_equity = nan
+        cross_equity = math.nan
         several_cross = False
         if self._any_cross:
-            cross = [b for b in books if not b.isolated and b.pos.size]
+            cross = [b for b in broker._books if not b.isolated and b.pos.size]
             if cross:
                 cross_equity = broker._cross_wallet() + sum(b.pos.size * (b.valprice - b.pos.price)
                                                             for b in cross)
                 several_cross = len(cross) > 1
         extend = self._rows.extend
-        seen = self._seen
-        index = -1
-        for book in books:
-            index += 1
+        seen_rev, seen_state = self._seen_rev, self._seen_state
+        for index, book in enumerate(broker._books):
             size = book.pos.size
             if not size:
                 continue
             if several_cross and not book.isolated:
                 state = self._new_state(index, book, *broker._state_prices(book))
-            elif book.dirty or book.rev != seen[index][0] or (not book.isolated and
+            elif book.dirty or book.rev != seen_rev[index] or (not book.isolated and
                                                                 book.version != broker._version):
                 state = self._new_state(index, book, *broker._cached_prices(book))
             else:
-                state = seen[index][1]
+                state = seen_state[index]
             if self._changes_only:
                 if state == self._last.get(index) and not self._tier_moved(index, book):
                     continue
@@ -160,6 +148,14 @@ class PerpHistory(bt.Analyzer):
         if len(self._rows) >= self._flush_at:
             self._flush()
 
+    _next = next
+
+    def _notify_cashvalue(self, cash, value):
+        pass
+
+    def _notify_fund(self, cash, value, fundvalue, shares):
+        pass
+
     def _new_state(self, index: int, book, lp, bp) -> int:
         """Record the position's state (size, margin, prices, funding, fees); returns its number."""
         pos = book.pos
@@ -168,7 +164,8 @@ class PerpHistory(bt.Analyzer):
                              book.margin if book.isolated else math.nan,
                              math.nan if lp is None else lp, math.nan if bp is None else bp,
                              book.trade_funding, book.trade_fees))
-        self._seen[index] = (book.rev, number)
+        self._seen_rev[index] = book.rev
+        self._seen_state[index] = number
         return number
 
     def _table_id(self, table) -> int:
@@ -221,7 +218,8 @@ class PerpHistory(bt.Analyzer):
     def _open(self):
         books = self._broker._books
         self._any_cross = any(not b.isolated for b in books)
-        self._seen = [(-1, -1)] * len(books)     # per book: (rev, state number) last recorded
+        self._seen_rev = [-1] * len(books)       # per book: rev and state number last recorded
+        self._seen_state = [-1] * len(books)
         settings = self._settings()
         if self.p.run_id is not None:
             self._run_id = str(self.p.run_id)
@@ -333,7 +331,7 @@ class PerpHistory(bt.Analyzer):
         self.rets["rows"] = self._sink.rows
         # what optstrategy pickles back to the parent process: the answer, not the machinery
         self._sink = self._broker = self._rows = self._states = self._tables = self._table_ids = None
-        self._last = self._last_tier = self._seen = None
+        self._last = self._last_tier = self._seen_rev = self._seen_state = None
 
     def _events(self) -> dict:
         broker = self._broker
