@@ -296,6 +296,16 @@ class TierTable:
         """Highest leverage allowed for a position of this notional (USDT)."""
         return self.lookup(notional).max_leverage
 
+    def max_notional_for(self, leverage: float) -> float:
+        """Largest notional (USDT) a position may reach at ``leverage``: the cap of the last tier that
+        still allows it (Binance "Leverage and Margin of USDⓈ-M Futures": a higher leverage allows a
+        smaller position). 0 when no tier allows ``leverage``."""
+        cap = 0.0
+        for t in self.tiers:
+            if t.max_leverage >= leverage * (1 - 1e-12):
+                cap = t.max_notional
+        return cap
+
     def to_ccxt(self) -> list[dict]:
         """The table in ccxt's shape (``cum`` at the top level), as btperp's files store it."""
         return [t.to_ccxt() for t in self.tiers]

@@ -4,7 +4,8 @@ from .broker import (FundingPayment, Instrument, Liquidation, MarginCall, PerpBr
                      Rejection, install)
 from .feed import MarketTable, PerpData, attach, feed_from_frame, load_feed
 from .history import PerpHistory
+from .sizers import MarginSizer
 
 __all__ = ["PerpData", "MarketTable", "attach", "feed_from_frame", "load_feed", "PerpBroker",
            "PerpCommInfo", "Instrument", "Liquidation", "FundingPayment", "MarginCall", "Rejection",
-           "install", "PerpHistory"]
+           "install", "PerpHistory", "MarginSizer"]

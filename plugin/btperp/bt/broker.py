@@ -53,7 +53,7 @@ from backtrader.order import BuyOrder, Order, SellOrder
 from ..errors import DataError, DataWarning, InputError
 from ..liquidation import FillPolicy, GroupLeg, Settlement, settle, settle_group
 from ..margin import (AccountMargin, MarginMode, Position, PositionMargin, Side, evaluate,
-                      maintenance_margin, solve_price)
+                      maintenance_margin, max_open_size, solve_price)
 from ..rules import Rulebook, get_rulebook
 from ..symbols import to_unified
 from ..tiers import TierHistory, TierTable
@@ -1238,6 +1238,23 @@ class PerpBroker(bt.brokers.BackBroker):
         price = book.valprice if book.valprice == book.valprice else self.positions[data].price
         return self._state_at(book, price)
 
+    def max_open_size(self, data, price: float | None = None, isbuy: bool = True,
+                      fraction: float = 1.0) -> float:
+        """Units ``fraction`` of the available balance can still open on ``data`` at ``price``
+        (default: the close) in the direction of ``isbuy``: initial margin and opening fee within
+        it, and the position within the notional its tier allows at this leverage, as the order
+        check sees it; down to the lot size (what :class:`btperp.bt.MarginSizer` sizes with)."""
+        book = self._book(data)
+        price = data.close[0] if price is None else price
+        self._update_table(book)
+        inst = book.inst
+        held = self.positions[data].size
+        same_side = held if (held > 0) == isbuy else 0.0
+        cap = book.table.max_notional_for(inst.leverage) * (1 - 1e-9) - abs(same_side) * price
+        size = max_open_size(self.cash * fraction, price, inst.leverage, inst.taker_fee, max(cap, 0.0))
+        lot = inst.lot_size
+        return math.floor(size / lot + 1e-9) * lot if lot else size
+
     def add_margin(self, data, amount: float) -> float:
         """Move ``amount`` USDT from the available balance into ``data``'s isolated margin
         (negative: take it back out, down to the initial margin). Returns the new margin."""
@@ -1294,7 +1311,8 @@ def install(cerebro: bt.Cerebro, exchange: str = "binance-usdm", cash: float = 1
     ``per_data`` maps a feed's name (or symbol) to its own settings (``leverage``,
     ``margin_mode``, fees, ...); ``options`` are :class:`PerpBroker` params for every feed.
     ``history="DIR"`` records the margin history of each run there (:class:`btperp.bt.PerpHistory`;
-    ``history_every="change"`` writes a row only when a position's state changes).
+    ``history_every="change"`` writes a row only when a position's state changes). With
+    backtrader's standard observers on (``stdstats``), liquidations are marked on its plot.
     """
     if not (isinstance(cash, (int, float)) and math.isfinite(cash) and cash >= 0):
         raise InputError(f"cash must be a number >= 0, got {cash!r}", field="cash")
@@ -1303,6 +1321,9 @@ def install(cerebro: bt.Cerebro, exchange: str = "binance-usdm", cash: float = 1
     for key, settings in (per_data or {}).items():
         broker.configure(key, **settings)
     cerebro.broker = broker
+    if cerebro.p.stdstats:                      # beside backtrader's buy/sell markers
+        from .observers import Liquidations
+        cerebro.addobservermulti(Liquidations)
     if history is not None:
         from .history import PerpHistory
         if history_every not in ("bar", "change"):

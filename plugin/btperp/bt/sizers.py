@@ -56,3 +56,26 @@ def make_fractional(strategy: bt.Strategy) -> None:
         return
     kwargs = {name: getattr(sizer.p, name) for name in sizer.params._getkeys()}
     strategy.setsizer(cls(**kwargs))
+
+
+class MarginSizer(bt.Sizer):
+    """Puts ``percents`` % of the available balance up as initial margin (and opening fee), so the
+    position's notional is about ``percents`` % × balance × leverage, within the notional the
+    tier table allows at that leverage (:meth:`PerpBroker.max_open_size`).
+
+    The sizer of ``btperp run`` and ``btperp compare``: the same strategy at 10x holds ten times
+    the exposure it holds at 1x. Strategies that size their own orders are unaffected.
+
+    An order below ``min_notional`` USDT is not placed (size 0): Binance USDⓈ-M refuses orders
+    under 5 USDT of notional on most symbols, so a wiped-out account stops trading instead of
+    trading dust.
+    """
+
+    params = (("percents", 95.0), ("min_notional", 5.0))
+
+    def _getsizing(self, comminfo, cash, data, isbuy):
+        max_open = getattr(self.broker, "max_open_size", None)
+        if max_open is None:
+            raise TypeError("MarginSizer sizes with a PerpBroker: use btperp.install(cerebro, ...)")
+        size = max_open(data, isbuy=isbuy, fraction=self.p.percents / 100.0)
+        return size if size * data.close[0] >= self.p.min_notional else 0.0

@@ -9,9 +9,9 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import BtperpError, BtperpWarning
-from . import calc, data, history
+from . import backtest, calc, data, history
 
-COMMANDS = (calc, data, history)
+COMMANDS = (calc, data, history, backtest)
 
 
 def build_parser() -> argparse.ArgumentParser:

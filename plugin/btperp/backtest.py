@@ -1,0 +1,442 @@
+"""Run a backtrader strategy with btperp's broker, or the same strategy at several leverages.
+
+The Python API behind ``btperp run`` and ``btperp compare``::
+
+    from btperp.backtest import RunConfig, run, compare
+    config = RunConfig("sma_long_short", symbol="BTCUSDT", start="2024-01-01", end="2024-12-31",
+                       leverage=10)
+    result = run(config, out="out/run")             # summary, equity curve, liquidations, history
+    table = compare(config, [1, 3, 10, 50], out="out/compare").table   # one row per leverage
+
+Strategies are named by ``path/to/file.py:Class``, ``module:Class`` or the short name of a file
+in a ``strategies/`` folder (the current directory's, then the project's). Positions are sized by
+:class:`btperp.bt.MarginSizer` (``stake`` % of the available balance as initial margin), so the
+exposure grows with the leverage; a strategy that sizes its own orders keeps its sizes.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .stats import DAY_MS, summarize
+
+#: Folders searched for strategies named by their short name, in this order.
+PROJECT_STRATEGIES = Path(__file__).resolve().parents[2] / "strategies"
+
+
+# --- strategies ------------------------------------------------------------------------------
+
+def strategy_dirs() -> list[Path]:
+    """``./strategies`` (the current directory's), then the project's own ``strategies/``."""
+    found: list[Path] = []
+    for folder in (Path.cwd() / "strategies", PROJECT_STRATEGIES):
+        if folder.is_dir() and folder.resolve() not in [f.resolve() for f in found]:
+            found.append(folder)
+    return found
+
+
+def _strategy_classes(path: Path) -> list[str]:
+    """Names of the classes in ``path`` that derive from something called ``*Strategy``
+    (read with ``ast``: listing the strategies runs none of their code)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except SyntaxError:
+        return []
+    names = []
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            for base in node.bases:
+                text = ast.unparse(base)
+                if text.split(".")[-1].endswith("Strategy"):
+                    names.append(node.name)
+                    break
+    return names
+
+
+def strategy_catalog() -> dict[str, str]:
+    """Short name → ``file.py:Class`` of the strategies in :func:`strategy_dirs` (a file with one
+    strategy is named by its stem; with several, ``stem.Class``)."""
+    catalog: dict[str, str] = {}
+    for folder in strategy_dirs():
+        for path in sorted(folder.glob("*.py")):
+            if path.name.startswith("_"):
+                continue
+            classes = _strategy_classes(path)
+            for cls in classes:
+                name = path.stem if len(classes) == 1 else f"{path.stem}.{cls}"
+                catalog.setdefault(name, f"{path}:{cls}")
+    return catalog
+
+
+def _import_file(path: Path):
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    name = f"btperp_strategies_{digest}_{path.stem}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise InputError(f"{path}: not a Python file", field="strategy")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def load_strategy(spec: str):
+    """The backtrader Strategy class ``spec`` names (see the module docstring)."""
+    import backtrader as bt
+
+    catalog = strategy_catalog()
+    choices = ", ".join(sorted(catalog)) or "none found"
+    if spec in catalog:
+        spec = catalog[spec]
+    where, _, cls_name = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    if where.endswith(".py") or os.sep in where or "/" in where:
+        path = Path(where)
+        if not path.is_file():
+            raise InputError(f"no strategy file {path} (short names: {choices})", field="strategy")
+        module = _import_file(path)
+    elif cls_name:
+        try:
+            module = importlib.import_module(where)
+        except ImportError as exc:
+            raise InputError(f"cannot import module {where!r} ({exc}); short names: {choices}",
+                             field="strategy") from None
+    else:
+        raise InputError(f"unknown strategy {spec!r}; choose one of: {choices}, or give "
+                         f"path/to/file.py:Class or module:Class", field="strategy")
+    found = {name: obj for name, obj in vars(module).items()
+             if isinstance(obj, type) and issubclass(obj, bt.Strategy) and obj.__module__ == module.__name__}
+    if not cls_name:
+        if len(found) != 1:
+            raise InputError(f"{where} defines {len(found)} strategies ({', '.join(sorted(found)) or 'none'}); "
+                             f"name one as {where}:Class", field="strategy")
+        cls_name = next(iter(found))
+    if cls_name not in found:
+        raise InputError(f"{where} has no strategy {cls_name!r}; it defines: "
+                         f"{', '.join(sorted(found)) or 'none'}", field="strategy")
+    return found[cls_name]
+
+
+def strategy_params(cls) -> dict[str, Any]:
+    """The strategy's parameters and their defaults."""
+    return {name: getattr(cls.params, name) for name in cls.params._getkeys()}
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _typed(name: str, text: str, default: Any) -> Any:
+    """``text`` as the type of the parameter's default."""
+    try:
+        if isinstance(default, bool):
+            low = text.strip().lower()
+            if low in _TRUE | _FALSE:
+                return low in _TRUE
+            raise ValueError("expected true or false")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+        if default is None:
+            try:
+                return ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                return text
+        return type(default)(text)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"parameter {name}={text!r}: not a {type(default).__name__} "
+                         f"(default {default!r}; {exc})", field=name) from None
+
+
+def parse_params(cls, pairs: Iterable[str] | Mapping[str, Any]) -> dict[str, Any]:
+    """``["fast=10", "short=false"]`` (or a mapping of strings) → typed parameters of ``cls``."""
+    known = strategy_params(cls)
+    listed = ", ".join(f"{k} ({v!r})" for k, v in known.items()) or "none"
+    items = pairs.items() if isinstance(pairs, Mapping) else [_split_pair(p) for p in pairs]
+    out: dict[str, Any] = {}
+    for name, value in items:
+        if name not in known:
+            raise InputError(f"{cls.__name__} has no parameter {name!r}; its parameters: {listed}",
+                             field=name)
+        out[name] = _typed(name, value, known[name]) if isinstance(value, str) else value
+    return out
+
+
+def _split_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise InputError(f"--param wants name=value, got {text!r}", field="param")
+    return name.strip(), value.strip()
+
+
+# --- one run ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run depends on (a run is a pure function of it and the datasets)."""
+
+    strategy: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    symbol: str = "BTCUSDT"
+    exchange: str = "binance-usdm"
+    timeframe: str = "1h"
+    start: str | None = None
+    end: str | None = None
+    leverage: float = 1.0
+    margin_mode: str = "isolated"
+    cash: float = 10_000.0
+    trigger: str = "mark"
+    stake: float = 95.0
+    """Percent of the available balance each entry puts up as initial margin (MarginSizer)."""
+    datadir: str | None = None
+
+    def with_leverage(self, leverage: float) -> "RunConfig":
+        return dataclasses.replace(self, leverage=float(leverage))
+
+    def to_dict(self) -> dict:
+        return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the summary row, the equity curve and where its history is."""
+
+    summary: dict[str, Any]
+    time: np.ndarray                  # int64 ms, bar open times (UTC)
+    equity: np.ndarray                # account value after each bar
+    liquidations: list[dict[str, Any]]
+    history: str | None = None
+
+
+#: Columns of a summary row, in order (``btperp run --json`` and ``results.parquet``).
+SUMMARY_COLUMNS = ("strategy", "symbol", "leverage", "margin_mode", "first_bar", "last_bar", "bars",
+                   "final_value", "total_return", "cagr", "max_drawdown", "sharpe", "trades",
+                   "liquidations", "first_liquidation", "days_to_first_liquidation", "funding_paid",
+                   "fees", "liquidation_losses", "worst_margin_ratio", "history_dir")
+
+
+def _iso(ms: int) -> str:
+    return np.datetime64(int(ms), "ms").astype(str)[:16].replace("T", " ")
+
+
+def _whole_day(end: str | None) -> str | None:
+    """An end given as a date (``2024-12-31``) includes that whole day, as pandas' ``.loc`` does."""
+    if isinstance(end, str) and len(end.strip()) == 10:
+        return end.strip() + " 23:59:59.999"
+    return end
+
+
+def _check(config: RunConfig) -> None:
+    if not (isinstance(config.leverage, (int, float)) and config.leverage > 0):
+        raise InputError(f"leverage must be a positive number, got {config.leverage!r}", field="leverage")
+    if not (0 < config.stake <= 100):
+        raise InputError(f"stake must be a percent in (0, 100], got {config.stake!r}", field="stake")
+
+
+def run(config: RunConfig, out: "str | os.PathLike[str] | None" = None, *, run_id: str | None = None,
+        plot: "str | os.PathLike[str] | None" = None) -> RunResult:
+    """One backtest of ``config`` with btperp's broker; the margin history goes to ``out`` (with
+    ``run_id``: into the sweep layout ``out/history/run_id=<id>/``). ``plot``: save
+    ``cerebro.plot()`` (liquidations marked) to that file."""
+    import backtrader as bt
+
+    from .bt import MarginSizer, PerpHistory, install, load_feed
+    from .bt.analyzers import EquityCurve
+
+    _check(config)
+    cls = load_strategy(config.strategy)
+    params = parse_params(cls, config.params)
+    data = load_feed(config.symbol, config.exchange, config.timeframe, config.start,
+                     _whole_day(config.end), datadir=config.datadir)
+    cerebro = bt.Cerebro(stdstats=plot is not None)
+    cerebro.adddata(data)
+    cerebro.addstrategy(cls, **params)
+    cerebro.addsizer(MarginSizer, percents=config.stake)
+    cerebro.addanalyzer(EquityCurve, _name="equity")
+    broker = install(cerebro, exchange=config.exchange, cash=config.cash, leverage=config.leverage,
+                     margin_mode=config.margin_mode, trigger=config.trigger,
+                     **({"datadir": config.datadir} if config.datadir else {}))
+    if out is not None:
+        cerebro.addanalyzer(PerpHistory, path=str(out), run_id=run_id)
+    strategy = cerebro.run()[0]
+    if plot is not None:
+        from .bt.plot import save_plot
+        save_plot(cerebro, plot)
+    curve = strategy.analyzers.equity.get_analysis()
+    history = strategy.analyzers.perphistory.get_analysis() if out is not None else {}
+    return _result(config, cls.__name__, broker, curve, history)
+
+
+def _result(config: RunConfig, name: str, broker, curve: Mapping[str, Any], history: Mapping[str, Any]):
+    times, equity = curve["time"], curve["equity"]
+    figures = summarize(times, equity, config.cash)
+    liqs = [{"time": int(np.datetime64(x.time.replace(tzinfo=None), "ms").astype(np.int64)),
+             "side": x.side, "price": x.fill_price, "loss": x.loss} for x in broker.liquidations]
+    first = liqs[0]["time"] if liqs else None
+    worst = None
+    if history.get("history"):
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+        column = pq.read_table(history["history"], columns=["margin_ratio"])["margin_ratio"]
+        worst = pc.max(column).as_py() if len(column) else None
+    summary = {
+        "strategy": name, "symbol": _symbols(broker), "leverage": float(config.leverage),
+        "margin_mode": config.margin_mode,
+        "first_bar": _iso(times[0]) if len(times) else None,
+        "last_bar": _iso(times[-1]) if len(times) else None, "bars": int(len(times)),
+        **figures,
+        "trades": int(curve["trades"]),
+        "liquidations": len(liqs),
+        "first_liquidation": _iso(first) if first is not None else None,
+        "days_to_first_liquidation": (first - int(times[0])) / DAY_MS if first is not None else None,
+        "funding_paid": broker.funding_paid,
+        "fees": math.fsum(f.fee for f in broker.fills),
+        "liquidation_losses": math.fsum(x.loss for x in broker.liquidations),
+        "worst_margin_ratio": worst,
+        "history_dir": str(Path(history["history"]).parent) if history.get("history") else None,
+    }
+    return RunResult({k: summary[k] for k in SUMMARY_COLUMNS}, times, equity, liqs,
+                     history.get("history"))
+
+
+def _symbols(broker) -> str:
+    return ", ".join(book.inst.symbol for book in broker._books or ())
+
+
+# --- several leverages -----------------------------------------------------------------------
+
+@dataclass
+class Comparison:
+    """``compare``'s answer: the table (one row per leverage) and every run's result."""
+
+    config: RunConfig
+    runs: list[RunResult]
+
+    @property
+    def table(self):
+        import pandas as pd
+        return pd.DataFrame([r.summary for r in self.runs], columns=list(SUMMARY_COLUMNS))
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [dict(r.summary) for r in self.runs]
+
+
+def parse_leverages(text: "str | Sequence[float]") -> list[float]:
+    """``"1,3,10"`` → ``[1.0, 3.0, 10.0]`` (sorted, no duplicates); errors name the bad item."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out: list[float] = []
+    for item in items:
+        try:
+            value = float(item)
+        except (TypeError, ValueError):
+            raise InputError(f"leverage {item!r} is not a number (give a list like 1,3,10)",
+                             field="leverage") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise InputError(f"leverage {item!r} must be a positive number", field="leverage")
+        out.append(value)
+    if not out:
+        raise InputError("no leverage given", field="leverage")
+    return sorted(set(out))
+
+
+def run_id_of(leverage: float) -> str:
+    """The run id (and hive partition) of one leverage in a comparison: ``10x``, ``2.5x``."""
+    return f"{leverage:g}x"
+
+
+def _run_one(config_dict: dict, out: str | None) -> RunResult:
+    """Worker entry point (module level, so a process pool can call it)."""
+    import warnings
+
+    from .errors import BtperpWarning
+    config = RunConfig(**config_dict)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BtperpWarning)      # the parent reports data caveats once
+        return run(config, out, run_id=run_id_of(config.leverage) if out is not None else None)
+
+
+def _pool(jobs: int):
+    import concurrent.futures
+    import multiprocessing
+
+    # forkserver: workers fork from a clean server process (never from a parent whose pyarrow or
+    # backtrader threads might hold a lock), and the server imports btperp once for all of them
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["btperp.backtest", "btperp.bt"])
+    else:
+        context = multiprocessing.get_context("spawn")
+    return concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+
+
+def compare(config: RunConfig, leverages: "str | Sequence[float]", out: "str | os.PathLike[str] | None" = None,
+            *, jobs: int | None = None, progress: bool = True) -> Comparison:
+    """The same run at each leverage (in ``jobs`` processes, default one per core); histories go to
+    ``out/history/run_id=<L>x/``. Rows come back in leverage order whatever the finishing order."""
+    levels = parse_leverages(leverages)
+    _check(config)
+    cls = load_strategy(config.strategy)               # errors before any process starts
+    parse_params(cls, config.params)
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(levels)))
+    out_s = str(out) if out is not None else None
+    configs = [config.with_leverage(L).to_dict() for L in levels]
+    results: dict[float, RunResult] = {}
+    from tqdm import tqdm
+    bar = tqdm(total=len(levels), desc=f"compare {config.strategy} {config.symbol}", unit="run",
+               disable=not progress, file=sys.stderr, leave=False)
+    try:
+        if jobs == 1:
+            for c in configs:
+                results[c["leverage"]] = _run_one(c, out_s)
+                bar.update()
+        else:
+            import concurrent.futures
+            with _pool(jobs) as pool:
+                futures = {pool.submit(_run_one, c, out_s): c["leverage"] for c in configs}
+                for done in concurrent.futures.as_completed(futures):
+                    results[futures[done]] = done.result()
+                    bar.update()
+    finally:
+        bar.close()
+    return Comparison(config, [results[L] for L in levels])
+
+
+def write_comparison(comparison: Comparison, out: "str | os.PathLike[str]") -> dict[str, str]:
+    """``results.parquet``, ``report.png`` and ``report.html`` in ``out``; returns their paths."""
+    from .io.report import write_report, write_results
+    out = Path(out)
+    paths = {"results": str(write_results(comparison, out / "results.parquet"))}
+    paths.update({k: str(v) for k, v in write_report(comparison, out).items()})
+    return paths
+
+
+def to_json_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with NaN as null (JSON has no NaN)."""
+    def clean(v):
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+    return [{k: clean(v) for k, v in row.items()} for row in rows]
+
+
+__all__ = ["RunConfig", "RunResult", "Comparison", "run", "compare", "write_comparison",
+           "load_strategy", "strategy_catalog", "strategy_params", "parse_params", "parse_leverages",
+           "SUMMARY_COLUMNS"]

@@ -1,0 +1,173 @@
+"""``btperp run`` and ``btperp compare``: a backtrader strategy with btperp's broker, at one leverage
+or several (thin over :mod:`btperp.backtest`)."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+
+from .format import fmt_number, print_json, table
+
+RUN_EXAMPLES = """\
+examples:
+  btperp run --strategy sma_cross --symbol BTCUSDT --start 2024-01-01 --end 2024-12-31 --leverage 5
+  btperp run --strategy breakout --param entry=20 --param exit=10 --symbol ETHUSDT --timeframe 4h \\
+             --leverage 10 --margin-mode cross --json
+  btperp run --strategy my_strats.py:MyStrategy --symbol BTCUSDT --leverage 3 --plot out/run.png
+"""
+
+COMPARE_EXAMPLES = """\
+examples:
+  btperp compare --strategy sma_cross --symbol BTCUSDT --start 2024-01-01 --end 2024-12-31 \\
+                 --leverage 1,3,10,50 --out out/compare
+  btperp compare --strategy dca --symbol ETHUSDT --leverage 1,2,5,10,20 --margin-mode cross --json
+"""
+
+
+def _common(p: argparse.ArgumentParser, leverage_help: str, leverage_default: str) -> None:
+    p.add_argument("--strategy", required=True,
+                   help="short name of a file in strategies/ (see --list-strategies), "
+                        "path/to/file.py:Class, or module:Class")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="a strategy parameter, typed like its default (repeat for several)")
+    p.add_argument("--symbol", default="BTCUSDT", help="symbol of a bundled dataset (default BTCUSDT)")
+    p.add_argument("--exchange", default="binance-usdm", help="exchange (default binance-usdm)")
+    p.add_argument("--timeframe", default="1h", help="bar size; coarser than the data is resampled "
+                                                      "(default 1h)")
+    p.add_argument("--start", help="first day (UTC), e.g. 2024-01-01; default: the data's start")
+    p.add_argument("--end", help="last day (UTC), included whole; default: the data's end")
+    p.add_argument("--leverage", default=leverage_default, help=leverage_help)
+    p.add_argument("--margin-mode", default="isolated", choices=["isolated", "cross"],
+                   help="margin mode (default isolated)")
+    p.add_argument("--cash", type=float, default=10_000.0, help="starting balance, USDT (default 10000)")
+    p.add_argument("--trigger", default="mark", choices=["mark", "last"],
+                   help="price that liquidates: the exchange's mark (default) or the last price")
+    p.add_argument("--stake", type=float, default=95.0,
+                   help="percent of the available balance each entry puts up as initial margin, so "
+                        "the position is about stake %% x balance x leverage (default 95)")
+    p.add_argument("--datadir", help="datasets folder (default: the bundled datasets/)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def register(sub) -> None:
+    run = sub.add_parser(
+        "run", help="one backtest with btperp's broker and margin history",
+        description=textwrap.dedent("""\
+            Run a backtrader strategy on a bundled dataset with btperp's broker: tiered maintenance
+            margin from the table in force on each date, liquidation on the mark price, funding at
+            each funding time, fees. Writes the margin history to --out and prints a summary."""),
+        epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(run, "leverage (default 1)", "1")
+    run.add_argument("--out", default="out/run", help="directory for history.parquet and events.parquet "
+                                                      "(default out/run)")
+    run.add_argument("--plot", metavar="FILE", help="save backtrader's plot (liquidations marked) to FILE")
+    run.set_defaults(run=run_run)
+
+    cmp = sub.add_parser(
+        "compare", help="the same strategy at several leverages, side by side",
+        description=textwrap.dedent("""\
+            Run one strategy at each leverage of --leverage in parallel processes and compare final
+            equity, return, CAGR, drawdown, Sharpe, trades, liquidations, funding, fees and the worst
+            margin ratio. --out receives results.parquet, report.png, report.html and each run's
+            margin history (history/run_id=<L>x/)."""),
+        epilog=COMPARE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(cmp, "comma-separated leverages (default 1,2,3,5,10,20,50)", "1,2,3,5,10,20,50")
+    cmp.add_argument("--out", default="out/compare", help="directory for the results (default out/compare)")
+    cmp.add_argument("--jobs", type=int, default=None, help="processes (default: one per core)")
+    cmp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cmp.set_defaults(run=run_compare)
+
+    lst = sub.add_parser("strategies", help="list the strategies found by short name, with their parameters")
+    lst.add_argument("--json", action="store_true", help="print JSON")
+    lst.set_defaults(run=run_strategies)
+
+
+def _config(args: argparse.Namespace, leverage: float):
+    from ..backtest import RunConfig
+    return RunConfig(strategy=args.strategy, params=dict(_pairs(args.param)), symbol=args.symbol,
+                     exchange=args.exchange, timeframe=args.timeframe, start=args.start, end=args.end,
+                     leverage=leverage, margin_mode=args.margin_mode, cash=args.cash,
+                     trigger=args.trigger, stake=args.stake, datadir=args.datadir)
+
+
+def _pairs(items):
+    from ..backtest import _split_pair
+    return [_split_pair(text) for text in items]
+
+
+def _pct(value) -> str:
+    return "-" if value is None or value != value else f"{value * 100:,.2f} %"
+
+
+def run_run(args: argparse.Namespace) -> int:
+    from ..backtest import parse_leverages, run, to_json_rows
+    levels = parse_leverages(args.leverage)
+    if len(levels) != 1:
+        from ..errors import InputError
+        raise InputError("btperp run takes one leverage; use btperp compare for several", field="leverage")
+    result = run(_config(args, levels[0]), args.out, plot=args.plot)
+    s = result.summary
+    if args.json:
+        print_json(to_json_rows([s])[0])
+        return 0
+    lines = [
+        f"{s['strategy']} on {s['symbol']} {args.timeframe}, {s['first_bar']} to {s['last_bar']} UTC "
+        f"({s['bars']:,} bars), {s['leverage']:g}x {s['margin_mode']}",
+        f"  final value     {fmt_number(s['final_value'])} USDT (from {fmt_number(args.cash)})",
+        f"  total return    {_pct(s['total_return'])}   CAGR {_pct(s['cagr'])}",
+        f"  max drawdown    {_pct(s['max_drawdown'])}   Sharpe {fmt_number(s['sharpe'])}",
+        f"  trades          {s['trades']}",
+        f"  liquidations    {s['liquidations']}" + (f" (first {s['first_liquidation']} UTC, lost "
+                                                    f"{fmt_number(s['liquidation_losses'])} USDT in all)"
+                                                    if s["liquidations"] else ""),
+        f"  funding paid    {fmt_number(s['funding_paid'])} USDT (negative: received)",
+        f"  fees            {fmt_number(s['fees'])} USDT",
+        f"  worst margin ratio {_pct(s['worst_margin_ratio'])} (100 % = liquidation)",
+        f"  margin history  {s['history_dir']} (btperp history show {s['history_dir']})",
+    ]
+    if args.plot:
+        lines.append(f"  plot            {args.plot}")
+    print("\n".join(lines))
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from ..backtest import compare, to_json_rows, write_comparison
+    comparison = compare(_config(args, 1.0), args.leverage, args.out, jobs=args.jobs,
+                         progress=not args.no_progress)
+    paths = write_comparison(comparison, args.out)
+    if args.json:
+        print_json(to_json_rows(comparison.rows()))
+        return 0
+    headers = ["leverage", "final equity", "return", "CAGR", "max DD", "Sharpe", "trades", "liqs",
+               "first liq (days)", "funding", "fees", "liq losses", "worst ratio"]
+    rows = []
+    for s in comparison.rows():
+        first = "-" if s["days_to_first_liquidation"] is None else f"{s['days_to_first_liquidation']:.1f}"
+        rows.append([f"{s['leverage']:g}x", fmt_number(s["final_value"]), _pct(s["total_return"]),
+                     _pct(s["cagr"]), _pct(s["max_drawdown"]), fmt_number(s["sharpe"]), str(s["trades"]),
+                     str(s["liquidations"]), first, fmt_number(s["funding_paid"]), fmt_number(s["fees"]),
+                     fmt_number(s["liquidation_losses"]), _pct(s["worst_margin_ratio"])])
+    first = comparison.runs[0].summary
+    print(f"{first['strategy']} on {first['symbol']} {args.timeframe}, {first['first_bar']} to "
+          f"{first['last_bar']} UTC, {args.margin_mode}, {args.cash:,.0f} USDT")
+    print(table(headers, rows, right=[True] * len(headers)))
+    print(f"report: {paths['html']} (plot {paths['png']}, table {paths['results']}, "
+          f"histories {args.out}/history/)")
+    return 0
+
+
+def run_strategies(args: argparse.Namespace) -> int:
+    from ..backtest import load_strategy, strategy_catalog, strategy_params
+    rows = []
+    for name, spec in sorted(strategy_catalog().items()):
+        cls = load_strategy(spec)
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        rows.append({"name": name, "class": spec, "params": {k: repr(v) for k, v in strategy_params(cls).items()},
+                     "doc": doc})
+    if args.json:
+        print_json(rows)
+        return 0
+    print(table(["name", "parameters", "what it does"],
+                [[r["name"], ", ".join(f"{k}={v}" for k, v in r["params"].items()), r["doc"][:70]] for r in rows]))
+    return 0
