@@ -19,6 +19,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
+	@echo "== Which leverage would a Donchian breakout have survived? BTCUSDT 4h, all bundled data =="
+	$(BIN)/btperp compare --strategy breakout --symbol BTCUSDT --timeframe 4h --out out/compare
+	@echo
 	@echo "== Backtests with btperp's broker on the bundled data (examples/perp_backtest.py) =="
 	$(BIN)/python examples/perp_backtest.py
 	$(BIN)/btperp history show out/demo-history

@@ -226,7 +226,30 @@ def bench_history() -> dict:
             "history_bytes_per_row": round(size / rows, 1)}
 
 
-BENCHMARKS = [bench_margin, bench_load, bench_preload, bench_broker_loop, bench_history]
+def bench_compare() -> dict:
+    """``btperp compare`` of the SMA crossover on all bundled BTCUSDT 1h bars at 1, 3, 10 and 50x:
+    one process against two (histories written, as the command does); best of two each."""
+    import tempfile
+
+    from btperp.backtest import RunConfig, compare
+
+    config = RunConfig("sma_cross", symbol="BTCUSDT")
+    seconds = {1: [], 2: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(2):
+            for jobs in (1, 2):
+                start = time.perf_counter()
+                result = compare(config, [1, 3, 10, 50], f"{tmp}/{jobs}-{i}", jobs=jobs, progress=False)
+                seconds[jobs].append(time.perf_counter() - start)
+    one, two = min(seconds[1]), min(seconds[2])
+    bars = result.runs[0].summary["bars"]
+    print(f"  compare, 4 leverages x {bars:,} bars: 1 process {one:.1f} s, 2 processes {two:.1f} s",
+          flush=True)
+    return {"compare_1proc_s": round(one, 2), "compare_2proc_s": round(two, 2),
+            "compare_speedup_2proc": round(one / two, 2)}
+
+
+BENCHMARKS = [bench_margin, bench_load, bench_preload, bench_broker_loop, bench_history, bench_compare]
 
 
 def main() -> int:

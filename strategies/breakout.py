@@ -9,7 +9,8 @@ class Breakout(bt.Strategy):
 
     While flat, a buy stop above the channel and a sell stop below it wait together (one cancels
     the other); both are re-placed every bar as the channel moves. While in a position, one stop
-    order at the exit channel protects it and follows the channel.
+    order at the exit channel protects it and follows the channel. (``buy``/``sell`` return None
+    when the sizer gives no size.)
     """
 
     params = dict(
@@ -28,7 +29,7 @@ class Breakout(bt.Strategy):
 
     def _cancel_waiting(self):
         for order in self.waiting:
-            if order.alive():
+            if order is not None and order.alive():
                 self.cancel(order)
         self.waiting = []
 

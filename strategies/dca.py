@@ -24,7 +24,7 @@ class Dca(bt.Strategy):
         self.last_leg = None
 
     def notify_order(self, order):
-        if order is not self.order or order.alive():
+        if self.order is None or order.ref != self.order.ref or order.alive():   # notified orders are copies
             return
         self.order = None
         if order.status == order.Completed:

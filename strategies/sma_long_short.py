@@ -24,7 +24,7 @@ class SmaLongShort(bt.Strategy):
 
     def notify_order(self, order):
         if order.status in (order.Completed, order.Canceled, order.Margin, order.Rejected, order.Expired):
-            if order is self.order:
+            if self.order is not None and order.ref == self.order.ref:   # notified orders are copies
                 self.order = None
 
     def next(self):

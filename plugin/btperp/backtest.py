@@ -363,15 +363,18 @@ def run_id_of(leverage: float) -> str:
     return f"{leverage:g}x"
 
 
-def _run_one(config_dict: dict, out: str | None) -> RunResult:
-    """Worker entry point (module level, so a process pool can call it)."""
+def _run_one(config_dict: dict, out: str | None) -> tuple[RunResult, list[tuple[type, str]]]:
+    """Worker entry point (module level, so a process pool can call it): the result and the
+    btperp warnings the run raised, which the parent shows once for all leverages."""
     import warnings
 
     from .errors import BtperpWarning
     config = RunConfig(**config_dict)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", BtperpWarning)      # the parent reports data caveats once
-        return run(config, out, run_id=run_id_of(config.leverage) if out is not None else None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", BtperpWarning)
+        result = run(config, out, run_id=run_id_of(config.leverage) if out is not None else None)
+    raised = [(w.category, str(w.message)) for w in caught if issubclass(w.category, BtperpWarning)]
+    return result, raised
 
 
 def _pool(jobs: int):
@@ -401,23 +404,29 @@ def compare(config: RunConfig, leverages: "str | Sequence[float]", out: "str | o
     out_s = str(out) if out is not None else None
     configs = [config.with_leverage(L).to_dict() for L in levels]
     results: dict[float, RunResult] = {}
+    raised: dict[tuple[type, str], None] = {}
     from tqdm import tqdm
     bar = tqdm(total=len(levels), desc=f"compare {config.strategy} {config.symbol}", unit="run",
                disable=not progress, file=sys.stderr, leave=False)
     try:
         if jobs == 1:
             for c in configs:
-                results[c["leverage"]] = _run_one(c, out_s)
+                results[c["leverage"]], caught = _run_one(c, out_s)
+                raised.update(dict.fromkeys(caught))
                 bar.update()
         else:
             import concurrent.futures
             with _pool(jobs) as pool:
                 futures = {pool.submit(_run_one, c, out_s): c["leverage"] for c in configs}
                 for done in concurrent.futures.as_completed(futures):
-                    results[futures[done]] = done.result()
+                    results[futures[done]], caught = done.result()
+                    raised.update(dict.fromkeys(caught))
                     bar.update()
     finally:
         bar.close()
+    import warnings
+    for category, message in sorted(raised, key=lambda w: w[1]):
+        warnings.warn(message, category, stacklevel=2)
     return Comparison(config, [results[L] for L in levels])
 
 

@@ -1250,7 +1250,9 @@ class PerpBroker(bt.brokers.BackBroker):
         inst = book.inst
         held = self.positions[data].size
         same_side = held if (held > 0) == isbuy else 0.0
-        cap = book.table.max_notional_for(inst.leverage) * (1 - 1e-9) - abs(same_side) * price
+        # 1 % under the tier cap: a market order sized at the close fills at the next open, and a
+        # fill above the cap is refused (as on the exchange)
+        cap = book.table.max_notional_for(inst.leverage) * 0.99 - abs(same_side) * price
         size = max_open_size(self.cash * fraction, price, inst.leverage, inst.taker_fee, max(cap, 0.0))
         lot = inst.lot_size
         return math.floor(size / lot + 1e-9) * lot if lot else size
