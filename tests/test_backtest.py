@@ -303,3 +303,31 @@ def test_statistics_of_known_curves():
     s = stats.summarize(times, equity, 100.0)
     assert s["final_value"] == 99.0 and s["total_return"] == pytest.approx(-0.01)
     assert s["max_drawdown"] == pytest.approx(0.1)
+
+
+def test_cerebro_plot_works_without_a_screen(tmp_path):
+    # a fresh interpreter without DISPLAY: backtrader's plot module would force TkAgg
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    script = textwrap.dedent(f"""
+        import warnings
+        warnings.simplefilter("ignore")
+        import backtrader as bt, btperp
+        cerebro = bt.Cerebro()
+        cerebro.adddata(btperp.load_feed("ETHUSDT", start="2021-05-15", end="2021-05-22"))
+        cerebro.addstrategy(bt.Strategy)
+        btperp.install(cerebro, cash=1000, leverage=5)
+        cerebro.run()
+        figures = cerebro.plot()
+        figures[0][0].savefig(r"{tmp_path / 'plot.png'}")
+        import matplotlib
+        print(matplotlib.get_backend())
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "MPLBACKEND")}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().lower() == "agg"
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1325,7 +1325,9 @@ def install(cerebro: bt.Cerebro, exchange: str = "binance-usdm", cash: float = 1
     cerebro.broker = broker
     if cerebro.p.stdstats:                      # beside backtrader's buy/sell markers
         from .observers import Liquidations
+        from .plot import prepare_headless
         cerebro.addobservermulti(Liquidations)
+        prepare_headless()                      # cerebro.plot() without a screen: Agg, not TkAgg
     if history is not None:
         from .history import PerpHistory
         if history_every not in ("bar", "change"):

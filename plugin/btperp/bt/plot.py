@@ -8,6 +8,7 @@ importing ``matplotlib.pyplot`` first makes that later ``use`` call a no-op.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,19 @@ def use_agg() -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot  # noqa: F401  (pins the backend: backtrader's use('TKAgg') is ignored)
+
+
+def headless() -> bool:
+    """No screen to draw on: POSIX (not macOS) without ``DISPLAY`` or ``WAYLAND_DISPLAY``."""
+    return (os.name == "posix" and sys.platform != "darwin"
+            and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"))
+
+
+def prepare_headless() -> None:
+    """Without a screen, and before anything chose a backend, select Agg: ``cerebro.plot()`` then
+    returns figures to save instead of failing on TkAgg (``btperp.install`` calls this)."""
+    if headless() and "matplotlib.pyplot" not in sys.modules:
+        use_agg()
 
 
 def save_plot(cerebro, path: "str | os.PathLike[str]", *, width: float = 16, height: float = 9,
