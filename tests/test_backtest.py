@@ -200,7 +200,7 @@ def test_params_are_typed_from_the_defaults():
 def test_cli_errors_name_the_problem(capsys, tmp_path):
     base = ["--strategy", "sma_cross", "--out", str(tmp_path / "x")]
     assert cli(["run", *base, "--symbol", "DOGEUSDT"]) == 2
-    assert "no data for symbol 'DOGEUSDT'" in capsys.readouterr().err and True
+    assert "no data for symbol 'DOGEUSDT'" in capsys.readouterr().err
     assert cli(["run", *base, "--leverage", "2,3"]) == 2
     assert "one leverage" in capsys.readouterr().err
     assert cli(["compare", *base, "--leverage", "1,x"]) == 2

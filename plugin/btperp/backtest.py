@@ -32,6 +32,7 @@ import numpy as np
 
 from .errors import InputError
 from .stats import DAY_MS, summarize
+from .symbols import to_unified
 
 #: Folders searched for strategies named by their short name, in this order.
 PROJECT_STRATEGIES = Path(__file__).resolve().parents[2] / "strategies"
@@ -299,7 +300,7 @@ def _result(config: RunConfig, name: str, broker, curve: Mapping[str, Any], hist
         column = pq.read_table(history["history"], columns=["margin_ratio"])["margin_ratio"]
         worst = pc.max(column).as_py() if len(column) else None
     summary = {
-        "strategy": name, "symbol": _symbols(broker), "leverage": float(config.leverage),
+        "strategy": name, "symbol": to_unified(config.symbol), "leverage": float(config.leverage),
         "margin_mode": config.margin_mode,
         "first_bar": _iso(times[0]) if len(times) else None,
         "last_bar": _iso(times[-1]) if len(times) else None, "bars": int(len(times)),
@@ -316,10 +317,6 @@ def _result(config: RunConfig, name: str, broker, curve: Mapping[str, Any], hist
     }
     return RunResult({k: summary[k] for k in SUMMARY_COLUMNS}, times, equity, liqs,
                      history.get("history"))
-
-
-def _symbols(broker) -> str:
-    return ", ".join(book.inst.symbol for book in broker._books or ())
 
 
 # --- several leverages -----------------------------------------------------------------------
