@@ -197,20 +197,18 @@ def test_params_are_typed_from_the_defaults():
         parse_params(cls, ["fast"])
 
 
-def test_cli_errors_name_the_problem(capsys, tmp_path):
+@pytest.mark.parametrize("command, extra, message", [
+    ("run", ["--symbol", "DOGEUSDT"], "no data for symbol 'DOGEUSDT'"),
+    ("run", ["--leverage", "2,3"], "one leverage"),
+    ("compare", ["--leverage", "1,x"], "leverage 'x' is not a number"),
+    ("compare", ["--leverage", "1,-2"], "must be a positive number"),
+    ("run", ["--param", "pfast=abc"], "pfast='abc'"),
+    ("run", ["--stake", "150"], "stake must be a percent"),
+])
+def test_cli_errors_name_the_problem(capsys, tmp_path, command, extra, message):
     base = ["--strategy", "sma_cross", "--out", str(tmp_path / "x")]
-    assert cli(["run", *base, "--symbol", "DOGEUSDT"]) == 2
-    assert "no data for symbol 'DOGEUSDT'" in capsys.readouterr().err
-    assert cli(["run", *base, "--leverage", "2,3"]) == 2
-    assert "one leverage" in capsys.readouterr().err
-    assert cli(["compare", *base, "--leverage", "1,x"]) == 2
-    assert "leverage 'x' is not a number" in capsys.readouterr().err
-    assert cli(["compare", *base, "--leverage", "1,-2"]) == 2
-    assert "must be a positive number" in capsys.readouterr().err
-    assert cli(["run", *base, "--param", "pfast=abc"]) == 2
-    assert "pfast='abc'" in capsys.readouterr().err
-    assert cli(["run", *base, "--stake", "150"]) == 2
-    assert "stake must be a percent" in capsys.readouterr().err
+    assert cli([command, *base, *extra]) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_unknown_symbol_lists_the_available_ones(capsys, tmp_path):
