@@ -22,6 +22,9 @@ demo: $(STAMP)
 	@echo "== Which leverage would a Donchian breakout have survived? BTCUSDT 4h, all bundled data =="
 	$(BIN)/btperp compare --strategy breakout --symbol BTCUSDT --timeframe 4h --out out/compare
 	@echo
+	@echo "== Each of those liquidations explained, and when a last-price trigger would have fired =="
+	$(BIN)/btperp audit history out/compare
+	@echo
 	@echo "== Backtests with btperp's broker on the bundled data (examples/perp_backtest.py) =="
 	$(BIN)/python examples/perp_backtest.py
 	$(BIN)/btperp history show out/demo-history
@@ -31,6 +34,11 @@ demo: $(STAMP)
 	@echo
 	@echo "== A cross-margin account with two positions (examples/account.json) =="
 	$(BIN)/btperp calc --account examples/account.json
+	@echo
+	@echo "== ETHUSDT 2021-05-19: a 2x long the mark never liquidated, reported liquidated at 13:12 =="
+	$(BIN)/btperp audit position --symbol ETHUSDT --side long --entry-time "2021-05-18 00:00" \
+	    --entry-price 3283.23 --margin 1000 --leverage 2 --end 2021-05-21 \
+	    --reported-time "2021-05-19 13:12" --reported-price 1650 --plot out/audit-eth-2x.png
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -249,7 +249,42 @@ def bench_compare() -> dict:
             "compare_speedup_2proc": round(one / two, 2)}
 
 
-BENCHMARKS = [bench_margin, bench_load, bench_preload, bench_broker_loop, bench_history, bench_compare]
+def bench_audit() -> dict:
+    """The audit's vectorized replay: one position over a year of 1-minute marks (held the whole
+    year: the longest scan), and every entry hour of BTCUSDT at 8 leverages held until liquidated."""
+    import numpy as np
+    import pandas as pd
+
+    import btperp
+    from btperp.audit import audit_position, audit_positions
+    from btperp.io.tierfile import TierHistoryFile
+
+    year = walk_1m(525_600)
+    tiers = TierHistoryFile.bundled("binance-usdm").history("BTCUSDT")
+    one = lambda: audit_position("SIM/USDT:USDT", "short", "2024-01-01", frame=year, tiers=tiers,  # noqa: E731
+                                 margin=1000, leverage=2)
+    a = one()
+    seconds = timeit(one, repeat=7)
+    print(f"  one position, {len(year):,} one-minute bars: held {a.bars_held:,} bars "
+          f"(liquidated: {a.liquidated}), {seconds * 1e3:.1f} ms", flush=True)
+
+    frame = btperp.load("BTCUSDT")
+    leverages = [1, 2, 3, 5, 10, 20, 50, 100]
+    entries = pd.DataFrame({"entry_time": np.repeat(frame.index, len(leverages)), "side": 1,
+                            "leverage": np.tile(np.array(leverages, float), len(frame)),
+                            "margin": 1000.0})
+    table = audit_positions(entries, symbol="BTCUSDT", frame=frame)        # warm
+    many = timeit(lambda: audit_positions(entries, symbol="BTCUSDT", frame=frame), repeat=3)
+    share = table.groupby("leverage")["liquidated"].mean()
+    print(f"  {len(entries):,} positions ({len(frame):,} entry hours x {len(leverages)} leverages): "
+          f"{many:.2f} s; liquidated: "
+          + ", ".join(f"{lev:g}x {share[lev] * 100:.0f} %" for lev in leverages), flush=True)
+    return {"audit_one_position_year_1m_ms": round(seconds * 1e3, 2),
+            "audit_all_entries_8lev_s": round(many, 3)}
+
+
+BENCHMARKS = [bench_margin, bench_load, bench_preload, bench_broker_loop, bench_history, bench_compare,
+              bench_audit]
 
 
 def main() -> int:

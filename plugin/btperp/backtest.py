@@ -31,6 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import InputError
+from .io.market import inclusive_end
 from .stats import DAY_MS, summarize
 from .symbols import to_unified
 
@@ -239,13 +240,6 @@ def _iso(ms: int) -> str:
     return np.datetime64(int(ms), "ms").astype(str)[:16].replace("T", " ")
 
 
-def _whole_day(end: str | None) -> str | None:
-    """An end given as a date (``2024-12-31``) includes that whole day, as pandas' ``.loc`` does."""
-    if isinstance(end, str) and len(end.strip()) == 10:
-        return end.strip() + " 23:59:59.999"
-    return end
-
-
 def _check(config: RunConfig) -> None:
     if not (isinstance(config.leverage, (int, float)) and config.leverage > 0):
         raise InputError(f"leverage must be a positive number, got {config.leverage!r}", field="leverage")
@@ -267,7 +261,7 @@ def run(config: RunConfig, out: "str | os.PathLike[str] | None" = None, *, run_i
     cls = load_strategy(config.strategy)
     params = parse_params(cls, config.params)
     data = load_feed(config.symbol, config.exchange, config.timeframe, config.start,
-                     _whole_day(config.end), datadir=config.datadir)
+                     inclusive_end(config.end), datadir=config.datadir)
     cerebro = bt.Cerebro(stdstats=plot is not None)
     cerebro.adddata(data)
     cerebro.addstrategy(cls, **params)

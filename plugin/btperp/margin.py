@@ -269,6 +269,53 @@ def solve_price(rulebook: Rulebook, legs: Sequence[Position], fixed_equity: floa
     return _nearest([interval(k) for k in range(len(bounds))], reference_price)
 
 
+def solve_price_array(rulebook: Rulebook, table: TierTable, side, size, entry_price, leverage,
+                      fixed_equity, taker_fee: float, reference_price=None) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorized :func:`solve_price` for arrays of single positions under one tier ``table``.
+
+    Returns (liquidation price, 0-based tier index at that price); NaN and −1 where no positive
+    price liquidates. Same equation as the scalar solve (module docstring, Binance's LP formula):
+    within each tier's price interval the root of ``fixed_equity + side × size × (P − entry) =
+    MM(P)`` with the rulebook's own terms, kept where it lies inside its interval (nearest to
+    ``reference_price``, default the entry price, if several do).
+    """
+    side, size, entry_price, leverage, fixed_equity = np.broadcast_arrays(
+        *(np.asarray(x, dtype=float) for x in (side, size, entry_price, leverage, fixed_equity)))
+    ref = entry_price if reference_price is None else np.broadcast_to(
+        np.asarray(reference_price, dtype=float), side.shape)
+    const = fixed_equity - side * size * entry_price
+    slope = side * size
+    best = np.full(side.shape, np.nan)
+    best_k = np.full(side.shape, -1, dtype=np.int64)
+    if not rulebook.tiers_from_price:           # one tier for the whole price axis (Bybit: at entry)
+        index = table.lookup_index(rulebook.tier_notional(size, entry_price, entry_price))
+        for k in np.unique(index):
+            rows = index == k
+            fixed, per_price = rulebook.maintenance_terms(side[rows], size[rows], entry_price[rows],
+                                                          leverage[rows], table.tiers[k], taker_fee)
+            root = linear_root(const[rows] - fixed, slope[rows] - per_price)
+            ok = np.isfinite(root) & (root > 0)
+            best[rows] = np.where(ok, root, np.nan)
+            best_k[rows] = np.where(ok, k, -1)
+        return best, best_k
+    distance = np.full(side.shape, np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for k, tier in enumerate(table.tiers):
+            fixed, per_price = rulebook.maintenance_terms(side, size, entry_price, leverage, tier,
+                                                          taker_fee)
+            root = linear_root(const - fixed, slope - per_price)
+            lo = tier.min_notional / size
+            hi = table.tiers[k + 1].min_notional / size if k + 1 < len(table.tiers) else np.inf
+            tol = 1e-12 * np.maximum(1.0, np.abs(root))
+            ok = np.isfinite(root) & (root > 0) & (root >= lo - tol) & (root <= hi + tol)
+            gap = np.abs(root - ref)
+            take = ok & (gap < distance)
+            best = np.where(take, root, best)
+            best_k = np.where(take, k, best_k)
+            distance = np.where(take, gap, distance)
+    return best, best_k
+
+
 def _monotonic(rulebook: Rulebook, leg: Position, taker_fee: float, ratio: float) -> bool:
     """Whether MM / ratio grows slower than the equity of ``leg`` in every tier. Rates never fall
     from one tier to the next (tables are validated), so the last tier has the steepest MM."""
@@ -457,6 +504,7 @@ def bankruptcy_price(exchange: "str | Rulebook", side, size: float, entry_price:
 
 
 __all__ = ["Side", "MarginMode", "Position", "PositionMargin", "AccountMargin", "make_position",
-           "evaluate", "liquidation_price", "bankruptcy_price", "solve_price", "check_leverage",
+           "evaluate", "liquidation_price", "bankruptcy_price", "solve_price", "solve_price_array",
+           "check_leverage",
            "maintenance_margin", "maintenance_margin_array", "isolated_margin", "unrealized_pnl", "margin_ratio",
            "linear_root", "tier_of"]

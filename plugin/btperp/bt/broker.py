@@ -53,7 +53,7 @@ from backtrader.order import BuyOrder, Order, SellOrder
 from ..errors import DataError, DataWarning, InputError
 from ..liquidation import FillPolicy, GroupLeg, Settlement, settle, settle_group
 from ..margin import (AccountMargin, MarginMode, Position, PositionMargin, Side, evaluate,
-                      maintenance_margin, max_open_size, solve_price)
+                      maintenance_margin, max_open_size, solve_price, tier_of)
 from ..rules import Rulebook, get_rulebook
 from ..symbols import to_unified
 from ..tiers import TierHistory, TierTable
@@ -102,9 +102,32 @@ class Liquidation:
     at_open: bool
     """True when the price opened beyond the liquidation price (a gap)."""
     position_id: int
+    leverage: float = math.nan
+    liquidation_price: float = math.nan
+    """Liquidation price in force when it triggered."""
+    tier: int = 0
+    """Tier (1-based) of the position at the trigger price."""
+    maintenance_rate: float = math.nan
+    maintenance_margin: float = math.nan
+    """Maintenance margin at the trigger price (the account's, in cross margin)."""
+    equity: float = math.nan
+    """Margin balance at the trigger price (the position's in isolated, the account's in cross)."""
+    mark_price: float = math.nan
+    """The bar's adverse mark extreme (low for a long, high for a short)."""
+    last_price: float = math.nan
+    """The bar's adverse last-price extreme."""
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Trigger:
+    """What the liquidation check saw when it fired (recorded with the liquidation)."""
+
+    liquidation_price: float
+    equity: float
+    maintenance_margin: float
 
 
 @dataclass(frozen=True)
@@ -1085,7 +1108,7 @@ class PerpBroker(bt.brokers.BackBroker):
                 if group is None:
                     self._liquidate_isolated(book, trigger, beyond)
                 else:
-                    self._liquidate_cross(group, {book: trigger}, beyond)
+                    self._liquidate_cross(group, {book: trigger}, beyond, {book: lp})
 
     def _group_state(self, books, prices: Mapping[_Book, float]):
         """Cross account at ``prices``: equity, Σ MM and each leg's unrealized PnL and MM."""
@@ -1116,7 +1139,7 @@ class PerpBroker(bt.brokers.BackBroker):
                     elif level in head.above and ratio_close < level:
                         head.above.discard(level)
             return
-        triggers = {}
+        triggers, prices = {}, {}
         wallet = self._cross_wallet()
         for b in books:
             # Each position's liquidation price with the others held at their adverse extremes,
@@ -1127,7 +1150,8 @@ class PerpBroker(bt.brokers.BackBroker):
                                                   b.inst.taker_fee, b.t_open)
             lo, hi = sorted((b.t_open, adverse[b]))
             triggers[b] = adverse[b] if lp is None else min(max(lp, lo), hi)
-        self._liquidate_cross(books, triggers, at_open)
+            prices[b] = math.nan if lp is None else lp
+        self._liquidate_cross(books, triggers, at_open, prices)
 
     def _margin_call(self, book: _Book, level: float, price: float, ratio: float | None = None):
         if ratio is None:
@@ -1152,9 +1176,12 @@ class PerpBroker(bt.brokers.BackBroker):
                                                           leg.leverage, inst.taker_fee))
         result = settle(int(leg.side), leg.size, leg.entry_price, trigger, book.margin,
                         policy=inst.fill_policy, fee_rate=inst.liquidation_fee, reserve=reserve)
-        self._close_liquidated(book, result, at_open)
+        seen = _Trigger(math.nan if book.lp is None else book.lp, result.equity_at_trigger,
+                        maintenance_margin(inst.rulebook, leg, trigger, inst.taker_fee))
+        self._close_liquidated(book, result, at_open, seen)
 
-    def _liquidate_cross(self, books, triggers: Mapping[_Book, float], at_open: bool) -> None:
+    def _liquidate_cross(self, books, triggers: Mapping[_Book, float], at_open: bool,
+                         prices: Mapping[_Book, float]) -> None:
         legs = []
         for b in books:
             leg = self._leg(b)
@@ -1165,12 +1192,30 @@ class PerpBroker(bt.brokers.BackBroker):
                                      leg.side, leg.size, leg.entry_price, leg.leverage,
                                      b.inst.taker_fee))))
         head = books[0].inst
-        results = settle_group(legs, self._cross_wallet(), policy=head.fill_policy,
-                               fee_rate=head.liquidation_fee)
+        wallet = self._cross_wallet()
+        results = settle_group(legs, wallet, policy=head.fill_policy, fee_rate=head.liquidation_fee)
+        # the account's margin balance and maintenance margin at the trigger prices
+        equity = wallet + sum(l.side * l.size * (l.trigger_price - l.entry_price) for l in legs)
+        total_mm = sum(l.maintenance_margin for l in legs)
         for b, result in zip(books, results):
-            self._close_liquidated(b, result, at_open)
+            self._close_liquidated(b, result, at_open,
+                                   _Trigger(prices.get(b, math.nan), equity, total_mm))
 
-    def _close_liquidated(self, book: _Book, result: Settlement, at_open: bool) -> None:
+    def _bar_extremes(self, book: _Book, long: bool) -> tuple[float, float]:
+        """The bar's adverse mark and last-price extremes (recorded with a liquidation)."""
+        data = book.data
+        last = data.low[0] if long else data.high[0]
+        if book.inst.trigger == "mark":
+            return (book.t_low if long else book.t_high), last
+        if isinstance(data, PerpData):
+            return _now(book.l_ml if long else book.l_mh), last
+        table = getattr(data, "btperp_market", None)
+        if table is not None and book.row >= 0:
+            return table.columns["mark_low" if long else "mark_high"][book.row], last
+        return last, last
+
+    def _close_liquidated(self, book: _Book, result: Settlement, at_open: bool,
+                          seen: _Trigger) -> None:
         data = book.data
         pos = self.positions[data]
         for order in [o for o in self.pending if o.data is data]:
@@ -1192,11 +1237,17 @@ class PerpBroker(bt.brokers.BackBroker):
         self._wallet += result.realized_pnl - result.fee
         book.margin = 0.0
         book.trade_fees += result.fee
+        leg = self._leg(book)
+        tier = tier_of(inst.rulebook, leg, result.trigger_price)
+        mark_x, last_x = self._bar_extremes(book, size > 0)
         record = Liquidation(_utc(book.dt), inst.symbol, "long" if size > 0 else "short", abs(size),
                              pos.price, inst.trigger, result.realized_pnl, result.trigger_price,
                              result.fill_price,
                              result.bankruptcy_price, result.loss, result.fee, result.insurance_flow,
-                             str(inst.margin_mode), str(inst.fill_policy), at_open, book.position_id)
+                             str(inst.margin_mode), str(inst.fill_policy), at_open, book.position_id,
+                             inst.leverage, seen.liquidation_price, tier.tier,
+                             tier.maintenance_margin_rate, seen.maintenance_margin, seen.equity,
+                             float(mark_x), float(last_x))
         self.liquidations.append(record)
 
         closedvalue = abs(size) * pos.price / inst.leverage

@@ -70,6 +70,19 @@ def _plain(value: Any) -> Any:
     return str(getattr(value, "value", value))
 
 
+def _timeframe_of(data) -> str | None:
+    """The feed's bar length as btperp names it (``1h``, ``4h``, ``1d``), or None."""
+    seconds = {bt.TimeFrame.Seconds: 1, bt.TimeFrame.Minutes: 60, bt.TimeFrame.Days: 86_400,
+               bt.TimeFrame.Weeks: 7 * 86_400}.get(data._timeframe)
+    if seconds is None:
+        return None
+    total = seconds * int(data._compression)
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        if total % size == 0:
+            return f"{total // size}{unit}"
+    return None
+
+
 class PerpHistory(bt.Analyzer):
     """Writes ``history.parquet`` and ``events.parquet`` of the run (module docstring).
 
@@ -204,7 +217,7 @@ class PerpHistory(bt.Analyzer):
             if cols is not None and len(cols["datetime"]):
                 days = cols["datetime"]
                 data_range[inst.symbol] = {"first": _utc_ms(_ms(days[0])), "last": _utc_ms(_ms(days[-1])),
-                                           "bars": int(len(days))}
+                                           "bars": int(len(days)), "timeframe": _timeframe_of(data)}
         strategy = self.strategy
         return {
             "strategy": type(strategy).__name__,
@@ -212,6 +225,7 @@ class PerpHistory(bt.Analyzer):
             "cash": broker.startingcash,
             "instruments": instruments,
             "margin_call_levels": list(broker._levels),
+            "datadir": None if broker.p.datadir is None else str(broker.p.datadir),
             "data": data_range,
         }
 
@@ -352,7 +366,11 @@ class PerpHistory(bt.Analyzer):
             common = dict(time=x.time, symbol=x.symbol, trade_id=x.position_id, side=x.side)
             rows.append(dict(common, kind="liquidation", size=x.size, price=x.fill_price, amount=x.loss,
                              fee=x.fee, pnl=x.pnl, trigger_price=x.trigger_price,
-                             bankruptcy_price=x.bankruptcy_price,
+                             bankruptcy_price=x.bankruptcy_price, entry_price=x.entry_price,
+                             leverage=x.leverage, liquidation_price=x.liquidation_price, tier=x.tier,
+                             maintenance_rate=x.maintenance_rate,
+                             maintenance_margin=x.maintenance_margin, equity=x.equity,
+                             mark_price=x.mark_price, last_price=x.last_price,
                              detail=f"{x.trigger} trigger, {x.policy} fill" + (", gap" if x.at_open else "")))
             rows.append(dict(common, kind="insurance_fund", amount=x.insurance_flow))
         for m in broker.margin_changes:

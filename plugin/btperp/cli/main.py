@@ -9,9 +9,9 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import BtperpError, BtperpWarning
-from . import backtest, calc, data, history
+from . import audit, backtest, calc, data, history
 
-COMMANDS = (calc, data, history, backtest)
+COMMANDS = (calc, data, history, backtest, audit)
 
 
 def build_parser() -> argparse.ArgumentParser:

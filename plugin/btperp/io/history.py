@@ -102,6 +102,18 @@ EVENTS_SCHEMA = pa.schema([
     _f("margin_ratio", pa.float64(), "margin call: the ratio reached", True),
     _f("detail", pa.string(), "fill: maker or taker; liquidation: trigger and fill policy, 'gap' at the "
                               "open; rejection: the reason", True),
+    _f("entry_price", pa.float64(), "liquidation: entry price of the position", True),
+    _f("leverage", pa.float64(), "liquidation: leverage setting", True),
+    _f("liquidation_price", pa.float64(), "liquidation: liquidation price in force when it triggered", True),
+    _f("tier", pa.int16(), "liquidation: tier (1-based) at the trigger price", True),
+    _f("maintenance_rate", pa.float64(), "liquidation: maintenance margin rate of that tier", True),
+    _f("maintenance_margin", pa.float64(), "liquidation: maintenance margin at the trigger price "
+                                           "(the account's in cross margin)", True),
+    _f("equity", pa.float64(), "liquidation: margin balance at the trigger price (the account's in "
+                               "cross margin)", True),
+    _f("mark_price", pa.float64(), "liquidation: the bar's adverse mark extreme (low long, high short)",
+       True),
+    _f("last_price", pa.float64(), "liquidation: the bar's adverse last-price extreme", True),
 ])
 
 FLOAT_HISTORY = [f.name for f in HISTORY_SCHEMA if pa.types.is_floating(f.type)]

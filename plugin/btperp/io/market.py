@@ -225,6 +225,13 @@ def read_meta(path: "str | os.PathLike[str]") -> dict:
     return json.loads(raw) if raw else {}
 
 
+def inclusive_end(end: Any) -> Any:
+    """An end given as a date (``2024-12-31``) includes that whole day, as pandas' ``.loc`` does."""
+    if isinstance(end, str) and len(end.strip()) == 10:
+        return end.strip() + " 23:59:59.999"
+    return end
+
+
 def to_utc(when: Any) -> pd.Timestamp:
     """A date, string or Timestamp as a UTC Timestamp (naive input is taken as UTC)."""
     ts = pd.Timestamp(when)

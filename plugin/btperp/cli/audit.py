@@ -1,0 +1,177 @@
+"""``btperp audit``: explain a backtest's liquidations, or check a position (a real one) against the
+exchange's rules (thin over :mod:`btperp.audit`)."""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+
+from .format import fmt_number, print_json, table
+
+POSITION_EXAMPLES = """\
+examples:
+  btperp audit position --symbol ETHUSDT --side long --entry-time "2021-05-18 00:00" \\
+        --entry-price 3283.23 --margin 1000 --leverage 3 --end 2021-05-21
+  btperp audit position --symbol ETHUSDT --side long --entry-time "2021-05-18 00:00" \\
+        --entry-price 3283.23 --margin 1000 --leverage 2 --trigger last --json
+  btperp audit position --symbol BTCUSDT --side short --entry-time "2024-03-01 08:00" \\
+        --entry-price 61500 --size 0.5 --leverage 20 \\
+        --reported-time "2024-03-04 21:17" --reported-price 64400 --plot out/audit.png
+"""
+
+HISTORY_EXAMPLES = """\
+examples:
+  btperp run --strategy breakout --symbol BTCUSDT --timeframe 4h --leverage 20 --out out/run
+  btperp audit history out/run                  # a table, and out/run/audit/*.png
+  btperp audit history out/compare --json       # a sweep: every run's liquidations
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("audit", help="explain liquidations: a backtest's, or a real position's",
+                       description="Explain a backtest's liquidations, or replay a position against "
+                                   "the exchange's rules (mark price, tier table in force, funding).")
+    asub = p.add_subparsers(dest="audit_command", metavar="AUDIT_COMMAND", required=True)
+
+    pos = asub.add_parser(
+        "position", help="when would the rules liquidate this position? (and was a reported "
+                         "liquidation consistent with them?)",
+        description=textwrap.dedent("""\
+            Replay one position over the mark price history (bundled or fetched), paying funding
+            at each funding time and using the tier table in force, until the rules liquidate it
+            or the data ends. Liquidation is checked per bar: the bar opening beyond the
+            liquidation price, or its adverse extreme (mark low for a long, high for a short)
+            reaching it. Give what the exchange reported (--reported-time, --reported-price) for
+            a verdict: consistent within a bar, earlier or later than the rules imply."""),
+        epilog=POSITION_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    pos.add_argument("--exchange", default="binance-usdm", help="exchange (default binance-usdm)")
+    pos.add_argument("--symbol", required=True, help="BTCUSDT or BTC/USDT:USDT")
+    pos.add_argument("--side", required=True, choices=["long", "short"])
+    pos.add_argument("--entry-time", required=True, help="when the position was opened, UTC")
+    pos.add_argument("--entry-price", type=float,
+                     help="average entry price (default: the last-price open of the entry bar)")
+    pos.add_argument("--size", type=float, help="position size in base units (BTC, ETH)")
+    pos.add_argument("--margin", type=float,
+                     help="isolated margin, USDT (cross: the wallet balance backing the position)")
+    pos.add_argument("--leverage", type=float, help="leverage setting; with --margin it gives the size")
+    pos.add_argument("--margin-mode", default="isolated", choices=["isolated", "cross"],
+                     help="margin mode (default isolated)")
+    pos.add_argument("--end", help="last time (or day, included whole) to replay; default: the data's end")
+    pos.add_argument("--timeframe", help="bar size of the replay (default: the finest stored, 1h bundled)")
+    pos.add_argument("--trigger", default="mark", choices=["mark", "last"],
+                     help="price that liquidates: mark (the exchange's rule, default) or last")
+    pos.add_argument("--reported-time", help="when the exchange reported the liquidation, UTC")
+    pos.add_argument("--reported-price", type=float, help="the price the exchange reported")
+    pos.add_argument("--datadir", help="datasets folder (default: the bundled datasets/)")
+    pos.add_argument("--plot", metavar="PNG", help="write a chart of the position to this file")
+    pos.add_argument("--json", action="store_true", help="print JSON")
+    pos.set_defaults(run=run_position)
+
+    hist = asub.add_parser(
+        "history", help="explain each liquidation in a backtest's margin history",
+        description=textwrap.dedent("""\
+            For each liquidation in a run's history (DIR, or a sweep's DIR/run_id=*/): time,
+            symbol, side, size, entry, leverage, tier and rate, mark and last price in the bar,
+            liquidation and bankruptcy price, equity and maintenance margin at the trigger, loss,
+            fee, insurance-fund flow, funding paid, and when the other price (last, for a mark
+            run) would have triggered: earlier, same bar, later or never. Writes a PNG per
+            liquidation (mark and last price around it, entry, liquidation and bankruptcy
+            prices, funding) to DIR/audit unless --no-plots."""),
+        epilog=HISTORY_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    hist.add_argument("dir", help="directory the run (or sweep) wrote its history to")
+    hist.add_argument("--datadir", help="datasets folder for the market data (default: the run's)")
+    hist.add_argument("--plots", metavar="DIR", help="folder for the PNGs (default DIR/audit)")
+    hist.add_argument("--no-plots", action="store_true", help="no PNGs")
+    hist.add_argument("--json", action="store_true", help="print JSON")
+    hist.set_defaults(run=run_history)
+
+
+def _price(x) -> str:
+    return fmt_number(x)
+
+
+def run_position(args: argparse.Namespace) -> int:
+    from ..audit import audit_position
+    a = audit_position(args.symbol, args.side, args.entry_time, args.entry_price, size=args.size,
+                       margin=args.margin, leverage=args.leverage, exchange=args.exchange,
+                       margin_mode=args.margin_mode, end=args.end, timeframe=args.timeframe,
+                       trigger=args.trigger, reported_time=args.reported_time,
+                       reported_price=args.reported_price, datadir=args.datadir)
+    plot = None
+    if args.plot:
+        from ..io.auditplot import plot_position
+        plot = str(plot_position(args.plot, a))
+    if args.json:
+        out = a.to_dict()
+        out["plot"] = plot
+        print_json(out)
+        return 0
+    print(f"{a.symbol} {a.side} {a.size:.6g} at {a.entry_price:,.2f} ({a.entry_time} UTC), "
+          f"{a.leverage:.4g}x {a.margin_mode}, margin {a.margin:,.2f} USDT; tier table "
+          f"{a.tier_table}; {a.timeframe} bars to {a.data_end}")
+    print(f"at entry: liquidation price {_price(a.entry_liquidation_price)}, bankruptcy price "
+          f"{_price(a.entry_bankruptcy_price)}")
+    if a.liquidated:
+        how = "opened beyond it" if a.gap else f"{a.trigger} reached it"
+        print(f"LIQUIDATED by the {a.trigger} price in the {a.liquidation_time} bar: liquidation price "
+              f"{_price(a.liquidation_price)} ({how}, triggered at {_price(a.trigger_price)}), "
+              f"bankruptcy price {_price(a.bankruptcy_price)}, tier {a.tier} "
+              f"({a.maintenance_rate * 100:.2f} %), equity {_price(a.equity)} vs maintenance margin "
+              f"{_price(a.maintenance_margin)}")
+        print(f"  bar: mark O {a.bar['mark']['open']:,.2f} H {a.bar['mark']['high']:,.2f} "
+              f"L {a.bar['mark']['low']:,.2f} C {a.bar['mark']['close']:,.2f}; last O "
+              f"{a.bar['last']['open']:,.2f} H {a.bar['last']['high']:,.2f} L {a.bar['last']['low']:,.2f} "
+              f"C {a.bar['last']['close']:,.2f}")
+    else:
+        print(f"not liquidated by the {a.trigger} price through {a.data_end} ({a.bars_held} bars)")
+    print(f"funding paid until then: {a.funding_paid:,.2f} USDT (negative: received)")
+    o = a.other_trigger
+    print(f"with the {o['trigger']} price triggering instead: "
+          + (f"liquidated in the {o['liquidation_time']} bar at {_price(o['liquidation_price'])}"
+             if o["liquidated"] else "never liquidated"))
+    if a.verdict is not None:
+        print(f"\nreported liquidation {a.reported_time}"
+              + (f" at {a.reported_price:,.2f}" if a.reported_price is not None else "")
+              + f": {a.verdict_text.upper()}")
+        for line in a.evidence:
+            print(f"  - {line}")
+    for note in a.notes:
+        print(f"note: {note}")
+    if plot:
+        print(f"chart: {plot}")
+    return 0
+
+
+def run_history(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..audit import audit_history
+    plots = None if args.no_plots else (args.plots or str(Path(args.dir) / "audit"))
+    audits = audit_history(args.dir, datadir=args.datadir, plots=plots)
+    if args.json:
+        print_json([a.to_dict() for a in audits])
+        return 0
+    if not audits:
+        print(f"{args.dir}: no liquidations")
+        return 0
+    headers = ["run", "time", "symbol", "side", "size", "entry", "lev", "tier (rate)", "mark", "last",
+               "liq. price", "trigger", "bankr.", "equity", "maint.", "loss", "fee", "insurance",
+               "funding", "other trigger"]
+    rows = []
+    for a in audits:
+        rate = "-" if a.maintenance_rate is None else f"{a.tier} ({a.maintenance_rate * 100:.2f} %)"
+        other = f"{a.other_trigger}: {a.other_verdict}" + (f" {a.other_time}" if a.other_time and
+                                                            a.other_verdict != "same bar" else "")
+        rows.append([a.run_id, a.time, a.symbol.split(":")[0], a.side, f"{a.size:.6g}", _price(a.entry_price),
+                     f"{a.leverage:g}x", rate, _price(a.mark_price), _price(a.last_price),
+                     _price(a.liquidation_price), _price(a.trigger_price) + (" gap" if a.gap else ""),
+                     _price(a.bankruptcy_price),
+                     _price(a.equity), _price(a.maintenance_margin), _price(a.loss), _price(a.fee),
+                     _price(a.insurance_flow), _price(a.funding_paid), other])
+    print(table(headers, rows, right=[False, False, False, False] + [True] * 15 + [False]))
+    notes = sorted({n for a in audits for n in a.notes})
+    for note in notes:
+        print(f"note: {note}")
+    if plots:
+        print(f"charts: {plots}/ ({sum(1 for a in audits if a.plot)} PNG)")
+    return 0
