@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -168,9 +168,13 @@ class PositionAudit:
     closest: dict | None = None
     """Where the trigger price came closest to the liquidation price before the report (or the end)."""
     notes: list[str] = field(default_factory=list)
+    _market: Market | None = field(default=None, repr=False, compare=False)
+    """The replayed market and the (entry, last held) bars: what :func:`plot_position` draws."""
+    _bars: tuple[int, int] = field(default=(0, 0), repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return _jsonable(asdict(self))
+        return _jsonable({f.name: getattr(self, f.name) for f in fields(self)
+                          if not f.name.startswith("_")})
 
 
 def _jsonable(obj):
@@ -314,8 +318,7 @@ def audit_position(symbol: str, side, entry_time: Any, entry_price: float | None
         other_trigger={"trigger": other_name, "liquidated": bool(other.liquidated[0]),
                        "liquidation_time": _iso(market.times[other.bar[0]]) if other.liquidated[0] else None,
                        "liquidation_price": _num(other.liquidation_price[0])},
-        notes=notes)
-    audit._market, audit._bars = market, (i, int(out.last_bar[0]))       # for the plot
+        notes=notes, _market=market, _bars=(i, int(out.last_bar[0])))
     if reported_time is not None:
         _judge(audit, market, rulebook, out, i, _ms(reported_time), reported_price, fee)
     return audit

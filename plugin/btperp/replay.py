@@ -243,6 +243,8 @@ def replay(market: Market, rulebook: Rulebook, positions: Positions, *, trigger:
                                                           ep.table.tiers[k], fee)
             a = np.broadcast_to(np.asarray(fixed, dtype=float), sel.shape) / size[sel]
             b_all = np.broadcast_to(np.asarray(per_price, dtype=float), sel.shape) / size[sel]
+            # equity = maintenance margin per unit (Binance "How to Calculate Liquidation Price of
+            # USDⓈ-M Futures Contracts", with funding moving the margin): the module's inequality
             c = a - mu[sel] + side[sel] * (entry[sel] - b0[sel])
             for sgn in (1.0, -1.0):
                 for b in np.unique(np.round(b_all[side[sel] == sgn], 15)):
