@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -33,7 +32,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, EarliestTableAssumed, InputError, LeverageError
+from .errors import DataError, InputError, LeverageError
 from .io.market import inclusive_end, list_series, parse_timeframe, timeframe_name, to_utc
 from .margin import MarginMode, Side, solve_price_array
 from .replay import Epoch, Market, Positions, liquidation_path, replay
@@ -113,10 +112,19 @@ def _finest(exchange: str, symbol: str, datadir) -> str:
     return stored[0] if stored else "1h"
 
 
-def _load(symbol: str, exchange: str, timeframe: str | None, start: Any, end: Any, datadir) -> pd.DataFrame:
-    from .io.loader import load
-    tf = timeframe or _finest(exchange, symbol, datadir)
-    return load(symbol, exchange, tf, start=start, end=inclusive_end(end), datadir=datadir)
+def _market(symbol: str, rulebook: Rulebook, timeframe: str | None, start: Any, end: Any, datadir,
+            frame: pd.DataFrame | None = None, tiers: "TierHistory | TierTable | None" = None):
+    """The market to replay (the given frame, or the datasets' bars from ``start`` to ``end``) and
+    the tier history used."""
+    if frame is None:
+        from .io.loader import load
+        tf = timeframe or _finest(rulebook.name, symbol, datadir)
+        frame = load(symbol, rulebook.name, tf, start=start, end=inclusive_end(end), datadir=datadir)
+    elif end is not None:
+        frame = frame.loc[:inclusive_end(end)]
+    if tiers is None:
+        tiers = tier_history(rulebook.name, symbol, datadir)
+    return market_of(frame, tiers, symbol=to_unified(symbol)), tiers
 
 
 # --- one position ----------------------------------------------------------------------------------
@@ -250,15 +258,7 @@ def audit_position(symbol: str, side, entry_time: Any, entry_price: float | None
     if reported_time is not None and end is not None and _ms(reported_time) > _ms(inclusive_end(end)):
         raise InputError("the reported time is after --end; drop --end or move it past the report",
                          field="end")
-    if frame is None:
-        frame = _load(symbol, rulebook.name, timeframe, entry_time, end, datadir)
-    elif end is not None:
-        frame = frame.loc[:inclusive_end(end)]
-    if tiers is None:
-        tiers = tier_history(rulebook.name, symbol, datadir)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", EarliestTableAssumed)
-        market = market_of(frame, tiers, symbol=to_unified(symbol))
+    market, tiers = _market(symbol, rulebook, timeframe, entry_time, end, datadir, frame, tiers)
     i = int(market.index_of([entry_ms])[0])
     if i < 0 or entry_ms >= market.times[-1] + market.step_ms:
         raise InputError(f"entry time {_iso(entry_ms)} is outside the data ({_iso(market.times[0])} to "
@@ -425,15 +425,8 @@ def audit_positions(entries: pd.DataFrame, *, symbol: str, exchange: str = "bina
     for col in ("entry_time", "side"):
         if col not in entries.columns:
             raise InputError(f"entries need a {col!r} column", field=col)
-    if frame is None:
-        frame = _load(symbol, rulebook.name, timeframe, entries["entry_time"].min(), end, datadir)
-    elif end is not None:
-        frame = frame.loc[:inclusive_end(end)]
-    if tiers is None:
-        tiers = tier_history(rulebook.name, symbol, datadir)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", EarliestTableAssumed)
-        market = market_of(frame, tiers, symbol=to_unified(symbol))
+    market, _ = _market(symbol, rulebook, timeframe, entries["entry_time"].min(), end, datadir, frame,
+                        tiers)
     times = pd.DatetimeIndex(pd.to_datetime(entries["entry_time"], utc=True)).as_unit("ms").asi8
     start = market.index_of(times)
     outside = (start < 0) | (times >= market.times[-1] + market.step_ms)
@@ -595,9 +588,9 @@ def audit_history(root: "str | os.PathLike[str]", *, datadir=None,
             other_time=None)
         key = (inst.get("exchange", "binance-usdm"), symbol,
                settings.get("data", {}).get(symbol, {}).get("timeframe"))
-        market = markets.get(key)
         if key not in markets:
-            market = markets[key] = _history_market(key, datadir or settings.get("datadir"), a)
+            markets[key] = _history_market(key, datadir or settings.get("datadir"))
+        market = markets[key]
         if market is None:
             a.notes.append(f"no market data for {symbol} on {key[0]} ({key[2] or 'timeframe unknown'}): "
                            f"the other trigger and the plot need it")
@@ -617,16 +610,13 @@ def _insurance(ev_trade: pd.DataFrame, when) -> float:
     return float(fund["amount"].sum())
 
 
-def _history_market(key, datadir, audit: LiquidationAudit) -> Market | None:
+def _history_market(key, datadir) -> Market | None:
+    """The market a run traded, or None when the datasets do not have it."""
     exchange, symbol, timeframe = key
     try:
-        frame = _load(symbol, exchange, timeframe, None, None, datadir)
-        tiers = tier_history(exchange, symbol, datadir)
+        return _market(symbol, get_rulebook(exchange), timeframe, None, None, datadir)[0]
     except (DataError, InputError):
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", EarliestTableAssumed)
-        return market_of(frame, tiers, symbol=symbol)
 
 
 def _other_trigger(a: LiquidationAudit, market: Market, rows: pd.DataFrame, rulebook: Rulebook,
