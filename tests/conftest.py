@@ -30,3 +30,18 @@ def tier_json() -> dict:
 def btc_table(tier_file):
     """BTC/USDT:USDT as first observed (2022-02-05): 0.4 % / 125x up to 50,000, then 0.5 % (cum 50) ..."""
     return tier_file.history("BTCUSDT").versions[0][1]
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Tests never touch the network: an internet socket that tries to connect fails the test
+    (local sockets, which multiprocessing uses, are left alone)."""
+    import socket
+    connect = socket.socket.connect
+
+    def guarded(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            raise RuntimeError(f"a test tried to reach the network ({address!r})")
+        return connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)

@@ -9,9 +9,9 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import BtperpError, BtperpWarning
-from . import audit, backtest, calc, data, history
+from . import audit, backtest, calc, data, fetch, history
 
-COMMANDS = (calc, data, history, backtest, audit)
+COMMANDS = (calc, data, history, backtest, audit, fetch)
 
 
 def build_parser() -> argparse.ArgumentParser:

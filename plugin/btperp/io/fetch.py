@@ -1,0 +1,528 @@
+"""Download candles, mark-price candles, funding history and leverage tiers through ccxt into the
+``datasets/`` layout (:mod:`btperp.io.market`), incrementally.
+
+* **Own pagination.** ccxt's ``paginate`` option ignores an old ``since`` without ``until`` and
+  walks funding history in fixed 8-hour windows, which leaves holes on symbols that fund every 4 or
+  1 hours. Here each page starts right after the last row received (candles: the next bar;
+  funding: the next millisecond), so any interval is covered, and stops at ``until``, at an empty
+  page, or when a page brings nothing new.
+* **Incremental and resumable.** A series resumes after its last stored row; pages are merged into
+  the stored file every ``checkpoint`` pages and at the end, each write atomic (temporary file, then
+  rename), so an interrupted run keeps every checkpoint and never leaves a partial file. Rows are
+  deduplicated on time; gaps the exchange really has are reported, never filled.
+* **Failures.** Network errors, HTTP 429 and 5xx (ccxt's ``NetworkError`` family) are retried
+  with exponential backoff, then reported with the series and the page that failed; malformed
+  pages are errors naming the row; ccxt's rate limiter is on, and Binance's funding-history
+  endpoint gets its own spacing (it allows far fewer calls than its weight suggests).
+* **Tiers.** A symbol's current tier table is appended to the exchange's tier history with the
+  date it was observed, only when it differs from the last one. Signed endpoints read API keys
+  from the environment (``BINANCE_API_KEY``/``BINANCE_API_SECRET``, ...), never logged.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError, InputError
+from ..symbols import to_unified
+from ..tiers import TierHistory, TierTable
+from .market import find_gaps, floor_funding_times, parse_timeframe, series_path, read_series, \
+    validate_series, write_series
+from .paths import datasets_dir
+
+SERIES = ("ohlcv", "mark", "funding", "tiers")
+
+
+class FetchError(DataError):
+    """A download failed (after its retries) or the exchange sent something unusable."""
+
+
+@dataclass(frozen=True)
+class Venue:
+    """How btperp talks to one exchange through ccxt."""
+
+    name: str
+    """btperp's exchange name (the ``datasets/`` folder)."""
+    ccxt_id: str
+    ohlcv_page: int
+    """Candles per request (the exchange's maximum that ccxt passes through)."""
+    funding_page: int
+    """Funding events per request."""
+    funding_spacing_s: float = 0.0
+    """Minimum seconds between funding-history calls, beyond ccxt's rate limiter."""
+    credentials: tuple[tuple[str, str], ...] = ()
+    """(ccxt option, environment variable) pairs for signed endpoints."""
+    options: tuple[tuple[str, Any], ...] = ()
+    """ccxt client options (what to skip when loading markets)."""
+
+
+VENUES = {
+    # Binance USDⓈ-M: klines up to 1000 per call through ccxt (1500 allowed, higher weight);
+    # GET /fapi/v1/fundingRate: 1000 per call, shares a 500 calls / 5 min / IP limit.
+    "binance-usdm": Venue("binance-usdm", "binanceusdm", 1000, 1000, 0.6,
+                          (("apiKey", "BINANCE_API_KEY"), ("secret", "BINANCE_API_SECRET")),
+                          # with keys set, ccxt would also call the spot wallet's signed coin list
+                          (("fetchCurrencies", False),)),
+    # Bybit v5: /market/kline and /market/mark-price-kline 1000, /market/funding/history 200.
+    "bybit": Venue("bybit", "bybit", 1000, 200, 0.0,
+                   (("apiKey", "BYBIT_API_KEY"), ("secret", "BYBIT_API_SECRET"))),
+    # OKX v5: history candles 100 per call, funding-rate-history 100.
+    "okx": Venue("okx", "okx", 100, 100, 0.0,
+                 (("apiKey", "OKX_API_KEY"), ("secret", "OKX_API_SECRET"), ("password", "OKX_API_PASSWORD"))),
+}
+
+
+def venue(exchange: str) -> Venue:
+    if exchange not in VENUES:
+        raise InputError(f"unknown exchange {exchange!r}; fetch supports {', '.join(VENUES)}",
+                         field="exchange")
+    return VENUES[exchange]
+
+
+def make_client(v: Venue, env: "dict[str, str] | None" = None):
+    """A ccxt client with its rate limiter on and the API keys the environment holds."""
+    import ccxt
+    env = os.environ if env is None else env
+    config: dict[str, Any] = {"enableRateLimit": True, "options": dict(v.options)}
+    for option, variable in v.credentials:
+        if env.get(variable):
+            config[option] = env[variable]
+    return getattr(ccxt, v.ccxt_id)(config)
+
+
+@dataclass
+class SeriesReport:
+    """What one fetch added to one series."""
+
+    exchange: str
+    symbol: str
+    series: str
+    timeframe: str | None
+    added: int = 0
+    first_added: str | None = None
+    last_added: str | None = None
+    rows: int = 0
+    """Rows stored after the fetch."""
+    requests: int = 0
+    gaps: str | None = None
+    """Gaps in the stored series (the exchange's own; reported, not filled)."""
+    path: str | None = None
+    note: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _iso(ms: int) -> str:
+    return pd.Timestamp(int(ms), unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
+
+
+class Fetcher:
+    """Downloads one exchange's series for some symbols (module docstring).
+
+    ``client``: a ccxt exchange object (tests pass one whose HTTP session is canned); ``sleep``
+    and ``clock`` (ms) are injectable for the same reason.
+    """
+
+    def __init__(self, exchange: str, *, datadir: "str | os.PathLike[str] | None" = None, client=None,
+                 retries: int = 5, backoff_s: float = 1.0, checkpoint: int = 50,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], int] | None = None, progress: bool = False):
+        self.venue = venue(exchange)
+        self.root = datasets_dir(datadir)
+        self.client = client if client is not None else make_client(self.venue)
+        self.client.enableLastJsonResponse = True        # to count the rows ccxt could not parse
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.checkpoint = checkpoint
+        self.sleep = sleep
+        self.clock = clock or (lambda: int(time.time() * 1000))
+        self.progress = progress
+        self._last_funding_call = -math.inf
+        self._markets_loaded = False
+
+    # --- checks ------------------------------------------------------------------------------
+
+    def market(self, symbol: str) -> dict:
+        """The ccxt market of a linear perpetual, or a clear error."""
+        if not self._markets_loaded:
+            self._call("markets", "load_markets", self.client.load_markets)
+            self._markets_loaded = True
+        markets = self.client.markets or {}
+        unified = symbol if symbol in markets else to_unified(symbol)
+        if unified not in markets:
+            near = sorted(s for s in markets if s.split("/")[0] == unified.split("/")[0])[:8]
+            raise InputError(f"{self.venue.name} has no market {unified!r}"
+                             + (f"; near: {', '.join(near)}" if near else ""), field="symbol")
+        m = markets[unified]
+        if not (m.get("swap") and m.get("linear") and m.get("expiry") is None):
+            raise InputError(f"{unified} on {self.venue.name} is not a linear perpetual "
+                             f"(type {m.get('type')!r}); btperp models USDT/USDC-settled perpetuals",
+                             field="symbol")
+        return m
+
+    def check_timeframe(self, timeframe: str) -> None:
+        parse_timeframe(timeframe)
+        offered = getattr(self.client, "timeframes", None) or {}
+        if timeframe not in offered:
+            raise InputError(f"{self.venue.name} has no {timeframe!r} candles; it offers "
+                             f"{', '.join(offered)}", field="timeframe")
+
+    def check_series(self, what: Sequence[str]) -> None:
+        unknown = [w for w in what if w not in SERIES]
+        if unknown:
+            raise InputError(f"unknown series {', '.join(unknown)}; choose from {', '.join(SERIES)}",
+                             field="what")
+        has = getattr(self.client, "has", {}) or {}
+        needs = {"mark": "fetchMarkOHLCV", "funding": "fetchFundingRateHistory",
+                 "tiers": ("fetchMarketLeverageTiers", "fetchLeverageTiers")}
+        for w in what:
+            if w == "ohlcv":
+                continue
+            caps = needs[w] if isinstance(needs[w], tuple) else (needs[w],)
+            if not any(has.get(c) for c in caps):
+                raise InputError(f"{self.venue.name} does not offer {w} through ccxt ({' or '.join(caps)})",
+                                 field="what")
+
+    # --- the calls -----------------------------------------------------------------------------
+
+    def _call(self, where: str, what: str, fn: Callable[..., Any], *args, **kwargs) -> Any:
+        """``fn(*args, **kwargs)`` with retries and backoff on network errors, 429 and 5xx."""
+        import ccxt
+        for attempt in range(self.retries + 1):
+            try:
+                return fn(*args, **kwargs)
+            except ccxt.NetworkError as exc:         # timeouts, 429 (DDoSProtection), 5xx
+                if attempt == self.retries:
+                    raise FetchError(f"{self.venue.name} {where}: {what} failed after "
+                                     f"{self.retries + 1} attempts: {type(exc).__name__}: "
+                                     f"{self._redact(str(exc))[:300]}") from None
+                self.sleep(self.backoff_s * 2 ** attempt)
+            except ccxt.AuthenticationError as exc:
+                names = " and ".join(v for _, v in self.venue.credentials)
+                raise FetchError(f"{self.venue.name} {where}: {what} needs API keys; set {names} in "
+                                 f"the environment ({type(exc).__name__})") from None
+            except ccxt.ExchangeError as exc:
+                raise FetchError(f"{self.venue.name} {where}: {what} refused: "
+                                 f"{self._redact(str(exc))[:300]}") from None
+        raise AssertionError("unreachable")
+
+    def _check_parsed(self, page: Any, where: str, cursor: int) -> None:
+        """ccxt drops rows it cannot parse (a missing timestamp): a page shorter than the exchange's
+        answer is an error, not a silent hole."""
+        raw = _rows_of(getattr(self.client, "last_json_response", None))
+        if raw is not None and isinstance(page, list) and len(page) < raw:
+            raise FetchError(f"{where}: the page from {_iso(cursor)} had {raw} rows, of which ccxt "
+                             f"could parse {len(page)}: malformed rows from the exchange")
+
+    def _redact(self, text: str) -> str:
+        for option, _ in self.venue.credentials:
+            secret = getattr(self.client, option, None)
+            if isinstance(secret, str) and secret:
+                text = text.replace(secret, "***")
+        return text
+
+    # --- pages -------------------------------------------------------------------------------------
+
+    def _candle_pages(self, symbol: str, kind: str, timeframe: str, since: int, until: int,
+                      report: SeriesReport) -> Iterator[list[list[float]]]:
+        step = int(parse_timeframe(timeframe).total_seconds() * 1000)
+        params = {"price": "mark"} if kind == "mark" else {}
+        cursor = since
+        where = f"{symbol} {kind} {timeframe}"
+        while cursor <= until:
+            page = self._call(where, f"page from {_iso(cursor)}", self.client.fetch_ohlcv, symbol,
+                              timeframe, since=cursor, limit=self.venue.ohlcv_page, params=dict(params))
+            report.requests += 1
+            self._check_parsed(page, where, cursor)
+            rows = _check_candles(page, where, cursor, step)
+            rows = [r for r in rows if cursor <= r[0] <= until]
+            if not rows:
+                return
+            yield rows
+            cursor = int(rows[-1][0]) + step
+
+    def _funding_pages(self, symbol: str, since: int, until: int,
+                       report: SeriesReport) -> Iterator[list[list[float]]]:
+        cursor = since
+        where = f"{symbol} funding"
+        while cursor <= until:
+            wait = self._last_funding_call + self.venue.funding_spacing_s - time.monotonic()
+            if wait > 0:
+                self.sleep(wait)
+            page = self._call(where, f"page from {_iso(cursor)}", self.client.fetch_funding_rate_history,
+                              symbol, since=cursor, limit=self.venue.funding_page)
+            self._last_funding_call = time.monotonic()
+            report.requests += 1
+            self._check_parsed(page, where, cursor)
+            rows = [r for r in _check_funding(page, where, cursor) if cursor <= r[0] <= until]
+            if not rows:
+                return
+            yield rows
+            cursor = int(rows[-1][0]) + 1
+
+    # --- one series ----------------------------------------------------------------------------------
+
+    def fetch_series(self, symbol: str, kind: str, timeframe: str | None, since: int,
+                     until: int) -> SeriesReport:
+        """Fetch one series from after its last stored row (or ``since``) to ``until`` (ms)."""
+        unified = to_unified(symbol)
+        tf = timeframe if kind in ("ohlcv", "mark") else None
+        path = series_path(self.venue.name, unified, kind, tf, self.root)
+        report = SeriesReport(self.venue.name, unified, kind, tf, path=str(path))
+        stored = read_series(path, kind, timeframe=tf, warn_gaps=False) if path.is_file() else None
+        start = since
+        if stored is not None and len(stored):
+            last = int(stored["time"].iloc[-1].value // 1_000_000)
+            # candles: the next bar; funding: the next second (stored times are floored to it)
+            step = int(parse_timeframe(tf).total_seconds() * 1000) if tf else 1000
+            start = max(since, last + step)
+        pages = (self._candle_pages(unified, kind, tf, start, until, report) if tf
+                 else self._funding_pages(unified, start, until, report))
+        pending: list[list[float]] = []
+        bar = self._bar(f"{unified} {kind}{' ' + tf if tf else ''}", start, until)
+        count = 0
+        for rows in pages:
+            pending.extend(rows)
+            count += 1
+            if bar is not None:
+                bar.update(min(int(rows[-1][0]), until) - bar.n)
+            if count % self.checkpoint == 0:
+                stored = self._store(path, kind, tf, stored, pending, report)
+                pending = []
+        stored = self._store(path, kind, tf, stored, pending, report)
+        if bar is not None:
+            bar.close()
+        report.rows = 0 if stored is None else len(stored)
+        if stored is not None and tf and len(stored) > 1:
+            gaps = find_gaps(stored["time"], parse_timeframe(tf))
+            report.gaps = gaps.describe() if gaps.count else None
+        if report.added == 0:
+            report.note = "up to date" if stored is not None and len(stored) else "the exchange returned nothing"
+        return report
+
+    def _bar(self, label: str, start: int, until: int):
+        if not self.progress or until <= start:
+            return None
+        from tqdm import tqdm
+        bar = tqdm(total=until - start, desc=label, unit="ms", leave=False,
+                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
+        bar.n = 0
+        return _Progress(bar, start)
+
+    def _store(self, path: Path, kind: str, tf: str | None, stored: pd.DataFrame | None,
+               rows: list[list[float]], report: SeriesReport) -> pd.DataFrame | None:
+        """Merge ``rows`` into the stored series and write it atomically."""
+        if not rows:
+            return stored
+        new = _frame(kind, rows)
+        if kind == "funding":
+            new = floor_funding_times(new)
+        new = validate_series(new, kind, where=f"{self.venue.name} {report.symbol} {kind}", timeframe=tf,
+                              warn_gaps=False) if not new["time"].duplicated().any() else \
+            new.drop_duplicates("time", keep="first")
+        if stored is not None and len(stored):
+            new = new[new["time"] > stored["time"].iloc[-1]]
+            merged = pd.concat([stored, new], ignore_index=True)
+        else:
+            merged = new.reset_index(drop=True)
+        if not len(new):
+            return stored
+        meta = {"exchange": self.venue.name, "symbol": report.symbol, "timeframe": tf,
+                "source": f"ccxt {getattr(self.client, 'id', '?')} {_ccxt_version()}",
+                "fetched": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_series(merged, path, kind, meta=meta)
+        t = new["time"]
+        report.added += len(new)
+        report.first_added = report.first_added or t.iloc[0].strftime("%Y-%m-%d %H:%M")
+        report.last_added = t.iloc[-1].strftime("%Y-%m-%d %H:%M")
+        return merged
+
+    # --- tiers ---------------------------------------------------------------------------------------
+
+    def fetch_tiers(self, symbols: Iterable[str], today: str | None = None) -> list[SeriesReport]:
+        """Append each symbol's current tier table to the tier history when it changed."""
+        from .tierfile import TierHistoryFile, write_tier_histories
+        from .paths import tier_history_path
+        today = today or datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        path = tier_history_path(self.venue.name, self.root)
+        found = TierHistoryFile.read(path) if path.is_file() else None
+        histories = dict(found.histories()) if found is not None else {}
+        reports, changed = [], False
+        for symbol in symbols:
+            unified = self.market(symbol)["symbol"]
+            report = SeriesReport(self.venue.name, unified, "tiers", None, path=str(path))
+            rows = self._call(f"{unified} tiers", "leverage tiers", self.client.fetch_market_leverage_tiers,
+                              unified)
+            report.requests += 1
+            table = TierTable.from_ccxt(_ccxt_tiers(rows), symbol=unified,
+                                        source=f"{self.venue.name} {unified} {today}")
+            old = histories.get(unified)
+            if old is not None and old.versions[-1][1] == table:
+                report.note = f"unchanged since {old.versions[-1][0]:%Y-%m-%d}"
+            else:
+                versions = list(old.versions) if old is not None else []
+                versions = [(w, t) for w, t in versions if w.strftime("%Y-%m-%d") != today]
+                versions.append((today, table))
+                histories[unified] = TierHistory(versions, symbol=unified)
+                report.added, report.first_added = 1, today
+                changed = True
+            report.rows = len(histories[unified].versions)
+            reports.append(report)
+        if changed:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_tier_histories(path, histories, exchange=self.venue.name,
+                                 source=f"ccxt {getattr(self.client, 'id', '?')} {_ccxt_version()}")
+        return reports
+
+    # --- everything --------------------------------------------------------------------------------
+
+    def fetch(self, symbols: Sequence[str], *, timeframe: str = "1h", since: Any, until: Any = None,
+              what: Sequence[str] = SERIES) -> list[SeriesReport]:
+        """Fetch ``what`` for every symbol; returns one report per symbol and series."""
+        from .market import inclusive_end, to_utc
+        what = list(what)
+        self.check_series(what)
+        if any(w in ("ohlcv", "mark") for w in what):
+            self.check_timeframe(timeframe)
+        unified = [self.market(s)["symbol"] for s in symbols]
+        since_ms = int(to_utc(since).value // 1_000_000)
+        now = self.clock()
+        until_ms = (min(int(to_utc(inclusive_end(until)).value // 1_000_000), now) if until is not None
+                    else now)
+        if since_ms > until_ms:
+            raise InputError(f"--since {since} is after --until {until}", field="since")
+        reports = []
+        for s in unified:
+            for kind in ("ohlcv", "mark", "funding"):
+                if kind in what:
+                    # a candle is complete once its bar has closed
+                    last = until_ms
+                    if kind != "funding":
+                        step = int(parse_timeframe(timeframe).total_seconds() * 1000)
+                        last = min(until_ms, (now // step) * step - step)
+                    reports.append(self.fetch_series(s, kind, timeframe, since_ms, last))
+        if "tiers" in what:
+            reports.extend(self.fetch_tiers(unified))
+        return reports
+
+
+class _Progress:
+    """A tqdm bar over a time range (shows the share of the range fetched)."""
+
+    def __init__(self, bar, start: int):
+        self._bar, self._start, self.n = bar, start, start
+
+    def update(self, delta: int) -> None:
+        if delta > 0:
+            self._bar.update(delta)
+            self.n += delta
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _rows_of(answer: Any) -> int | None:
+    """Rows in an exchange's raw JSON answer: a list (Binance), ``result.list`` (Bybit v5) or
+    ``data`` (OKX v5); None when the shape is unknown."""
+    if isinstance(answer, list):
+        return len(answer)
+    if isinstance(answer, dict):
+        inner = answer.get("result")
+        if isinstance(inner, dict) and isinstance(inner.get("list"), list):
+            return len(inner["list"])
+        if isinstance(answer.get("data"), list):
+            return len(answer["data"])
+    return None
+
+
+def _ccxt_version() -> str:
+    import ccxt
+    return ccxt.__version__
+
+
+def _number(x) -> float:
+    return float(x)
+
+
+def _check_candles(page: Any, where: str, cursor: int, step: int) -> list[list[float]]:
+    """ccxt candles ``[[ms, open, high, low, close, volume], ...]``: checked, ascending, on the grid."""
+    if page is None:
+        return []
+    if not isinstance(page, list):
+        raise FetchError(f"{where}: page from {_iso(cursor)} is {type(page).__name__}, not a list of candles")
+    out = []
+    for i, row in enumerate(page):
+        try:
+            t = int(row[0])
+            values = [float(v) for v in row[1:6]]
+            if len(values) < 4 or not all(math.isfinite(v) for v in values[:4]):
+                raise ValueError
+        except (TypeError, ValueError, IndexError):
+            raise FetchError(f"{where}: malformed candle {i} of the page from {_iso(cursor)}: {row!r}") from None
+        if t % step:
+            raise FetchError(f"{where}: candle {i} of the page from {_iso(cursor)} at {_iso(t)} is off the "
+                             f"timeframe grid")
+        if out and t <= out[-1][0]:
+            raise FetchError(f"{where}: candles out of order in the page from {_iso(cursor)} at row {i}")
+        out.append([t, *values, *([0.0] if len(values) == 4 else [])])
+    return out
+
+
+def _check_funding(page: Any, where: str, cursor: int) -> list[list[float]]:
+    """ccxt funding history ``[{timestamp, fundingRate}, ...]`` → ``[[ms, rate], ...]``, ascending."""
+    if page is None:
+        return []
+    if not isinstance(page, list):
+        raise FetchError(f"{where}: page from {_iso(cursor)} is {type(page).__name__}, not a list")
+    out = []
+    for i, item in enumerate(page):
+        try:
+            t = int(item["timestamp"])
+            rate = float(item["fundingRate"])
+            if not math.isfinite(rate):
+                raise ValueError
+        except (TypeError, ValueError, KeyError):
+            raise FetchError(f"{where}: malformed funding event {i} of the page from {_iso(cursor)}: "
+                             f"{item!r}") from None
+        out.append([t, rate])
+    out.sort(key=lambda r: r[0])
+    return out
+
+
+def _frame(kind: str, rows: list[list[float]]) -> pd.DataFrame:
+    data = np.asarray(rows, dtype=float)
+    time_col = pd.to_datetime(data[:, 0].astype(np.int64), unit="ms", utc=True)
+    if kind == "funding":
+        return pd.DataFrame({"time": time_col, "rate": data[:, 1]})
+    cols = {"time": time_col, "open": data[:, 1], "high": data[:, 2], "low": data[:, 3], "close": data[:, 4]}
+    if kind == "ohlcv":
+        cols["volume"] = data[:, 5]
+    return pd.DataFrame(cols)
+
+
+def _ccxt_tiers(rows: Any) -> list[dict]:
+    """ccxt's unified tiers, with the exchange's maintenance amount as ``cum`` when it gives one."""
+    out = []
+    for r in rows or []:
+        info = r.get("info") or {}
+        row = {k: r.get(k) for k in ("tier", "minNotional", "maxNotional", "maintenanceMarginRate",
+                                      "maxLeverage")}
+        cum = info.get("cum") if isinstance(info, dict) else None
+        if cum is not None:
+            row["cum"] = float(cum)
+        out.append(row)
+    return out
+
+
+__all__ = ["Fetcher", "FetchError", "SeriesReport", "VENUES", "Venue", "venue", "make_client", "SERIES"]
