@@ -35,8 +35,7 @@ import pandas as pd
 from ..errors import DataError, InputError
 from ..symbols import to_unified
 from ..tiers import TierHistory, TierTable
-from .market import find_gaps, floor_funding_times, parse_timeframe, series_path, read_series, \
-    validate_series, write_series
+from .market import find_gaps, floor_funding_times, parse_timeframe, read_series, series_path, write_series
 from .paths import datasets_dir
 
 SERIES = ("ohlcv", "mark", "funding", "tiers")
@@ -316,7 +315,6 @@ class Fetcher:
         from tqdm import tqdm
         bar = tqdm(total=until - start, desc=label, unit="ms", leave=False,
                    bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}")
-        bar.n = 0
         return _Progress(bar, start)
 
     def _store(self, path: Path, kind: str, tf: str | None, stored: pd.DataFrame | None,
@@ -327,9 +325,8 @@ class Fetcher:
         new = _frame(kind, rows)
         if kind == "funding":
             new = floor_funding_times(new)
-        new = validate_series(new, kind, where=f"{self.venue.name} {report.symbol} {kind}", timeframe=tf,
-                              warn_gaps=False) if not new["time"].duplicated().any() else \
-            new.drop_duplicates("time", keep="first")
+        # pages are ascending; a row repeated across two pages is kept once (write_series validates)
+        new = new.drop_duplicates("time", keep="first")
         if stored is not None and len(stored):
             new = new[new["time"] > stored["time"].iloc[-1]]
             merged = pd.concat([stored, new], ignore_index=True)
@@ -449,10 +446,6 @@ def _rows_of(answer: Any) -> int | None:
 def _ccxt_version() -> str:
     import ccxt
     return ccxt.__version__
-
-
-def _number(x) -> float:
-    return float(x)
 
 
 def _check_candles(page: Any, where: str, cursor: int, step: int) -> list[list[float]]:
