@@ -33,12 +33,13 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError, InputError, LeverageError
-from .io.market import inclusive_end, list_series, parse_timeframe, timeframe_name, to_utc
+from .io.market import inclusive_end, list_series, parse_timeframe, timeframe_name
 from .margin import MarginMode, Side, solve_price_array
 from .replay import Epoch, Market, Positions, liquidation_path, replay
 from .rules import Rulebook, get_rulebook
 from .symbols import to_unified
 from .tiers import TierHistory, TierTable
+from .times import to_ms as _ms, utc_minute as _iso
 
 TRIGGERS = ("mark", "last")
 VERDICTS = {
@@ -50,16 +51,6 @@ VERDICTS = {
 
 
 # --- market data ---------------------------------------------------------------------------------
-
-def _ms(when: Any) -> int:
-    return int(to_utc(when).value // 1_000_000)          # Timestamp.value is in ns
-
-
-def _iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return pd.Timestamp(int(ms), unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
-
 
 def tier_history(exchange: str, symbol: str, datadir: "str | os.PathLike[str] | None" = None) -> TierHistory:
     """The bundled (or imported) tier history of ``symbol`` on ``exchange``."""
@@ -434,11 +425,7 @@ def audit_positions(entries: pd.DataFrame, *, symbol: str, exchange: str = "bina
         row = int(np.argmax(outside))
         raise InputError(f"entry_time {_iso(times[row])} (row {row}) is outside the data "
                          f"({_iso(market.times[0])} to {_iso(market.times[-1])})", field="entry_time")
-    side = entries["side"].map(lambda s: int(Side.parse(s))).to_numpy(float) \
-        if entries["side"].dtype == object or str(entries["side"].dtype).startswith(("str", "string")) \
-        else entries["side"].to_numpy(float)
-    if not np.isin(side, (-1.0, 1.0)).all():
-        raise InputError("side must be long/short or +1/-1", field="side")
+    side = entries["side"].map({v: _side(v) for v in pd.unique(entries["side"])}).to_numpy(float)
     price = (entries["entry_price"].to_numpy(float) if "entry_price" in entries
              else market.last[0][start])
     get = lambda c: entries[c].to_numpy(float) if c in entries else None   # noqa: E731
@@ -477,6 +464,13 @@ def audit_positions(entries: pd.DataFrame, *, symbol: str, exchange: str = "bina
     result["funding_paid"] = out.funding_paid
     result["bars_held"] = out.last_bar - start + 1
     return result
+
+
+def _side(value) -> int:
+    """+1 or −1 from ``long``/``short``/``buy``/``sell`` or a number ±1."""
+    if isinstance(value, (int, float, np.number)) and float(value) in (1.0, -1.0):
+        return int(value)
+    return int(Side.parse(value))
 
 
 # --- a backtest's liquidations ---------------------------------------------------------------------
@@ -573,7 +567,7 @@ def audit_history(root: "str | os.PathLike[str]", *, datadir=None,
         detail = str(ev["detail"] or "")
         trigger = inst.get("trigger") or ("last" if detail.startswith("last") else "mark")
         a = LiquidationAudit(
-            run_id=run, time=_iso(pd.Timestamp(ev["time"]).value // 1_000_000), symbol=symbol,
+            run_id=run, time=_iso(_ms(ev["time"])), symbol=symbol,
             side=str(ev["side"]), size=float(ev["size"]), entry_price=float(ev["entry_price"]),
             leverage=float(ev["leverage"]), margin_mode=inst.get("margin_mode", "isolated"),
             trigger=trigger, tier=None if pd.isna(ev["tier"]) else int(ev["tier"]),

@@ -34,6 +34,7 @@ from .errors import InputError
 from .io.market import inclusive_end
 from .stats import DAY_MS, summarize
 from .symbols import to_unified
+from .times import utc_minute as _iso
 
 #: Folders searched for strategies named by their short name, in this order.
 PROJECT_STRATEGIES = Path(__file__).resolve().parents[2] / "strategies"
@@ -234,10 +235,6 @@ SUMMARY_COLUMNS = ("strategy", "symbol", "leverage", "margin_mode", "first_bar",
                    "final_value", "total_return", "cagr", "max_drawdown", "sharpe", "trades",
                    "liquidations", "first_liquidation", "days_to_first_liquidation", "funding_paid",
                    "fees", "liquidation_losses", "worst_margin_ratio", "history_dir")
-
-
-def _iso(ms: int) -> str:
-    return np.datetime64(int(ms), "ms").astype(str)[:16].replace("T", " ")
 
 
 def _check(config: RunConfig) -> None:

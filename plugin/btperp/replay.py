@@ -51,6 +51,7 @@ from .liquidation import bankruptcy_fill
 from .margin import maintenance_margin_array, solve_price_array
 from .rules import Rulebook
 from .tiers import TierTable
+from .times import utc_minute as _iso
 
 #: Below this many sub-queries a plain scan is faster than building sparse tables.
 _SCAN_MAX = 16
@@ -405,10 +406,6 @@ def liquidation_path(market: Market, rulebook: Rulebook, side: float, size: floa
         out[r], _ = solve_price_array(rulebook, market.epochs[j].table, side, size, entry_price,
                                       leverage, m[r], fee)
     return out
-
-
-def _iso(ms: int) -> str:
-    return np.datetime64(int(ms), "ms").astype(str).replace("T", " ")[:16]
 
 
 __all__ = ["Market", "Epoch", "Positions", "Outcome", "replay", "liquidation_path"]

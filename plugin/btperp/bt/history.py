@@ -23,12 +23,14 @@ from typing import Any
 
 import backtrader as bt
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
 from .. import __version__
-from ..errors import InputError
+from ..errors import DataError, InputError
 from ..io.history import (EVENTS_SCHEMA, FLOAT_HISTORY, HISTORY_SCHEMA, HistorySink, file_schema,
                           run_paths, write_events)
+from ..io.market import timeframe_name
 from ..margin import maintenance_margin_array, margin_ratio, unrealized_pnl
 from .broker import PerpBroker
 from .feed import BT_EPOCH
@@ -76,11 +78,10 @@ def _timeframe_of(data) -> str | None:
                bt.TimeFrame.Weeks: 7 * 86_400}.get(data._timeframe)
     if seconds is None:
         return None
-    total = seconds * int(data._compression)
-    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
-        if total % size == 0:
-            return f"{total // size}{unit}"
-    return None
+    try:
+        return timeframe_name(pd.Timedelta(seconds=seconds * int(data._compression)))
+    except DataError:                       # not a whole number of minutes
+        return None
 
 
 class PerpHistory(bt.Analyzer):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ..times import to_ms
 from .atomic import atomic_path
 
 if TYPE_CHECKING:                        # pragma: no cover
@@ -67,7 +68,7 @@ def plot_liquidation(path: "str | os.PathLike[str]", market: "Market", audit: "L
                      rows: pd.DataFrame, events: pd.DataFrame, *, bars_before: int = 72,
                      bars_after: int = 24) -> Path:
     """One liquidation of a backtest: its bar, the trade's recorded liquidation price, the funding."""
-    t = int(market.index_of([pd.Timestamp(audit.time, tz="UTC").value // 1_000_000])[0])
+    t = int(market.index_of([to_ms(audit.time)])[0])
     lo, hi = max(t - bars_before, 0), min(t + bars_after + 1, len(market))
     fig, ax, fund = _figure()
     _prices(ax, market, lo, hi)
@@ -86,7 +87,7 @@ def plot_liquidation(path: "str | os.PathLike[str]", market: "Market", audit: "L
     ax.scatter([at], [audit.trigger_price], marker="X", s=120, color="tab:red", zorder=5,
                label=f"liquidated ({audit.trigger} trigger) at {audit.trigger_price:,.2f}")
     if audit.other_time is not None:
-        other = np.datetime64(pd.Timestamp(audit.other_time, tz="UTC").value // 1_000_000, "ms")
+        other = np.datetime64(to_ms(audit.other_time), "ms")
         if _when(market, np.array([lo]))[0] <= other <= _when(market, np.array([hi - 1]))[0]:
             ax.axvline(other, color="tab:orange", ls="--", lw=1,
                        label=f"{audit.other_trigger} trigger would fire ({audit.other_verdict})")
@@ -127,7 +128,7 @@ def plot_position(path: "str | os.PathLike[str]", audit: "PositionAudit", *,
         ax.axhline(audit.bankruptcy_price, color="black", ls=":", lw=1,
                    label=f"bankruptcy price {audit.bankruptcy_price:,.2f}")
     if audit.reported_time is not None:
-        rep = np.datetime64(pd.Timestamp(audit.reported_time, tz="UTC").value // 1_000_000, "ms")
+        rep = np.datetime64(to_ms(audit.reported_time), "ms")
         ax.axvline(rep, color="purple", ls="--", lw=1, label=f"reported liquidation ({audit.verdict})")
         if audit.reported_price is not None:
             ax.scatter([rep], [audit.reported_price], marker="o", s=50, color="purple", zorder=5)

@@ -35,6 +35,7 @@ import pandas as pd
 from ..errors import DataError, InputError
 from ..symbols import to_unified
 from ..tiers import TierHistory, TierTable
+from ..times import to_ms, utc_minute as _iso
 from .market import find_gaps, floor_funding_times, parse_timeframe, read_series, series_path, write_series
 from .paths import datasets_dir
 
@@ -119,10 +120,6 @@ class SeriesReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _iso(ms: int) -> str:
-    return pd.Timestamp(int(ms), unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
 
 
 class Fetcher:
@@ -281,7 +278,7 @@ class Fetcher:
         stored = read_series(path, kind, timeframe=tf, warn_gaps=False) if path.is_file() else None
         start = since
         if stored is not None and len(stored):
-            last = int(stored["time"].iloc[-1].value // 1_000_000)
+            last = to_ms(stored["time"].iloc[-1])
             # candles: the next bar; funding: the next second (stored times are floored to it)
             step = int(parse_timeframe(tf).total_seconds() * 1000) if tf else 1000
             start = max(since, last + step)
@@ -387,16 +384,15 @@ class Fetcher:
     def fetch(self, symbols: Sequence[str], *, timeframe: str = "1h", since: Any, until: Any = None,
               what: Sequence[str] = SERIES) -> list[SeriesReport]:
         """Fetch ``what`` for every symbol; returns one report per symbol and series."""
-        from .market import inclusive_end, to_utc
+        from .market import inclusive_end
         what = list(what)
         self.check_series(what)
         if any(w in ("ohlcv", "mark") for w in what):
             self.check_timeframe(timeframe)
         unified = [self.market(s)["symbol"] for s in symbols]
-        since_ms = int(to_utc(since).value // 1_000_000)
+        since_ms = to_ms(since)
         now = self.clock()
-        until_ms = (min(int(to_utc(inclusive_end(until)).value // 1_000_000), now) if until is not None
-                    else now)
+        until_ms = min(to_ms(inclusive_end(until)), now) if until is not None else now
         if since_ms > until_ms:
             raise InputError(f"--since {since} is after --until {until}", field="since")
         reports = []

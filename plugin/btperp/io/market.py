@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from ..errors import DataError, DataWarning
 from ..symbols import to_exchange
+from ..times import to_utc  # noqa: F401  (re-exported: io.market.to_utc)
 from .atomic import atomic_path
 from .paths import datasets_dir
 
@@ -230,12 +231,6 @@ def inclusive_end(end: Any) -> Any:
     if isinstance(end, str) and len(end.strip()) == 10:
         return end.strip() + " 23:59:59.999"
     return end
-
-
-def to_utc(when: Any) -> pd.Timestamp:
-    """A date, string or Timestamp as a UTC Timestamp (naive input is taken as UTC)."""
-    ts = pd.Timestamp(when)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
 def list_series(exchange: str, symbol: str, root: "str | os.PathLike[str] | None" = None) -> dict[str, list[str]]:
