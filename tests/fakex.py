@@ -2,9 +2,11 @@
 
 Each fake replaces a ccxt client's ``session`` (the ``requests`` layer ccxt's ``fetch`` calls), so
 ccxt's own request building, response parsing and HTTP error mapping (429, 5xx) run as in
-production. Responses have the real APIs' shapes (field names, strings for decimals, paging by
-``startTime``/``limit``); series are generated deterministically. A URL the fake does not know fails
-the test.
+production. Responses have the real APIs' shapes (field names, strings for decimals, envelopes)
+and paging rules: Binance answers oldest first from ``startTime``; Bybit v5 and OKX v5 answer
+newest first, and given a start alone send the *latest* rows. Markets and tiers are canned files
+(``tests/canned``); series are generated deterministically. A URL the fake does not know fails the
+test.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from requests.structures import CaseInsensitiveDict
 
 CANNED = Path(__file__).resolve().parent / "canned"
 HOUR = 3_600_000
+FAR = 2**62
 
 
 class _Cookies:
@@ -31,47 +34,66 @@ def _response(url: str, status: int, payload) -> requests.Response:
     r.status_code = status
     r.url = url
     r.reason = {200: "OK", 429: "Too Many Requests", 502: "Bad Gateway", 503: "Service Unavailable",
-                400: "Bad Request"}.get(status, "")
+                400: "Bad Request", 401: "Unauthorized"}.get(status, "")
     r.headers = CaseInsensitiveDict({"Content-Type": "application/json"})
     r._content = (payload if isinstance(payload, str) else json.dumps(payload)).encode()
     return r
 
 
-class FakeBinance:
-    """``fapi.binance.com``: exchangeInfo, klines, markPriceKlines, fundingRate, leverageBracket.
+def _canned(*parts: str):
+    return json.loads(CANNED.joinpath(*parts).read_text())
+
+
+class FakeExchange:
+    """What every fake shares: one deterministic market history and the failure switches.
 
     ``bars`` hourly candles from ``start`` (ms); ``missing`` bar indices the exchange does not have
-    (real gaps); funding every ``funding_hours`` hours, a few ms after the hour as Binance stamps it.
-    ``fail`` queues HTTP statuses to answer instead, per path: ``{"klines": [429, 503]}``;
-    ``down_after`` answers 503 to every call of a path after the first n.
+    (real gaps); funding every ``funding_hours`` hours, served from bar ``funding_from`` on (OKX
+    keeps three months). ``fail`` queues HTTP statuses to answer instead, per path (the URL's last
+    segment, see ``PATHS``): ``{"klines": [429, 503]}``; ``down_after`` answers 503 to every call
+    of a path after the first n; ``malformed`` breaks the page of the n-th call of a path.
     """
 
-    def __init__(self, start: int, bars: int, *, missing=(), funding_hours: int = 8, seed: int = 3):
+    HOST = ""
+    PATHS: dict[str, str] = {}          # series -> the path answering it
+    FUNDING_DELAY_MS = 0                # how late after the hour the exchange stamps funding
+    RATE_LIMITED: object = None         # the body of a 429
+
+    def __init__(self, start: int, bars: int, *, missing=(), funding_hours: int = 8, funding_from: int = 0,
+                 seed: int = 3):
         rng = np.random.default_rng(seed)
         close = 40_000 * np.exp(np.cumsum(rng.normal(0, 0.004, bars)))
         open_ = np.r_[40_000.0, close[:-1]]
         high = np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.002, bars)))
         low = np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.002, bars)))
+        volume = rng.uniform(100, 900, bars)
+        basis = 1 + rng.normal(0, 0.0003, bars)
         keep = np.setdiff1d(np.arange(bars), np.asarray(missing, dtype=int))
         t = start + np.arange(bars, dtype=np.int64) * HOUR
-        self.klines = [[int(t[i]), f"{open_[i]:.2f}", f"{high[i]:.2f}", f"{low[i]:.2f}", f"{close[i]:.2f}",
-                        f"{rng.uniform(100, 900):.3f}", int(t[i] + HOUR - 1), "1000.0", 100, "50.0", "500.0", "0"]
-                       for i in keep]
-        basis = 1 + rng.normal(0, 0.0003, bars)
-        self.mark = [[int(t[i]), f"{open_[i] * basis[i]:.8f}", f"{high[i] * basis[i]:.8f}",
-                      f"{low[i] * basis[i]:.8f}", f"{close[i] * basis[i]:.8f}", "0", int(t[i] + HOUR - 1),
-                      "0", 0, "0", "0", "0"] for i in keep]
-        hours = [i for i in range(bars) if i % funding_hours == 0]
-        self.funding = [{"symbol": "BTCUSDT", "fundingTime": int(t[i]) + 7, "fundingRate": f"{rng.normal(1e-4, 1e-4):.8f}",
-                         "markPrice": f"{close[i]:.8f}"} for i in hours]
-        self.info = json.loads((CANNED / "binance-usdm" / "exchangeInfo.json").read_text())
-        self.brackets = json.loads((CANNED / "binance-usdm" / "leverageBracket.json").read_text())
+        #: (ms, open, high, low, close, volume) as the exchange writes them
+        self.candles = [(int(t[i]), f"{open_[i]:.2f}", f"{high[i]:.2f}", f"{low[i]:.2f}", f"{close[i]:.2f}",
+                         f"{volume[i]:.3f}") for i in keep]
+        self.marks = [(int(t[i]), f"{open_[i] * basis[i]:.8f}", f"{high[i] * basis[i]:.8f}",
+                       f"{low[i] * basis[i]:.8f}", f"{close[i] * basis[i]:.8f}") for i in keep]
+        #: (ms on the hour, rate)
+        self.events = [(int(t[i]), f"{rng.normal(1e-4, 1e-4):.8f}") for i in range(bars)
+                       if i % funding_hours == 0 and i >= funding_from]
+        self.closes = close
         self.fail: dict[str, list[int]] = {}
-        self.malformed: dict[str, int] = {}      # path -> call number whose page is broken
-        self.down_after: dict[str, int] = {}     # path -> calls answered before it goes down (503)
+        self.malformed: dict[str, int] = {}
+        self.down_after: dict[str, int] = {}
         self.calls: list[str] = []
+        self.queries: list[tuple[str, dict]] = []
         self.cookies = _Cookies()
         self.headers: dict[str, str] = {}
+
+    def expected(self, kind: str) -> np.ndarray:
+        """The series as btperp should store it: rows of floats, time in ms (funding: on the second)."""
+        if kind == "funding":
+            return np.array([[t + self.FUNDING_DELAY_MS - (t + self.FUNDING_DELAY_MS) % 1000, float(r)]
+                             for t, r in self.events])
+        rows = self.candles if kind == "ohlcv" else self.marks
+        return np.array([[float(x) for x in row] for row in rows])
 
     def attach(self, client):
         client.session = self
@@ -82,29 +104,166 @@ class FakeBinance:
         path = parsed.path.rsplit("/", 1)[-1]
         q = {k: v[0] for k, v in parse_qs(parsed.query).items()}
         self.calls.append(path)
+        self.queries.append((path, q))
+        if parsed.netloc != self.HOST:
+            raise AssertionError(f"unexpected host in {url}")
         if path in self.down_after and self.calls.count(path) > self.down_after[path]:
             return _response(url, 503, "<html><body>503 Service Temporarily Unavailable</body></html>")
         if self.fail.get(path):
-            return _response(url, self.fail[path].pop(0), {"code": -1003, "msg": "Too many requests."})
-        if parsed.netloc != "fapi.binance.com":
-            raise AssertionError(f"unexpected host in {url}")
+            status = self.fail[path].pop(0)
+            body = self.RATE_LIMITED if status == 429 else "<html><body>Bad Gateway</body></html>"
+            return _response(url, status, body)
+        broken = self.malformed.get(path) == self.calls.count(path)
+        answer = self.answer(parsed.path, path, q, headers or {}, broken)
+        if answer is None:
+            raise AssertionError(f"unexpected URL {url}")
+        return answer if isinstance(answer, requests.Response) else _response(url, 200, answer)
+
+    def answer(self, full_path: str, path: str, q: dict, headers: dict, broken: bool):
+        raise NotImplementedError
+
+    @staticmethod
+    def _window(rows, key, lo, hi, limit, newest_first):
+        """Rows with lo <= key <= hi: the oldest ``limit`` ascending (Binance) or the newest
+        ``limit`` descending (Bybit, OKX)."""
+        inside = [r for r in rows if lo <= key(r) <= hi]
+        return inside[-limit:][::-1] if newest_first else inside[:limit]
+
+
+class FakeBinance(FakeExchange):
+    """``fapi.binance.com``: exchangeInfo, klines, markPriceKlines, fundingRate, leverageBracket.
+
+    Funding is stamped a few ms after the hour, as Binance does; leverageBracket is signed.
+    """
+
+    HOST = "fapi.binance.com"
+    PATHS = {"ohlcv": "klines", "mark": "markPriceKlines", "funding": "fundingRate", "markets": "exchangeInfo"}
+    FUNDING_DELAY_MS = 7
+    RATE_LIMITED = {"code": -1003, "msg": "Too many requests."}
+
+    def __init__(self, start: int, bars: int, **kw):
+        super().__init__(start, bars, **kw)
+        self.klines = [[t, o, h, lo, c, v, t + HOUR - 1, "1000.0", 100, "50.0", "500.0", "0"]
+                       for t, o, h, lo, c, v in self.candles]
+        self.mark = [[t, o, h, lo, c, "0", t + HOUR - 1, "0", 0, "0", "0", "0"] for t, o, h, lo, c in self.marks]
+        self.funding = [{"symbol": "BTCUSDT", "fundingTime": t + self.FUNDING_DELAY_MS, "fundingRate": r,
+                         "markPrice": "40000.00000000"} for t, r in self.events]
+        self.info = _canned("binance-usdm", "exchangeInfo.json")
+        self.brackets = _canned("binance-usdm", "leverageBracket.json")
+
+    def answer(self, full_path, path, q, headers, broken):
         if path == "exchangeInfo":
-            return _response(url, 200, self.info)
+            return self.info
         if path in ("klines", "markPriceKlines", "fundingRate"):
             rows = {"klines": self.klines, "markPriceKlines": self.mark, "fundingRate": self.funding}[path]
             key = (lambda r: r["fundingTime"]) if path == "fundingRate" else (lambda r: r[0])
             cap = 1000 if path == "fundingRate" else 1500
-            limit = min(int(q.get("limit", 500)), cap)
-            lo = int(q.get("startTime", 0))
-            hi = int(q.get("endTime", 2**62))
-            page = [r for r in rows if lo <= key(r) <= hi][:limit]
-            n = sum(1 for c in self.calls if c == path)
-            if self.malformed.get(path) == n and page:
+            page = self._window(rows, key, int(q.get("startTime", 0)), int(q.get("endTime", FAR)),
+                                min(int(q.get("limit", 500)), cap), newest_first=False)
+            if broken and page:
                 page = ([list(page[0][:3])] if path != "fundingRate" else
                         [{"symbol": "BTCUSDT", "fundingTime": "soon", "fundingRate": "0.0001"}] + page[1:])
-            return _response(url, 200, page)
+            return page
         if path == "leverageBracket":
-            if "signature" not in q or not (headers or {}).get("X-MBX-APIKEY"):
-                return _response(url, 401, {"code": -2014, "msg": "API-key format invalid."})
-            return _response(url, 200, self.brackets)
-        raise AssertionError(f"unexpected URL {url}")
+            if "signature" not in q or not headers.get("X-MBX-APIKEY"):
+                return _response(full_path, 401, {"code": -2014, "msg": "API-key format invalid."})
+            return self.brackets
+        return None
+
+
+class FakeBybit(FakeExchange):
+    """``api.bybit.com`` v5: market/instruments-info, kline, mark-price-kline, funding/history,
+    risk-limit. Lists come newest first; a kline request without ``end`` gets the latest candles
+    at or after ``start``; funding history refuses ``startTime`` without ``endTime``."""
+
+    HOST = "api.bybit.com"
+    PATHS = {"ohlcv": "kline", "mark": "mark-price-kline", "funding": "history", "markets": "instruments-info"}
+    RATE_LIMITED = {"retCode": 10006, "retMsg": "Too many visits!", "result": {}, "retExtInfo": {},
+                    "time": 1735689600000}
+
+    def __init__(self, start: int, bars: int, **kw):
+        super().__init__(start, bars, **kw)
+        self.instruments = _canned("bybit", "instruments-info-linear.json")
+        self.risk_limit = _canned("bybit", "risk-limit-BTCUSDT.json")
+
+    @staticmethod
+    def _ok(result: dict) -> dict:
+        return {"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {}, "time": 1735689600000}
+
+    def answer(self, full_path, path, q, headers, broken):
+        if full_path == "/v5/market/instruments-info":
+            assert q["category"] == "linear", q
+            if q.get("status") == "PreLaunch":
+                return self._ok({"category": "linear", "list": [], "nextPageCursor": ""})
+            return self.instruments
+        if full_path in ("/v5/market/kline", "/v5/market/mark-price-kline"):
+            assert q["symbol"] == "BTCUSDT" and q["category"] == "linear" and q["interval"] == "60", q
+            rows = self.candles if path == "kline" else self.marks
+            page = self._window(rows, lambda r: r[0], int(q.get("start", 0)), int(q.get("end", FAR)),
+                                min(int(q.get("limit", 200)), 1000), newest_first=True)
+            page = [[str(r[0]), *r[1:], *(["1000.0"] if path == "kline" else [])] for r in page]
+            if broken and page:
+                page[0] = page[0][:3]
+            return self._ok({"symbol": "BTCUSDT", "category": "linear", "list": page})
+        if full_path == "/v5/market/funding/history":
+            assert q["symbol"] == "BTCUSDT" and q["category"] == "linear", q
+            if "startTime" in q and "endTime" not in q:
+                return {"retCode": 10001, "retMsg": "Only startTime is passed, endTime is required",
+                        "result": {}, "retExtInfo": {}, "time": 1735689600000}
+            page = self._window(self.events, lambda r: r[0], int(q.get("startTime", 0)),
+                                int(q.get("endTime", FAR)), min(int(q.get("limit", 200)), 200), newest_first=True)
+            page = [{"symbol": "BTCUSDT", "fundingRate": r, "fundingRateTimestamp": str(t)} for t, r in page]
+            if broken and page:
+                page[0] = {"symbol": "BTCUSDT", "fundingRate": "0.0001", "fundingRateTimestamp": "soon"}
+            return self._ok({"category": "linear", "list": page})
+        if full_path == "/v5/market/risk-limit":
+            assert q["symbol"] == "BTCUSDT" and q["category"] == "linear", q
+            return self.risk_limit
+        return None
+
+
+class FakeOKX(FakeExchange):
+    """``www.okx.com`` v5: public/instruments, market/history-candles,
+    market/history-mark-price-candles, public/funding-rate-history. ``before``/``after`` bound a
+    window exclusively; data come newest first, the latest ``limit`` rows of the window."""
+
+    HOST = "www.okx.com"
+    PATHS = {"ohlcv": "history-candles", "mark": "history-mark-price-candles",
+             "funding": "funding-rate-history", "markets": "instruments"}
+    RATE_LIMITED = {"code": "50011", "msg": "Too Many Requests", "data": []}
+
+    def __init__(self, start: int, bars: int, **kw):
+        super().__init__(start, bars, **kw)
+        self.instruments = {kind: _canned("okx", f"instruments-{kind}.json") for kind in ("SWAP", "FUTURES")}
+
+    def _page(self, rows, q, cap):
+        lo = int(q.get("before", -1)) + 1
+        hi = int(q.get("after", FAR)) - 1
+        return self._window(rows, lambda r: r[0], lo, hi, min(int(q.get("limit", cap)), cap), newest_first=True)
+
+    def answer(self, full_path, path, q, headers, broken):
+        if full_path == "/api/v5/public/instruments":
+            return self.instruments[q["instType"]]
+        if full_path in ("/api/v5/market/history-candles", "/api/v5/market/history-mark-price-candles"):
+            assert q["instId"] == "BTC-USDT-SWAP" and q["bar"] == "1H", q
+            if path == "history-candles":
+                # vol in contracts (ctVal 0.01 BTC), volCcy in BTC, volCcyQuote in USDT, confirm
+                page = [[str(t), o, h, lo, c, f"{float(v) * 100:.1f}", v, f"{float(v) * float(c):.2f}", "1"]
+                        for t, o, h, lo, c, v in self._page(self.candles, q, 100)]
+            else:
+                page = [[str(t), o, h, lo, c, "1"] for t, o, h, lo, c in self._page(self.marks, q, 100)]
+            if broken and page:
+                page[0] = page[0][:3]
+            return {"code": "0", "msg": "", "data": page}
+        if full_path == "/api/v5/public/funding-rate-history":
+            assert q["instId"] == "BTC-USDT-SWAP", q
+            page = [{"formulaType": "noRate", "fundingRate": r, "fundingTime": str(t), "instId": "BTC-USDT-SWAP",
+                     "instType": "SWAP", "method": "current_period", "realizedRate": r}
+                    for t, r in self._page(self.events, q, 400)]
+            if broken and page:
+                page[0] = dict(page[0], fundingTime="soon")
+            return {"code": "0", "msg": "", "data": page}
+        return None
+
+
+FAKES = {"binance-usdm": FakeBinance, "bybit": FakeBybit, "okx": FakeOKX}

@@ -1,7 +1,9 @@
-"""btperp fetch (issue #8), Binance USDⓈ-M: ccxt against canned HTTP answers (tests/fakex.py), never
-the network. Multi-page downloads, resume, retries, malformed pages, gaps, funding intervals, tiers."""
+"""btperp fetch (issue #8): ccxt against canned Binance USDⓈ-M, Bybit v5 and OKX v5 HTTP answers
+(tests/fakex.py), never the network. Multi-page downloads, resume, retries, malformed and empty
+pages, gaps, funding intervals, listing times, tiers, bad requests, the CLI."""
 
 import json
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -10,7 +12,7 @@ import pytest
 
 import btperp
 from btperp.cli.main import main as cli
-from btperp.errors import InputError
+from btperp.errors import DataError, InputError
 from btperp.io import fetch as fetch_mod
 from btperp.io.fetch import FetchError, Fetcher, VENUES, make_client
 from btperp.io.market import read_series
@@ -20,160 +22,231 @@ import fakex
 
 START = 1704067200000                      # 2024-01-01 00:00 UTC
 KEYS = {"BINANCE_API_KEY": "k3y-not-logged", "BINANCE_API_SECRET": "s3cret-not-logged"}
+EXCHANGES = ["binance-usdm", "bybit", "okx"]
 
 
-def _fetcher(fake, tmp_path, *, keys=True, bars_now=None, **kw):
-    client = fake.attach(make_client(VENUES["binance-usdm"], env=KEYS if keys else {}))
+def _fake(exchange, bars, **kw):
+    return fakex.FAKES[exchange](START, bars, **kw)
+
+
+def _client(fake, exchange, env):
+    client = fake.attach(make_client(VENUES[exchange], env=env))
+    assert client.enableRateLimit is True               # on in production ...
+    client.enableRateLimit = False                      # ... but its real-time sleeps have nothing to pace here
+    return client
+
+
+def _fetcher(fake, tmp_path, *, exchange="binance-usdm", keys=True, bars_now=None, **kw):
+    client = _client(fake, exchange, KEYS if keys else {})
     now = START + (bars_now or 2600) * fakex.HOUR
     sleeps = []
-    f = Fetcher("binance-usdm", datadir=tmp_path, client=client, sleep=sleeps.append,
-                clock=lambda: now, **kw)
+    f = Fetcher(exchange, datadir=tmp_path, client=client, sleep=sleeps.append, clock=lambda: now, **kw)
     f.sleeps = sleeps
     return f
 
 
-def _stored(tmp_path, kind, tf="1h"):
+def _stored(tmp_path, kind, tf="1h", exchange="binance-usdm"):
     name = f"{kind}-{tf}.parquet" if kind != "funding" else "funding.parquet"
-    return read_series(tmp_path / "binance-usdm" / "BTCUSDT" / name, kind,
+    return read_series(tmp_path / exchange / "BTCUSDT" / name, kind,
                        timeframe=tf if kind != "funding" else None, warn_gaps=False)
 
 
-def test_a_multi_page_download_equals_the_canned_series(tmp_path):
-    fake = fakex.FakeBinance(START, 2500)
-    f = _fetcher(fake, tmp_path)
+def _as_rows(frame: pd.DataFrame) -> np.ndarray:
+    ms = frame["time"].map(lambda t: t.value // 1_000_000).to_numpy(dtype=float)
+    return np.column_stack([ms, frame.drop(columns="time").to_numpy(dtype=float)])
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_a_multi_page_download_equals_the_canned_series(tmp_path, exchange):
+    fake = _fake(exchange, 2500)
+    f = _fetcher(fake, tmp_path, exchange=exchange)
     reports = f.fetch(["BTC/USDT:USDT"], since="2024-01-01", what=["ohlcv", "mark", "funding"])
     assert [r.series for r in reports] == ["ohlcv", "mark", "funding"]
-    assert fake.calls.count("klines") == 4                  # 1000 + 1000 + 500, then an empty page
-    ohlcv = _stored(tmp_path, "ohlcv")
-    want = np.array([[float(x) for x in row[1:6]] for row in fake.klines])
-    assert ohlcv["time"].map(lambda t: t.value // 1_000_000).tolist() == [r[0] for r in fake.klines]
-    np.testing.assert_array_equal(ohlcv[["open", "high", "low", "close", "volume"]].to_numpy(), want)
-    mark = _stored(tmp_path, "mark")
-    np.testing.assert_array_equal(mark["close"].to_numpy(), [float(r[4]) for r in fake.mark])
-    funding = _stored(tmp_path, "funding")
-    assert len(funding) == len(fake.funding) == 313
-    # Binance stamps funding a few ms after the hour: stored on the second
-    assert (funding["time"].dt.second == 0).all() and (funding["time"].dt.microsecond == 0).all()
-    np.testing.assert_array_equal(funding["rate"].to_numpy(), [float(e["fundingRate"]) for e in fake.funding])
+    page = VENUES[exchange].ohlcv_page
+    # full windows, the rest, then one empty window up to the last closed bar (2599 h)
+    assert Counter(fake.calls)[fake.PATHS["ohlcv"]] == -(-2500 // page) + 1
+    for kind in ("ohlcv", "mark", "funding"):
+        np.testing.assert_array_equal(_as_rows(_stored(tmp_path, kind, exchange=exchange)), fake.expected(kind))
+    funding = _stored(tmp_path, "funding", exchange=exchange)
+    assert len(funding) == 313 and (funding["time"].dt.second == 0).all()
     assert reports[0].added == 2500 and reports[0].rows == 2500 and reports[0].gaps is None
+    assert reports[2].added == 313 and all(r.note is None for r in reports)
 
 
-def test_btperp_load_reads_a_fetched_dataset_with_the_bundled_schema(tmp_path):
-    fake = fakex.FakeBinance(START, 300)
-    _fetcher(fake, tmp_path).fetch(["BTCUSDT"], since="2024-01-01", what=["ohlcv", "mark", "funding"])
-    frame = btperp.load("BTCUSDT", datadir=tmp_path)
-    assert len(frame) == 300 and frame["funding_events"].sum() == len(fake.funding)
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_btperp_load_reads_a_fetched_dataset_with_the_bundled_schema(tmp_path, exchange):
+    fake = _fake(exchange, 300)
+    _fetcher(fake, tmp_path, exchange=exchange).fetch(["BTCUSDT"], since="2024-01-01",
+                                                      what=["ohlcv", "mark", "funding"])
+    frame = btperp.load("BTCUSDT", exchange=exchange, datadir=tmp_path)
+    assert len(frame) == 300 and frame["funding_events"].sum() == len(fake.events)
     bundled = datasets_dir() / "binance-usdm" / "BTCUSDT"
     for name in ("ohlcv-1h.parquet", "mark-1h.parquet", "funding.parquet"):
-        ours = pq.read_schema(tmp_path / "binance-usdm" / "BTCUSDT" / name)
+        ours = pq.read_schema(tmp_path / exchange / "BTCUSDT" / name)
         theirs = pq.read_schema(bundled / name)
         assert ours.remove_metadata() == theirs.remove_metadata()
 
 
-def test_a_resumed_download_equals_an_uninterrupted_one(tmp_path):
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_a_resumed_download_equals_an_uninterrupted_one(tmp_path, exchange):
     whole = tmp_path / "whole"
-    _fetcher(fakex.FakeBinance(START, 2500), whole).fetch(["BTCUSDT"], since="2024-01-01",
-                                                           what=["ohlcv", "funding"])
+    _fetcher(_fake(exchange, 2500), whole, exchange=exchange).fetch(["BTCUSDT"], since="2024-01-01",
+                                                                    what=["ohlcv", "funding"])
     part = tmp_path / "part"
-    fake = fakex.FakeBinance(START, 2500)
-    fake.down_after["klines"] = 2                          # pages 1 and 2 come, then the exchange is down
-    cut = pd.Timestamp(START + 2000 * fakex.HOUR, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
+    fake = _fake(exchange, 2500)
+    page = VENUES[exchange].ohlcv_page
+    fake.down_after[fake.PATHS["ohlcv"]] = 2               # two pages come, then the exchange is down
+    cut = pd.Timestamp(START + 2 * page * fakex.HOUR, unit="ms", tz="UTC").strftime("%Y-%m-%d %H:%M")
     with pytest.raises(FetchError, match=f"ohlcv 1h: page from {cut} failed after 3 attempts"):
-        _fetcher(fake, part, checkpoint=1, retries=2).fetch(["BTCUSDT"], since="2024-01-01", what=["ohlcv"])
-    kept = _stored(part, "ohlcv")
-    assert len(kept) == 2000                               # the two checkpointed pages, intact
-    resumed = _fetcher(fakex.FakeBinance(START, 2500), part)
+        _fetcher(fake, part, exchange=exchange, checkpoint=1, retries=2).fetch(
+            ["BTCUSDT"], since="2024-01-01", what=["ohlcv"])
+    assert len(_stored(part, "ohlcv", exchange=exchange)) == 2 * page    # the checkpointed pages, intact
+    assert not list(part.rglob("*.tmp*"))
+    resumed = _fetcher(_fake(exchange, 2500), part, exchange=exchange)
     reports = resumed.fetch(["BTCUSDT"], since="2024-01-01", what=["ohlcv", "funding"])
-    assert reports[0].added == 500 and reports[0].first_added == cut
-    pd.testing.assert_frame_equal(_stored(part, "ohlcv"), _stored(whole, "ohlcv"))
-    pd.testing.assert_frame_equal(_stored(part, "funding"), _stored(whole, "funding"))
-    again = _fetcher(fakex.FakeBinance(START, 2500), part).fetch(["BTCUSDT"], since="2024-01-01",
-                                                                 what=["ohlcv"])
+    assert reports[0].added == 2500 - 2 * page and reports[0].first_added == cut
+    for kind in ("ohlcv", "funding"):
+        pd.testing.assert_frame_equal(_stored(part, kind, exchange=exchange),
+                                      _stored(whole, kind, exchange=exchange))
+    again = _fetcher(_fake(exchange, 2500), part, exchange=exchange).fetch(["BTCUSDT"], since="2024-01-01",
+                                                                           what=["ohlcv"])
     assert again[0].added == 0 and again[0].note == "up to date" and again[0].requests == 1
 
 
-def test_429_and_5xx_are_retried_with_backoff(tmp_path):
-    fake = fakex.FakeBinance(START, 1200)
-    fake.fail["klines"] = [429, 502, 503]
-    fake.fail["fundingRate"] = [429]
-    f = _fetcher(fake, tmp_path)
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_429_and_5xx_are_retried_with_backoff(tmp_path, exchange):
+    fake = _fake(exchange, 1200)
+    fake.fail[fake.PATHS["ohlcv"]] = [429, 502, 503]
+    fake.fail[fake.PATHS["funding"]] = [429]
+    f = _fetcher(fake, tmp_path, exchange=exchange)
     reports = f.fetch(["BTCUSDT"], since="2024-01-01", what=["ohlcv", "funding"])
-    assert reports[0].added == 1200 and reports[1].added == len(fake.funding)
+    assert reports[0].added == 1200 and reports[1].added == len(fake.events)
+    np.testing.assert_array_equal(_as_rows(_stored(tmp_path, "ohlcv", exchange=exchange)), fake.expected("ohlcv"))
     assert f.sleeps[:3] == [1.0, 2.0, 4.0]                 # exponential backoff, then success
     assert 1.0 in f.sleeps[3:]
 
 
-def test_retries_give_up_with_a_clear_error(tmp_path):
-    fake = fakex.FakeBinance(START, 100)
-    fake.fail["klines"] = [429] * 10
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_retries_give_up_with_a_clear_error(tmp_path, exchange):
+    fake = _fake(exchange, 100)
+    fake.fail[fake.PATHS["ohlcv"]] = [429] * 10
     with pytest.raises(FetchError, match=r"BTC/USDT:USDT ohlcv 1h: page from 2024-01-01 00:00 failed "
-                                         r"after 3 attempts: DDoSProtection: binanceusdm 429"):
-        _fetcher(fake, tmp_path, retries=2).fetch(["BTCUSDT"], since="2024-01-01", what=["ohlcv"])
-    assert not (tmp_path / "binance-usdm" / "BTCUSDT" / "ohlcv-1h.parquet").exists()
+                                         r"after 3 attempts: (DDoSProtection|RateLimitExceeded)"):
+        _fetcher(fake, tmp_path, exchange=exchange, retries=2).fetch(["BTCUSDT"], since="2024-01-01",
+                                                                     what=["ohlcv"])
+    assert not (tmp_path / exchange / "BTCUSDT" / "ohlcv-1h.parquet").exists()
     assert not list(tmp_path.rglob("*.tmp*"))
 
 
-@pytest.mark.parametrize("path,message", [("klines", "malformed candle 0 of the page from 2024-01-01 00:00"),
-                                          ("fundingRate", "had 13 rows, of which ccxt could parse 12")])
-def test_a_malformed_page_is_reported(tmp_path, path, message):
-    fake = fakex.FakeBinance(START, 100)
-    fake.malformed[path] = 1
-    with pytest.raises(FetchError, match=message):
-        _fetcher(fake, tmp_path).fetch(["BTCUSDT"], since="2024-01-01",
-                                       what=["ohlcv" if path == "klines" else "funding"])
+@pytest.mark.parametrize("exchange", EXCHANGES)
+@pytest.mark.parametrize("kind", ["ohlcv", "mark", "funding"])
+def test_a_malformed_page_is_reported(tmp_path, exchange, kind):
+    fake = _fake(exchange, 100)
+    fake.malformed[fake.PATHS[kind]] = 1
+    with pytest.raises(FetchError, match=r"malformed|could parse") as error:
+        _fetcher(fake, tmp_path, exchange=exchange).fetch(["BTCUSDT"], since="2024-01-01", what=[kind])
+    assert "page from 2024-01-01 00:00" in str(error.value)
+    assert not (tmp_path / exchange / "BTCUSDT").exists()
 
 
-def test_an_empty_answer_and_real_gaps_are_reported_not_filled(tmp_path):
-    fake = fakex.FakeBinance(START, 300, missing=[100, 101, 102, 250])
-    reports = _fetcher(fake, tmp_path).fetch(["BTCUSDT"], since="2024-01-01", what=["ohlcv"])
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_empty_answers_and_real_gaps_are_reported_not_filled(tmp_path, exchange):
+    fake = _fake(exchange, 300, missing=[100, 101, 102, 250])
+    reports = _fetcher(fake, tmp_path, exchange=exchange).fetch(["BTCUSDT"], since="2024-01-01", what=["ohlcv"])
     assert reports[0].added == 296
     assert reports[0].gaps == "2 gaps (4 missing bars, first at 2024-01-05 04:00:00+00:00)"
-    empty = _fetcher(fakex.FakeBinance(START, 300), tmp_path / "e").fetch(
-        ["BTCUSDT"], since="2024-02-01", until="2024-02-10", what=["ohlcv"])
-    assert empty[0].added == 0 and empty[0].note == "the exchange returned nothing"
+    np.testing.assert_array_equal(_as_rows(_stored(tmp_path, "ohlcv", exchange=exchange)), fake.expected("ohlcv"))
+    empty = _fetcher(_fake(exchange, 300), tmp_path / "e", exchange=exchange).fetch(
+        ["BTCUSDT"], since="2024-02-01", until="2024-02-10", what=["ohlcv", "funding"])
+    assert [(r.added, r.note) for r in empty] == [(0, "the exchange returned nothing")] * 2
+    assert not (tmp_path / "e" / exchange).exists()
 
 
+@pytest.mark.parametrize("exchange", EXCHANGES)
 @pytest.mark.parametrize("hours", [1, 4, 8])
-def test_funding_at_4h_and_1h_intervals_has_no_holes(tmp_path, hours):
-    fake = fakex.FakeBinance(START, 2400, funding_hours=hours)
-    reports = _fetcher(fake, tmp_path).fetch(["BTCUSDT"], since="2024-01-01", what=["funding"])
-    stored = _stored(tmp_path, "funding")
-    assert len(stored) == len(fake.funding) == 2400 // hours and reports[0].added == 2400 // hours
+def test_funding_at_4h_and_1h_intervals_has_no_holes(tmp_path, exchange, hours):
+    fake = _fake(exchange, 2400, funding_hours=hours)
+    reports = _fetcher(fake, tmp_path, exchange=exchange).fetch(["BTCUSDT"], since="2024-01-01", what=["funding"])
+    stored = _stored(tmp_path, "funding", exchange=exchange)
+    assert len(stored) == 2400 // hours and reports[0].added == 2400 // hours
+    np.testing.assert_array_equal(_as_rows(stored), fake.expected("funding"))
     steps = np.diff(stored["time"].dt.tz_localize(None).to_numpy().astype("datetime64[h]").astype(np.int64))
     assert (steps == hours).all()
 
 
-def test_only_closed_candles_are_stored(tmp_path):
-    fake = fakex.FakeBinance(START, 500)
-    _fetcher(fake, tmp_path, bars_now=300.5).fetch(["BTCUSDT"], since="2024-01-01", what=["ohlcv"])
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_only_closed_candles_are_stored(tmp_path, exchange):
+    fake = _fake(exchange, 500)
+    _fetcher(fake, tmp_path, exchange=exchange, bars_now=300.5).fetch(["BTCUSDT"], since="2024-01-01",
+                                                                      what=["ohlcv"])
     # the bar that opened at 299 h closed at 300 h; the one open at "now" (300.5 h) is not stored
-    assert len(_stored(tmp_path, "ohlcv")) == 300
+    assert len(_stored(tmp_path, "ohlcv", exchange=exchange)) == 300
 
 
-@pytest.mark.parametrize("symbol,what,timeframe,message", [
-    ("DOGE/USDT:USDT", ["ohlcv"], "1h", "binance-usdm has no market 'DOGE/USDT:USDT'"),
-    ("BTC/USDT:USDT-250328", ["ohlcv"], "1h", "is not a linear perpetual"),
-    ("BTCUSDT", ["ohlcv"], "7x", "unknown timeframe"),
-    ("BTCUSDT", ["ohlcv"], "7m", "has no '7m' candles; it offers 1s, 1m, 3m"),
-    ("BTCUSDT", ["ohlcv"], "2w", "has no '2w' candles"),
-    ("BTCUSDT", ["volume"], "1h", "unknown series volume"),
+@pytest.mark.parametrize("exchange", ["bybit", "okx"])
+def test_nothing_before_the_listing_is_requested(tmp_path, exchange):
+    fake = _fake(exchange, 300)
+    f = _fetcher(fake, tmp_path, exchange=exchange)
+    listed = f.market("BTC/USDT:USDT")["created"]
+    reports = f.fetch(["BTCUSDT"], since="2015-01-01", what=["ohlcv"])
+    # windows from the listing time (2020 / 2021) to 2024, none from 2015
+    first = {"bybit": lambda q: int(q["start"]), "okx": lambda q: int(q["before"]) + 1}[exchange]
+    starts = [first(q) for path, q in fake.queries if path == fake.PATHS["ohlcv"]]
+    assert starts[0] >= listed and starts[0] - listed < fakex.HOUR and starts == sorted(starts)
+    span = VENUES[exchange].ohlcv_page * fakex.HOUR
+    assert reports[0].requests == len(starts) <= (START + 2600 * fakex.HOUR - listed) // span + 3
+    assert reports[0].added == 300
+    assert reports[0].note == ("the exchange's history starts at 2024-01-01 00:00, after the requested "
+                               "2015-01-01 00:00")
+
+
+def test_okx_funding_history_that_starts_late_is_noted(tmp_path):
+    fake = _fake("okx", 2400, funding_from=1600)           # OKX serves three months of funding
+    reports = _fetcher(fake, tmp_path, exchange="okx").fetch(["BTCUSDT"], since="2024-01-01", what=["funding"])
+    assert reports[0].added == 100 == len(fake.events)
+    assert reports[0].note == ("the exchange's history starts at 2024-03-07 16:00, after the requested "
+                               "2024-01-01 00:00")
+
+
+@pytest.mark.parametrize("exchange,symbol,what,timeframe,message", [
+    ("binance-usdm", "DOGE/USDT:USDT", ["ohlcv"], "1h", "binance-usdm has no market 'DOGE/USDT:USDT'"),
+    ("binance-usdm", "BTC/USDT:USDT-250328", ["ohlcv"], "1h", "is not a linear perpetual"),
+    ("binance-usdm", "BTCUSDT", ["ohlcv"], "7x", "unknown timeframe"),
+    ("binance-usdm", "BTCUSDT", ["ohlcv"], "7m", "has no '7m' candles; it offers 1s, 1m, 3m"),
+    ("binance-usdm", "BTCUSDT", ["ohlcv"], "2w", "has no '2w' candles"),
+    ("binance-usdm", "BTCUSDT", ["volume"], "1h", "unknown series volume"),
+    ("bybit", "DOGEUSDT", ["ohlcv"], "1h", "bybit has no market 'DOGE/USDT:USDT'$"),
+    ("bybit", "BTC/USDT:USDT-250328", ["ohlcv"], "1h", "BTC/USDT:USDT-250328 on bybit is not a linear perpetual"),
+    ("bybit", "BTCUSDT", ["ohlcv"], "3d", "bybit has no '3d' candles; it offers 1m, 3m"),
+    ("okx", "BTC/USD:BTC", ["ohlcv"], "1h", "BTC/USD:BTC on okx is not a linear perpetual"),
+    ("okx", "BTC-USDT-250328", ["ohlcv"], "1h", "BTC/USDT:USDT-250328 on okx is not a linear perpetual"),
+    ("okx", "BTCUSDT", ["tiers"], "1h", "okx tiers cannot be fetched: OKX bounds its position tiers by "
+                                        "position size in contracts"),
 ])
-def test_bad_requests_are_clear_errors(tmp_path, symbol, what, timeframe, message):
-    from btperp.errors import DataError
+def test_bad_requests_are_clear_errors(tmp_path, exchange, symbol, what, timeframe, message):
+    fake = _fake(exchange, 10)
     with pytest.raises((InputError, DataError), match=message):
-        _fetcher(fakex.FakeBinance(START, 10), tmp_path).fetch([symbol], since="2024-01-01",
-                                                               timeframe=timeframe, what=what)
+        _fetcher(fake, tmp_path, exchange=exchange).fetch([symbol], since="2024-01-01", timeframe=timeframe,
+                                                          what=what)
+    assert not (tmp_path / exchange).exists()
+
+
+def test_the_exchange_spelling_of_a_symbol_is_accepted(tmp_path):
+    fake = _fake("okx", 50)
+    reports = _fetcher(fake, tmp_path, exchange="okx").fetch(["BTC-USDT-SWAP"], since="2024-01-01",
+                                                             what=["ohlcv"])
+    assert reports[0].symbol == "BTC/USDT:USDT" and reports[0].added == 50
 
 
 def test_a_series_the_exchange_does_not_offer(tmp_path):
-    f = _fetcher(fakex.FakeBinance(START, 10), tmp_path)
+    f = _fetcher(_fake("binance-usdm", 10), tmp_path)
     f.client.has["fetchMarkOHLCV"] = False
     with pytest.raises(InputError, match="does not offer mark through ccxt"):
         f.fetch(["BTCUSDT"], since="2024-01-01", what=["mark"])
 
 
 def test_tiers_are_appended_only_when_they_change_and_keys_are_never_logged(tmp_path):
-    fake = fakex.FakeBinance(START, 10)
+    fake = _fake("binance-usdm", 10)
     f = _fetcher(fake, tmp_path)
     first = f.fetch_tiers(["BTCUSDT"], today="2024-06-01")
     assert first[0].added == 1
@@ -193,21 +266,52 @@ def test_tiers_are_appended_only_when_they_change_and_keys_are_never_logged(tmp_
     assert KEYS["BINANCE_API_KEY"] not in text and KEYS["BINANCE_API_SECRET"] not in text
 
 
+def test_bybit_risk_limits_are_public_and_keep_mm_deduction(tmp_path):
+    fake = _fake("bybit", 10)
+    reports = _fetcher(fake, tmp_path, exchange="bybit", keys=False).fetch(
+        ["BTCUSDT"], since="2024-01-01", what=["tiers"])
+    assert reports[0].added == 1 and fake.calls.count("risk-limit") == 1
+    from btperp.io.tierfile import TierHistoryFile
+    table = TierHistoryFile.read(tmp_path / "bybit" / "tier_history.json").history("BTCUSDT").versions[-1][1]
+    assert [t.max_notional for t in table.tiers][:2] == [2_000_000, 2_600_000]
+    assert [t.maintenance_amount for t in table.tiers] == [0, 1200, 2760, 4680, 6960]   # mmDeduction
+    assert table.maintenance_margin(2_300_000) == pytest.approx(2_300_000 * 0.0056 - 1200)
+
+
 def test_tiers_without_keys_name_the_variables(tmp_path):
-    f = _fetcher(fakex.FakeBinance(START, 10), tmp_path, keys=False)
+    f = _fetcher(_fake("binance-usdm", 10), tmp_path, keys=False)
     with pytest.raises(FetchError, match="needs API keys; set BINANCE_API_KEY and BINANCE_API_SECRET"):
         f.fetch(["BTCUSDT"], since="2024-01-01", what=["tiers"])
 
 
+def test_keys_in_the_environment_do_not_make_ccxt_call_signed_wallet_endpoints(tmp_path):
+    env = {"BYBIT_API_KEY": "k", "BYBIT_API_SECRET": "s"}
+    fake = _fake("bybit", 10)
+    client = _client(fake, "bybit", env)
+    assert client.apiKey == "k"
+    Fetcher("bybit", datadir=tmp_path, client=client, clock=lambda: START + 20 * fakex.HOUR).fetch(
+        ["BTCUSDT"], since="2024-01-01", what=["ohlcv"])
+    assert set(fake.calls) == {"instruments-info", "kline"}
+
+
 def test_cli_json_summary(tmp_path, capsys, monkeypatch):
-    fake = fakex.FakeBinance(START, 400)
-    monkeypatch.setattr(fetch_mod, "make_client", lambda v, env=None: fake.attach(make_client(v, env=KEYS)))
-    code = cli(["fetch", "--symbol", "BTCUSDT", "--since", "2024-01-01", "--until", "2024-01-10",
-                "--what", "ohlcv,mark,funding", "--datadir", str(tmp_path), "--json"])
-    assert code == 0
+    fakes = {"binance-usdm": _fake("binance-usdm", 400), "bybit": _fake("bybit", 400)}
+    monkeypatch.setattr(fetch_mod, "make_client",
+                        lambda v, env=None: _client(fakes[v.name], v.name, KEYS))
+    for exchange in fakes:
+        code = cli(["fetch", "--exchange", exchange, "--symbol", "BTCUSDT", "--since", "2024-01-01",
+                    "--until", "2024-01-10", "--what", "ohlcv,mark,funding", "--datadir", str(tmp_path), "--json"])
+        assert code == 0
+        out = json.loads(capsys.readouterr().out)
+        # --until 2024-01-10 includes that whole day: 240 hourly bars, 30 funding events
+        assert [(r["exchange"], r["series"], r["added"]) for r in out] == [
+            (exchange, "ohlcv", 240), (exchange, "mark", 240), (exchange, "funding", 30)]
+    # without --what: everything the exchange offers (OKX: no tiers)
+    fakes["okx"] = _fake("okx", 400)
+    assert cli(["fetch", "--exchange", "okx", "--symbol", "BTC-USDT-SWAP", "--since", "2024-01-01",
+                "--until", "2024-01-02", "--datadir", str(tmp_path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    # --until 2024-01-10 includes that whole day: 240 hourly bars, 30 funding events
-    assert [(r["series"], r["added"]) for r in out] == [("ohlcv", 240), ("mark", 240), ("funding", 30)]
+    assert [(r["series"], r["added"]) for r in out] == [("ohlcv", 48), ("mark", 48), ("funding", 6)]
     assert cli(["fetch", "--exchange", "kraken", "--symbol", "BTCUSDT", "--since", "2024-01-01"]) == 2
     assert "unknown exchange 'kraken'" in capsys.readouterr().err
 

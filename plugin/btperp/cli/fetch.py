@@ -12,6 +12,8 @@ EXAMPLES = """\
 examples:
   btperp fetch --exchange binance-usdm --symbol BTC/USDT:USDT --timeframe 1h --since 2024-01-01
   btperp fetch --symbol SOLUSDT --symbol DOGEUSDT --since 2023-06-01 --what ohlcv,mark,funding --json
+  btperp fetch --exchange bybit --symbol ETHUSDT --since 2024-01-01 --datadir mydata
+  btperp fetch --exchange okx --symbol BTC-USDT-SWAP --since 2024-06-01     # OKX: no tiers
   BINANCE_API_KEY=... BINANCE_API_SECRET=... btperp fetch --symbol BTCUSDT --since 2024-01-01 --what tiers
 
 A second run fetches only what is missing after the last stored bar. Read the result with
@@ -27,16 +29,18 @@ def register(sub) -> None:
             linear perpetuals into the datasets layout that btperp.load reads. Incremental: each
             series resumes after its last stored row; every write is atomic. Network errors, HTTP
             429 and 5xx are retried with backoff; gaps the exchange has are reported, not filled.
-            Tiers (Binance: a signed endpoint) need API keys in the environment."""),
+            Tiers: Binance's endpoint is signed (BINANCE_API_KEY, BINANCE_API_SECRET in the
+            environment); Bybit's risk limits are public; OKX tiers are bounded by contracts, not
+            notional, and are not fetched. OKX keeps three months of funding history."""),
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exchange", default="binance-usdm", help="binance-usdm (default), bybit or okx")
     p.add_argument("--symbol", action="append", required=True,
-                   help="BTC/USDT:USDT or BTCUSDT (repeat for several)")
+                   help="BTC/USDT:USDT, BTCUSDT or the exchange's id (BTC-USDT-SWAP); repeat for several")
     p.add_argument("--timeframe", default="1h", help="candle size (default 1h)")
     p.add_argument("--since", required=True, help="first day (UTC) to fetch when nothing is stored")
     p.add_argument("--until", help="last time (UTC) to fetch (default: now; only closed candles)")
-    p.add_argument("--what", default="ohlcv,mark,funding,tiers",
-                   help="series to fetch, comma-separated (default ohlcv,mark,funding,tiers)")
+    p.add_argument("--what", help="series to fetch, comma-separated: ohlcv, mark, funding, tiers "
+                                  "(default: all the exchange offers)")
     p.add_argument("--datadir", help="datasets folder (default: the bundled datasets/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print a JSON summary of what was added")
@@ -45,7 +49,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..io.fetch import Fetcher
-    what = [w.strip() for w in args.what.split(",") if w.strip()]
+    what = [w.strip() for w in args.what.split(",") if w.strip()] if args.what else None
     fetcher = Fetcher(args.exchange, datadir=args.datadir, progress=not args.no_progress and not args.json)
     reports = fetcher.fetch(args.symbol, timeframe=args.timeframe, since=args.since, until=args.until,
                             what=what)

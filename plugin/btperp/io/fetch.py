@@ -3,9 +3,11 @@
 
 * **Own pagination.** ccxt's ``paginate`` option ignores an old ``since`` without ``until`` and
   walks funding history in fixed 8-hour windows, which leaves holes on symbols that fund every 4 or
-  1 hours. Here each page starts right after the last row received (candles: the next bar;
-  funding: the next millisecond), so any interval is covered, and stops at ``until``, at an empty
-  page, or when a page brings nothing new.
+  1 hours. Here every request names a window that cannot hold more rows than one page (candles:
+  page × timeframe; funding: page × 1 hour, the shortest funding interval), because Bybit and OKX
+  answer newest first and, given a start alone, send the *latest* rows. The next window starts
+  right after the last row received (candles: the next bar; funding: the next millisecond), or
+  after an empty window, until ``until``; nothing before the market's listing time is asked for.
 * **Incremental and resumable.** A series resumes after its last stored row; pages are merged into
   the stored file every ``checkpoint`` pages and at the end, each write atomic (temporary file, then
   rename), so an interrupted run keeps every checkpoint and never leaves a partial file. Rows are
@@ -21,6 +23,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -40,6 +43,7 @@ from .market import find_gaps, floor_funding_times, parse_timeframe, read_series
 from .paths import datasets_dir
 
 SERIES = ("ohlcv", "mark", "funding", "tiers")
+HOUR_MS = 3_600_000
 
 
 class FetchError(DataError):
@@ -63,21 +67,32 @@ class Venue:
     """(ccxt option, environment variable) pairs for signed endpoints."""
     options: tuple[tuple[str, Any], ...] = ()
     """ccxt client options (what to skip when loading markets)."""
+    funding_until: str = "until"
+    """The parameter that ends a funding-history window: ccxt's unified ``until`` (inclusive) or
+    the exchange's own (OKX ``after``, exclusive: the window end + 1 ms is passed)."""
+    no_tiers: str = ""
+    """Why btperp cannot store this exchange's tiers (empty: it can)."""
 
 
 VENUES = {
     # Binance USDⓈ-M: klines up to 1000 per call through ccxt (1500 allowed, higher weight);
     # GET /fapi/v1/fundingRate: 1000 per call, shares a 500 calls / 5 min / IP limit.
     "binance-usdm": Venue("binance-usdm", "binanceusdm", 1000, 1000, 0.6,
-                          (("apiKey", "BINANCE_API_KEY"), ("secret", "BINANCE_API_SECRET")),
-                          # with keys set, ccxt would also call the spot wallet's signed coin list
-                          (("fetchCurrencies", False),)),
-    # Bybit v5: /market/kline and /market/mark-price-kline 1000, /market/funding/history 200.
+                          (("apiKey", "BINANCE_API_KEY"), ("secret", "BINANCE_API_SECRET"))),
+    # Bybit v5: /market/kline and /market/mark-price-kline 1000 per call, /market/funding/history
+    # 200; risk limits (tiers) are public. Only linear instruments are loaded.
     "bybit": Venue("bybit", "bybit", 1000, 200, 0.0,
-                   (("apiKey", "BYBIT_API_KEY"), ("secret", "BYBIT_API_SECRET"))),
-    # OKX v5: history candles 100 per call, funding-rate-history 100.
+                   (("apiKey", "BYBIT_API_KEY"), ("secret", "BYBIT_API_SECRET")),
+                   (("fetchMarkets", {"types": ["linear"]}),)),
+    # OKX v5: history candles and mark-price candles 100 per call, funding-rate-history 100 (the
+    # last three months only); windows end with ``after`` (exclusive). Position tiers are bounded
+    # by position size in contracts, not notional, so they do not fit a notional tier table.
     "okx": Venue("okx", "okx", 100, 100, 0.0,
-                 (("apiKey", "OKX_API_KEY"), ("secret", "OKX_API_SECRET"), ("password", "OKX_API_PASSWORD"))),
+                 (("apiKey", "OKX_API_KEY"), ("secret", "OKX_API_SECRET"), ("password", "OKX_API_PASSWORD")),
+                 (("fetchMarkets", {"types": ["swap", "future"]}),),
+                 funding_until="after",
+                 no_tiers="OKX bounds its position tiers by position size in contracts, not by notional, "
+                          "and btperp has no OKX rulebook to apply them"),
 }
 
 
@@ -89,14 +104,20 @@ def venue(exchange: str) -> Venue:
 
 
 def make_client(v: Venue, env: "dict[str, str] | None" = None):
-    """A ccxt client with its rate limiter on and the API keys the environment holds."""
+    """A ccxt client with its rate limiter on and the API keys the environment holds.
+
+    With keys set, ccxt's ``load_markets`` would also call the signed wallet coin list, which
+    fetch never needs: it is switched off.
+    """
     import ccxt
     env = os.environ if env is None else env
-    config: dict[str, Any] = {"enableRateLimit": True, "options": dict(v.options)}
+    config: dict[str, Any] = {"enableRateLimit": True, "options": copy.deepcopy(dict(v.options))}
     for option, variable in v.credentials:
         if env.get(variable):
             config[option] = env[variable]
-    return getattr(ccxt, v.ccxt_id)(config)
+    client = getattr(ccxt, v.ccxt_id)(config)
+    client.has = {**client.has, "fetchCurrencies": False}
+    return client
 
 
 @dataclass
@@ -154,7 +175,13 @@ class Fetcher:
             self._call("markets", "load_markets", self.client.load_markets)
             self._markets_loaded = True
         markets = self.client.markets or {}
-        unified = symbol if symbol in markets else to_unified(symbol)
+        by_id = getattr(self.client, "markets_by_id", None) or {}
+        if symbol in markets:
+            unified = symbol
+        elif symbol in by_id:                                # the exchange's spelling: BTC-USDT-SWAP
+            unified = by_id[symbol][0]["symbol"]
+        else:
+            unified = to_unified(symbol)
         if unified not in markets:
             near = sorted(s for s in markets if s.split("/")[0] == unified.split("/")[0])[:8]
             raise InputError(f"{self.venue.name} has no market {unified!r}"
@@ -178,6 +205,8 @@ class Fetcher:
         if unknown:
             raise InputError(f"unknown series {', '.join(unknown)}; choose from {', '.join(SERIES)}",
                              field="what")
+        if "tiers" in what and self.venue.no_tiers:
+            raise InputError(f"{self.venue.name} tiers cannot be fetched: {self.venue.no_tiers}", field="what")
         has = getattr(self.client, "has", {}) or {}
         needs = {"mark": "fetchMarkOHLCV", "funding": "fetchFundingRateHistory",
                  "tiers": ("fetchMarketLeverageTiers", "fetchLeverageTiers")}
@@ -230,47 +259,57 @@ class Fetcher:
     # --- pages -------------------------------------------------------------------------------------
 
     def _candle_pages(self, symbol: str, kind: str, timeframe: str, since: int, until: int,
-                      report: SeriesReport) -> Iterator[list[list[float]]]:
+                      report: SeriesReport) -> Iterator[tuple[list[list[float]], int]]:
+        """Candles opening in [since, until], one window of at most a page of bars per request."""
         step = int(parse_timeframe(timeframe).total_seconds() * 1000)
-        params = {"price": "mark"} if kind == "mark" else {}
+        span = self.venue.ohlcv_page * step
         cursor = since
         where = f"{symbol} {kind} {timeframe}"
         while cursor <= until:
+            # the window ends 1 ms before a bar opens: inclusive (Binance, Bybit) and exclusive
+            # (OKX) ends then take the same bars
+            end = min(cursor + span, until + step) - 1
+            params = {"until": end, **({"price": "mark"} if kind == "mark" else {})}
             page = self._call(where, f"page from {_iso(cursor)}", self.client.fetch_ohlcv, symbol,
-                              timeframe, since=cursor, limit=self.venue.ohlcv_page, params=dict(params))
+                              timeframe, since=cursor, limit=self.venue.ohlcv_page, params=params)
             report.requests += 1
             self._check_parsed(page, where, cursor)
-            rows = _check_candles(page, where, cursor, step)
-            rows = [r for r in rows if cursor <= r[0] <= until]
-            if not rows:
-                return
-            yield rows
-            cursor = int(rows[-1][0]) + step
+            rows = [r for r in _check_candles(page, where, cursor, step) if cursor <= r[0] <= min(end, until)]
+            # after an empty window, the next one
+            cursor = int(rows[-1][0]) + step if rows else end + 1
+            yield rows, min(cursor, until)
 
     def _funding_pages(self, symbol: str, since: int, until: int,
-                       report: SeriesReport) -> Iterator[list[list[float]]]:
+                       report: SeriesReport) -> Iterator[tuple[list[list[float]], int]]:
+        """Funding events in [since, until]; a window spans a page of hours (at most one event an
+        hour on any exchange, so a window never holds more than a page)."""
         cursor = since
         where = f"{symbol} funding"
+        span = self.venue.funding_page * HOUR_MS
+        exclusive = self.venue.funding_until != "until"
         while cursor <= until:
+            end = min(cursor + span - 1, until)
             wait = self._last_funding_call + self.venue.funding_spacing_s - time.monotonic()
             if wait > 0:
                 self.sleep(wait)
             page = self._call(where, f"page from {_iso(cursor)}", self.client.fetch_funding_rate_history,
-                              symbol, since=cursor, limit=self.venue.funding_page)
+                              symbol, since=cursor, limit=self.venue.funding_page,
+                              params={self.venue.funding_until: end + 1 if exclusive else end})
             self._last_funding_call = time.monotonic()
             report.requests += 1
             self._check_parsed(page, where, cursor)
-            rows = [r for r in _check_funding(page, where, cursor) if cursor <= r[0] <= until]
-            if not rows:
-                return
-            yield rows
-            cursor = int(rows[-1][0]) + 1
+            rows = [r for r in _check_funding(page, where, cursor) if cursor <= r[0] <= end]
+            cursor = int(rows[-1][0]) + 1 if rows else end + 1
+            yield rows, min(cursor, until)
 
     # --- one series ----------------------------------------------------------------------------------
 
     def fetch_series(self, symbol: str, kind: str, timeframe: str | None, since: int,
-                     until: int) -> SeriesReport:
-        """Fetch one series from after its last stored row (or ``since``) to ``until`` (ms)."""
+                     until: int, listed: int | None = None) -> SeriesReport:
+        """Fetch one series from after its last stored row (or ``since``) to ``until`` (ms).
+
+        ``listed``: the market's listing time; nothing before it is requested.
+        """
         unified = to_unified(symbol)
         tf = timeframe if kind in ("ohlcv", "mark") else None
         path = series_path(self.venue.name, unified, kind, tf, self.root)
@@ -282,16 +321,21 @@ class Fetcher:
             # candles: the next bar; funding: the next second (stored times are floored to it)
             step = int(parse_timeframe(tf).total_seconds() * 1000) if tf else 1000
             start = max(since, last + step)
+        elif listed is not None and listed > start:
+            start = listed
         pages = (self._candle_pages(unified, kind, tf, start, until, report) if tf
                  else self._funding_pages(unified, start, until, report))
         pending: list[list[float]] = []
         bar = self._bar(f"{unified} {kind}{' ' + tf if tf else ''}", start, until)
+        was_empty = stored is None or not len(stored)
         count = 0
-        for rows in pages:
+        for rows, reached in pages:
+            if bar is not None:
+                bar.update(reached - bar.n)
+            if not rows:
+                continue
             pending.extend(rows)
             count += 1
-            if bar is not None:
-                bar.update(min(int(rows[-1][0]), until) - bar.n)
             if count % self.checkpoint == 0:
                 stored = self._store(path, kind, tf, stored, pending, report)
                 pending = []
@@ -304,6 +348,14 @@ class Fetcher:
             report.gaps = gaps.describe() if gaps.count else None
         if report.added == 0:
             report.note = "up to date" if stored is not None and len(stored) else "the exchange returned nothing"
+        elif was_empty:
+            first = to_ms(stored["time"].iloc[0])
+            # a bar late, or a day late for funding (intervals up to 8 hours): the exchange's history
+            # starts there (OKX keeps three months of funding), or the market was listed then
+            late = int(parse_timeframe(tf).total_seconds() * 1000) if tf else 24 * HOUR_MS
+            if first - since >= late:
+                report.note = (f"the exchange's history starts at {_iso(first)}, after the requested "
+                               f"{_iso(since)}")
         return report
 
     def _bar(self, label: str, start: int, until: int):
@@ -382,14 +434,18 @@ class Fetcher:
     # --- everything --------------------------------------------------------------------------------
 
     def fetch(self, symbols: Sequence[str], *, timeframe: str = "1h", since: Any, until: Any = None,
-              what: Sequence[str] = SERIES) -> list[SeriesReport]:
-        """Fetch ``what`` for every symbol; returns one report per symbol and series."""
+              what: Sequence[str] | None = None) -> list[SeriesReport]:
+        """Fetch ``what`` (default: every series the exchange offers) for every symbol; returns one
+        report per symbol and series."""
         from .market import inclusive_end
-        what = list(what)
+        what = list(what) if what is not None else [w for w in SERIES
+                                                      if not (w == "tiers" and self.venue.no_tiers)]
         self.check_series(what)
         if any(w in ("ohlcv", "mark") for w in what):
             self.check_timeframe(timeframe)
-        unified = [self.market(s)["symbol"] for s in symbols]
+        markets = [self.market(s) for s in symbols]
+        unified = [m["symbol"] for m in markets]
+        listed = {m["symbol"]: m.get("created") for m in markets if m.get("created")}
         since_ms = to_ms(since)
         now = self.clock()
         until_ms = min(to_ms(inclusive_end(until)), now) if until is not None else now
@@ -404,7 +460,8 @@ class Fetcher:
                     if kind != "funding":
                         step = int(parse_timeframe(timeframe).total_seconds() * 1000)
                         last = min(until_ms, (now // step) * step - step)
-                    reports.append(self.fetch_series(s, kind, timeframe, since_ms, last))
+                    reports.append(self.fetch_series(s, kind, timeframe, since_ms, last,
+                                                     listed=listed.get(s)))
         if "tiers" in what:
             reports.extend(self.fetch_tiers(unified))
         return reports
@@ -454,17 +511,21 @@ def _check_candles(page: Any, where: str, cursor: int, step: int) -> list[list[f
     for i, row in enumerate(page):
         try:
             t = int(row[0])
-            values = [float(v) for v in row[1:6]]
-            if len(values) < 4 or not all(math.isfinite(v) for v in values[:4]):
+            prices = [float(v) for v in row[1:5]]
+            # mark-price candles carry no volume (OKX: none at all)
+            volume = float(row[5]) if len(row) > 5 and row[5] is not None else 0.0
+            if len(prices) < 4 or not all(math.isfinite(v) for v in (*prices, volume)):
                 raise ValueError
         except (TypeError, ValueError, IndexError):
-            raise FetchError(f"{where}: malformed candle {i} of the page from {_iso(cursor)}: {row!r}") from None
+            at = f" (at {_iso(int(row[0]))})" if isinstance(row, (list, tuple)) and row and row[0] else ""
+            raise FetchError(f"{where}: malformed candle {i}{at} of the page from {_iso(cursor)}: "
+                             f"{row!r}") from None
         if t % step:
             raise FetchError(f"{where}: candle {i} of the page from {_iso(cursor)} at {_iso(t)} is off the "
                              f"timeframe grid")
         if out and t <= out[-1][0]:
             raise FetchError(f"{where}: candles out of order in the page from {_iso(cursor)} at row {i}")
-        out.append([t, *values, *([0.0] if len(values) == 4 else [])])
+        out.append([t, *prices, volume])
     return out
 
 
@@ -501,15 +562,15 @@ def _frame(kind: str, rows: list[list[float]]) -> pd.DataFrame:
 
 
 def _ccxt_tiers(rows: Any) -> list[dict]:
-    """ccxt's unified tiers, with the exchange's maintenance amount as ``cum`` when it gives one."""
+    """ccxt's unified tiers, keeping of the raw answer only the exchange's maintenance amount
+    (Binance ``cum``, Bybit ``mmDeduction``), which TierTable checks against its derivation."""
     out = []
     for r in rows or []:
         info = r.get("info") or {}
         row = {k: r.get(k) for k in ("tier", "minNotional", "maxNotional", "maintenanceMarginRate",
                                       "maxLeverage")}
-        cum = info.get("cum") if isinstance(info, dict) else None
-        if cum is not None:
-            row["cum"] = float(cum)
+        if isinstance(info, dict):
+            row["info"] = {k: info[k] for k in ("cum", "mmDeduction") if k in info}
         out.append(row)
     return out
 
