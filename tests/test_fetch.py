@@ -320,3 +320,15 @@ def test_the_suite_cannot_reach_the_network():
     import socket
     with pytest.raises(RuntimeError, match="tried to reach the network"):
         socket.create_connection(("127.0.0.1", 9), timeout=1)
+
+
+@pytest.mark.parametrize("row,message", [
+    (["soon", "1", "2", "3", "4", "5"], r"malformed candle 0 of the page from 1970-01-01 00:00: \['soon'"),
+    ([3600000, "1", None, "3", "4", "5"], r"malformed candle 0 \(at 1970-01-01 01:00\) of the page"),
+    ([3600000, "1", "2", "3", "nan", "5"], r"malformed candle 0 \(at 1970-01-01 01:00\)"),
+    (None, "malformed candle 0 of the page from 1970-01-01 00:00: None"),
+    ([5, "1", "2", "3", "4", "5"], "candle 0 of the page from 1970-01-01 00:00 at 1970-01-01 00:00 is off the"),
+])
+def test_every_malformed_candle_is_named(row, message):
+    with pytest.raises(FetchError, match=message):
+        fetch_mod._check_candles([row], "BTC/USDT:USDT ohlcv 1h", 0, fakex.HOUR)

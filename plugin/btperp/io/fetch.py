@@ -517,8 +517,7 @@ def _check_candles(page: Any, where: str, cursor: int, step: int) -> list[list[f
             if len(prices) < 4 or not all(math.isfinite(v) for v in (*prices, volume)):
                 raise ValueError
         except (TypeError, ValueError, IndexError):
-            at = f" (at {_iso(int(row[0]))})" if isinstance(row, (list, tuple)) and row and row[0] else ""
-            raise FetchError(f"{where}: malformed candle {i}{at} of the page from {_iso(cursor)}: "
+            raise FetchError(f"{where}: malformed candle {i}{_at(row)} of the page from {_iso(cursor)}: "
                              f"{row!r}") from None
         if t % step:
             raise FetchError(f"{where}: candle {i} of the page from {_iso(cursor)} at {_iso(t)} is off the "
@@ -527,6 +526,14 @@ def _check_candles(page: Any, where: str, cursor: int, step: int) -> list[list[f
             raise FetchError(f"{where}: candles out of order in the page from {_iso(cursor)} at row {i}")
         out.append([t, *prices, volume])
     return out
+
+
+def _at(row: Any) -> str:
+    """`` (at <time>)`` for a candle whose time at least can be read, else nothing."""
+    try:
+        return f" (at {_iso(int(row[0]))})"
+    except (TypeError, ValueError, IndexError, KeyError, OverflowError):
+        return ""
 
 
 def _check_funding(page: Any, where: str, cursor: int) -> list[list[float]]:
