@@ -189,15 +189,27 @@ def test_nothing_before_the_listing_is_requested(tmp_path, exchange):
     f = _fetcher(fake, tmp_path, exchange=exchange)
     listed = f.market("BTC/USDT:USDT")["created"]
     reports = f.fetch(["BTCUSDT"], since="2015-01-01", what=["ohlcv"])
-    # windows from the listing time (2020 / 2021) to 2024, none from 2015
     first = {"bybit": lambda q: int(q["start"]), "okx": lambda q: int(q["before"]) + 1}[exchange]
     starts = [first(q) for path, q in fake.queries if path == fake.PATHS["ohlcv"]]
-    assert starts[0] >= listed and starts[0] - listed < fakex.HOUR and starts == sorted(starts)
     span = VENUES[exchange].ohlcv_page * fakex.HOUR
-    assert reports[0].requests == len(starts) <= (START + 2600 * fakex.HOUR - listed) // span + 3
+    # one window just before the listing (2020 / 2021) holds nothing: the walk starts there, not in 2015
+    assert listed - span <= starts[0] < listed
+    assert listed <= starts[1] < listed + fakex.HOUR and starts[1:] == sorted(starts[1:])
+    assert reports[0].requests == len(starts) <= (START + 2600 * fakex.HOUR - listed) // span + 4
     assert reports[0].added == 300
     assert reports[0].note == ("the exchange's history starts at 2024-01-01 00:00, after the requested "
                                "2015-01-01 00:00")
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_data_before_the_stated_listing_time_are_not_skipped(tmp_path, exchange):
+    # Binance states BTCUSDT's onboardDate as 2019-09-25, yet its candles start on 2019-09-08
+    fake = _fake(exchange, 300)
+    f = _fetcher(fake, tmp_path, exchange=exchange)
+    f.market("BTCUSDT")["created"] = START + 100 * fakex.HOUR
+    reports = f.fetch(["BTCUSDT"], since="2023-12-01", what=["ohlcv", "funding"])
+    assert [r.added for r in reports] == [300, len(fake.events)]
+    np.testing.assert_array_equal(_as_rows(_stored(tmp_path, "ohlcv", exchange=exchange)), fake.expected("ohlcv"))
 
 
 def test_okx_funding_history_that_starts_late_is_noted(tmp_path):

@@ -7,7 +7,8 @@
   page × timeframe; funding: page × 1 hour, the shortest funding interval), because Bybit and OKX
   answer newest first and, given a start alone, send the *latest* rows. The next window starts
   right after the last row received (candles: the next bar; funding: the next millisecond), or
-  after an empty window, until ``until``; nothing before the market's listing time is asked for.
+  after an empty window, until ``until``. The walk starts at the market's listing time when the
+  exchange has nothing in the window just before it (one request checks).
 * **Incremental and resumable.** A series resumes after its last stored row; pages are merged into
   the stored file every ``checkpoint`` pages and at the end, each write atomic (temporary file, then
   rename), so an interrupted run keeps every checkpoint and never leaves a partial file. Rows are
@@ -308,7 +309,8 @@ class Fetcher:
                      until: int, listed: int | None = None) -> SeriesReport:
         """Fetch one series from after its last stored row (or ``since``) to ``until`` (ms).
 
-        ``listed``: the market's listing time; nothing before it is requested.
+        ``listed``: the market's listing time; when the exchange has nothing just before it, nothing
+        before it is requested.
         """
         unified = to_unified(symbol)
         tf = timeframe if kind in ("ohlcv", "mark") else None
@@ -321,10 +323,10 @@ class Fetcher:
             # candles: the next bar; funding: the next second (stored times are floored to it)
             step = int(parse_timeframe(tf).total_seconds() * 1000) if tf else 1000
             start = max(since, last + step)
-        elif listed is not None and listed > start:
+        elif listed is not None and since < listed <= until and self._listing_holds(unified, kind, tf, since,
+                                                                                       listed, report):
             start = listed
-        pages = (self._candle_pages(unified, kind, tf, start, until, report) if tf
-                 else self._funding_pages(unified, start, until, report))
+        pages = self._pages(unified, kind, tf, start, until, report)
         pending: list[list[float]] = []
         bar = self._bar(f"{unified} {kind}{' ' + tf if tf else ''}", start, until)
         was_empty = stored is None or not len(stored)
@@ -357,6 +359,21 @@ class Fetcher:
                 report.note = (f"the exchange's history starts at {_iso(first)}, after the requested "
                                f"{_iso(since)}")
         return report
+
+    def _pages(self, symbol: str, kind: str, tf: str | None, start: int, until: int,
+               report: SeriesReport) -> Iterator[tuple[list[list[float]], int]]:
+        return (self._candle_pages(symbol, kind, tf, start, until, report) if tf
+                else self._funding_pages(symbol, start, until, report))
+
+    def _listing_holds(self, symbol: str, kind: str, tf: str | None, since: int, listed: int,
+                       report: SeriesReport) -> bool:
+        """Whether the exchange has nothing in the window just before the market's listing time,
+        so the walk can start there. Listing times are not always the first data: Binance lists
+        BTCUSDT on 2019-09-25 (``onboardDate``), yet its candles start on 2019-09-08."""
+        span = (self.venue.ohlcv_page * int(parse_timeframe(tf).total_seconds() * 1000) if tf
+                else self.venue.funding_page * HOUR_MS)
+        rows, _ = next(self._pages(symbol, kind, tf, max(since, listed - span), listed - 1, report))
+        return not rows
 
     def _bar(self, label: str, start: int, until: int):
         if not self.progress or until <= start:
