@@ -344,3 +344,14 @@ def test_the_suite_cannot_reach_the_network():
 def test_every_malformed_candle_is_named(row, message):
     with pytest.raises(FetchError, match=message):
         fetch_mod._check_candles([row], "BTC/USDT:USDT ohlcv 1h", 0, fakex.HOUR)
+
+
+def test_by_default_signed_tiers_are_skipped_without_keys_and_fetched_with_them(tmp_path):
+    without = _fetcher(_fake("binance-usdm", 50), tmp_path / "a", keys=False).fetch(["BTCUSDT"], since="2024-01-01")
+    assert [(r.series, r.added) for r in without] == [("ohlcv", 50), ("mark", 50), ("funding", 7), ("tiers", 0)]
+    assert without[-1].note == ("skipped: the tier endpoint is signed; set BINANCE_API_KEY and "
+                                "BINANCE_API_SECRET to fetch tiers")
+    assert not (tmp_path / "a" / "binance-usdm" / "tier_history.json").exists()
+    with_keys = _fetcher(_fake("binance-usdm", 50), tmp_path / "b").fetch(["BTCUSDT"], since="2024-01-01")
+    assert with_keys[-1].series == "tiers" and with_keys[-1].added == 1
+    assert (tmp_path / "b" / "binance-usdm" / "tier_history.json").exists()

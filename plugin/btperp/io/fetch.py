@@ -73,13 +73,16 @@ class Venue:
     the exchange's own (OKX ``after``, exclusive: the window end + 1 ms is passed)."""
     no_tiers: str = ""
     """Why btperp cannot store this exchange's tiers (empty: it can)."""
+    signed_tiers: bool = False
+    """The tier endpoint needs API keys."""
 
 
 VENUES = {
     # Binance USDⓈ-M: klines up to 1000 per call through ccxt (1500 allowed, higher weight);
     # GET /fapi/v1/fundingRate: 1000 per call, shares a 500 calls / 5 min / IP limit.
     "binance-usdm": Venue("binance-usdm", "binanceusdm", 1000, 1000, 0.6,
-                          (("apiKey", "BINANCE_API_KEY"), ("secret", "BINANCE_API_SECRET"))),
+                          (("apiKey", "BINANCE_API_KEY"), ("secret", "BINANCE_API_SECRET")),
+                          signed_tiers=True),
     # Bybit v5: /market/kline and /market/mark-price-kline 1000 per call, /market/funding/history
     # 200; risk limits (tiers) are public. Only linear instruments are loaded.
     "bybit": Venue("bybit", "bybit", 1000, 200, 0.0,
@@ -234,9 +237,8 @@ class Fetcher:
                                      f"{self._redact(str(exc))[:300]}") from None
                 self.sleep(self.backoff_s * 2 ** attempt)
             except ccxt.AuthenticationError as exc:
-                names = " and ".join(v for _, v in self.venue.credentials)
-                raise FetchError(f"{self.venue.name} {where}: {what} needs API keys; set {names} in "
-                                 f"the environment ({type(exc).__name__})") from None
+                raise FetchError(f"{self.venue.name} {where}: {what} needs API keys; set {self._key_names()} "
+                                 f"in the environment ({type(exc).__name__})") from None
             except ccxt.ExchangeError as exc:
                 raise FetchError(f"{self.venue.name} {where}: {what} refused: "
                                  f"{self._redact(str(exc))[:300]}") from None
@@ -249,6 +251,9 @@ class Fetcher:
         if raw is not None and isinstance(page, list) and len(page) < raw:
             raise FetchError(f"{where}: the page from {_iso(cursor)} had {raw} rows, of which ccxt "
                              f"could parse {len(page)}: malformed rows from the exchange")
+
+    def _key_names(self) -> str:
+        return " and ".join(variable for _, variable in self.venue.credentials)
 
     def _redact(self, text: str) -> str:
         for option, _ in self.venue.credentials:
@@ -452,11 +457,16 @@ class Fetcher:
 
     def fetch(self, symbols: Sequence[str], *, timeframe: str = "1h", since: Any, until: Any = None,
               what: Sequence[str] | None = None) -> list[SeriesReport]:
-        """Fetch ``what`` (default: every series the exchange offers) for every symbol; returns one
-        report per symbol and series."""
+        """Fetch ``what`` (default: every series the exchange offers, tiers from a signed endpoint
+        only with API keys) for every symbol; returns one report per symbol and series."""
         from .market import inclusive_end
-        what = list(what) if what is not None else [w for w in SERIES
-                                                      if not (w == "tiers" and self.venue.no_tiers)]
+        skipped = None
+        if what is None:
+            what = [w for w in SERIES if not (w == "tiers" and self.venue.no_tiers)]
+            if "tiers" in what and self.venue.signed_tiers and not getattr(self.client, "apiKey", None):
+                what.remove("tiers")
+                skipped = f"skipped: the tier endpoint is signed; set {self._key_names()} to fetch tiers"
+        what = list(what)
         self.check_series(what)
         if any(w in ("ohlcv", "mark") for w in what):
             self.check_timeframe(timeframe)
@@ -481,6 +491,8 @@ class Fetcher:
                                                      listed=listed.get(s)))
         if "tiers" in what:
             reports.extend(self.fetch_tiers(unified))
+        elif skipped:
+            reports.extend(SeriesReport(self.venue.name, s, "tiers", None, note=skipped) for s in unified)
         return reports
 
 
