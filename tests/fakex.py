@@ -78,7 +78,6 @@ class FakeExchange:
         #: (ms on the hour, rate)
         self.events = [(int(t[i]), f"{rng.normal(1e-4, 1e-4):.8f}") for i in range(bars)
                        if i % funding_hours == 0 and i >= funding_from]
-        self.closes = close
         self.fail: dict[str, list[int]] = {}
         self.malformed: dict[str, int] = {}
         self.down_after: dict[str, int] = {}

@@ -267,8 +267,8 @@ class Fetcher:
     def _candle_pages(self, symbol: str, kind: str, timeframe: str, since: int, until: int,
                       report: SeriesReport) -> Iterator[tuple[list[list[float]], int]]:
         """Candles opening in [since, until], one window of at most a page of bars per request."""
-        step = int(parse_timeframe(timeframe).total_seconds() * 1000)
-        span = self.venue.ohlcv_page * step
+        step = _step_ms(timeframe)
+        span = self._window_ms(timeframe)
         cursor = since
         where = f"{symbol} {kind} {timeframe}"
         while cursor <= until:
@@ -291,7 +291,7 @@ class Fetcher:
         hour on any exchange, so a window never holds more than a page)."""
         cursor = since
         where = f"{symbol} funding"
-        span = self.venue.funding_page * HOUR_MS
+        span = self._window_ms(None)
         exclusive = self.venue.funding_until != "until"
         while cursor <= until:
             end = min(cursor + span - 1, until)
@@ -326,7 +326,7 @@ class Fetcher:
         if stored is not None and len(stored):
             last = to_ms(stored["time"].iloc[-1])
             # candles: the next bar; funding: the next second (stored times are floored to it)
-            step = int(parse_timeframe(tf).total_seconds() * 1000) if tf else 1000
+            step = _step_ms(tf) if tf else 1000
             start = max(since, last + step)
         elif listed is not None and since < listed <= until and self._listing_holds(unified, kind, tf, since,
                                                                                        listed, report):
@@ -359,11 +359,15 @@ class Fetcher:
             first = to_ms(stored["time"].iloc[0])
             # a bar late, or a day late for funding (intervals up to 8 hours): the exchange's history
             # starts there (OKX keeps three months of funding), or the market was listed then
-            late = int(parse_timeframe(tf).total_seconds() * 1000) if tf else 24 * HOUR_MS
+            late = _step_ms(tf) if tf else 24 * HOUR_MS
             if first - since >= late:
                 report.note = (f"the exchange's history starts at {_iso(first)}, after the requested "
                                f"{_iso(since)}")
         return report
+
+    def _window_ms(self, tf: str | None) -> int:
+        """One request's window: a page of bars (candles, ``tf`` given) or a page of hours (funding)."""
+        return self.venue.ohlcv_page * _step_ms(tf) if tf else self.venue.funding_page * HOUR_MS
 
     def _pages(self, symbol: str, kind: str, tf: str | None, start: int, until: int,
                report: SeriesReport) -> Iterator[tuple[list[list[float]], int]]:
@@ -375,9 +379,8 @@ class Fetcher:
         """Whether the exchange has nothing in the window just before the market's listing time,
         so the walk can start there. Listing times are not always the first data: Binance lists
         BTCUSDT on 2019-09-25 (``onboardDate``), yet its candles start on 2019-09-08."""
-        span = (self.venue.ohlcv_page * int(parse_timeframe(tf).total_seconds() * 1000) if tf
-                else self.venue.funding_page * HOUR_MS)
-        rows, _ = next(self._pages(symbol, kind, tf, max(since, listed - span), listed - 1, report))
+        rows, _ = next(self._pages(symbol, kind, tf, max(since, listed - self._window_ms(tf)), listed - 1,
+                                   report))
         return not rows
 
     def _bar(self, label: str, start: int, until: int):
@@ -485,7 +488,7 @@ class Fetcher:
                     # a candle is complete once its bar has closed
                     last = until_ms
                     if kind != "funding":
-                        step = int(parse_timeframe(timeframe).total_seconds() * 1000)
+                        step = _step_ms(timeframe)
                         last = min(until_ms, (now // step) * step - step)
                     reports.append(self.fetch_series(s, kind, timeframe, since_ms, last,
                                                      listed=listed.get(s)))
@@ -523,6 +526,10 @@ def _rows_of(answer: Any) -> int | None:
         if isinstance(answer.get("data"), list):
             return len(answer["data"])
     return None
+
+
+def _step_ms(timeframe: str) -> int:
+    return int(parse_timeframe(timeframe).total_seconds() * 1000)
 
 
 def _ccxt_version() -> str:
