@@ -208,6 +208,8 @@ class RunConfig:
     margin_mode: str = "isolated"
     cash: float = 10_000.0
     trigger: str = "mark"
+    intrabar: str = "path"
+    """Which extreme of a bar comes first (btperp.intrabar): ``path`` or ``adverse``."""
     stake: float = 95.0
     """Percent of the available balance each entry puts up as initial margin (MarginSizer)."""
     datadir: str | None = None
@@ -265,7 +267,7 @@ def run(config: RunConfig, out: "str | os.PathLike[str] | None" = None, *, run_i
     cerebro.addsizer(MarginSizer, percents=config.stake)
     cerebro.addanalyzer(EquityCurve, _name="equity")
     broker = install(cerebro, exchange=config.exchange, cash=config.cash, leverage=config.leverage,
-                     margin_mode=config.margin_mode, trigger=config.trigger,
+                     margin_mode=config.margin_mode, trigger=config.trigger, intrabar=config.intrabar,
                      **({"datadir": config.datadir} if config.datadir else {}))
     if out is not None:
         cerebro.addanalyzer(PerpHistory, path=str(out), run_id=run_id)

@@ -2,13 +2,19 @@
 
 Pure core (numpy; no backtrader, no I/O). It answers, for one position or half a million at once,
 the question the broker answers bar by bar, with the same rules and the same order of events
-within a bar (:mod:`btperp.bt.broker`):
+within a bar (:mod:`btperp.intrabar`, which the broker uses too):
 
 1. funding events at the bar's open are paid by a position held at that open;
 2. a position whose trigger price (mark, or last) *opens* beyond its liquidation price is
    liquidated at the open;
-3. a position opened at the bar's open (an entry) pays the funding events later in the bar and
-   is checked against the bar's adverse extreme (low for a long, high for a short).
+3. funding events later in the bar are paid, and the position is checked against the bar's
+   adverse extreme (low for a long, high for a short).
+
+A position entered inside its first bar, at bar time ``entry_t`` (0 < t ≤ 3 on the bar's path,
+:mod:`btperp.intrabar`), is checked in that bar only against the path after ``entry_t``: from
+the trigger price there (beyond its liquidation price: liquidated at it) to its adverse extreme
+over ``[entry_t, 3]``. The path's order of extremes is the ``intrabar`` model's, for a book that
+was flat at the bar's open.
 
 The equation
     Per unit of size, a position with margin ``m`` (USDT per unit), entry ``e`` and side ``σ`` has
@@ -47,6 +53,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import DataError
+from .intrabar import Intrabar, extreme_after_array, low_first, value_at_array
 from .liquidation import bankruptcy_fill
 from .margin import maintenance_margin_array, solve_price_array
 from .rules import Rulebook
@@ -152,8 +159,8 @@ class Positions:
 
     ``margin`` is the equity (USDT) that backs the position before its PnL: the isolated margin,
     or the cross wallet of an account holding only it. ``start`` is the first bar checked and
-    ``opened`` whether the position opened at that bar's open (an entry); ``stop`` the bar after
-    the last one checked.
+    ``opened`` whether the position opened in that bar (an entry), at bar time ``entry_t`` (0: the
+    open; see :mod:`btperp.intrabar`); ``stop`` the bar after the last one checked.
     """
 
     side: np.ndarray
@@ -164,16 +171,19 @@ class Positions:
     start: np.ndarray
     stop: np.ndarray
     opened: np.ndarray
+    entry_t: np.ndarray | None = None
 
     @classmethod
-    def of(cls, side, size, entry_price, margin, leverage, start, stop, opened=True) -> "Positions":
+    def of(cls, side, size, entry_price, margin, leverage, start, stop, opened=True,
+           entry_t=0.0) -> "Positions":
         side, size, entry_price, margin, leverage = (np.atleast_1d(np.asarray(x, dtype=float))
                                                      for x in (side, size, entry_price, margin, leverage))
         n = max(len(side), len(size), len(entry_price), len(margin), len(leverage),
                 np.size(start), np.size(stop))
         b = lambda x, t: np.broadcast_to(np.asarray(x, dtype=t), (n,)).copy()   # noqa: E731
         return cls(b(side, float), b(size, float), b(entry_price, float), b(margin, float),
-                   b(leverage, float), b(start, np.int64), b(stop, np.int64), b(opened, bool))
+                   b(leverage, float), b(start, np.int64), b(stop, np.int64), b(opened, bool),
+                   b(entry_t, float))
 
     def __len__(self) -> int:
         return len(self.side)
@@ -209,10 +219,11 @@ class Outcome:
 
 
 def replay(market: Market, rulebook: Rulebook, positions: Positions, *, trigger: str = "mark",
-           taker_fee: float | None = None) -> Outcome:
+           taker_fee: float | None = None, intrabar: "Intrabar | str" = Intrabar.PATH) -> Outcome:
     """Replay ``positions`` over ``market`` under ``rulebook`` (module docstring)."""
     fee = rulebook.taker_fee if taker_fee is None else float(taker_fee)
     p = positions
+    inside = _entered_inside(market, p, trigger, intrabar)
     n = len(market)
     if len(p) and (p.start.min() < 0 or p.stop.max() > n or (p.start >= p.stop).any()):
         raise ValueError("each position needs 0 <= start < stop <= number of bars")
@@ -251,10 +262,31 @@ def replay(market: Market, rulebook: Rulebook, positions: Positions, *, trigger:
                 for b in np.unique(np.round(b_all[side[sel] == sgn], 15)):
                     sub = sel[(side[sel] == sgn) & (np.round(b_all, 15) == b)]
                     found = _first_hits(market, trigger, sgn, float(b), lo_bar[sub], hi_bar[sub],
-                                        c[np.searchsorted(sel, sub)], first[sub])
+                                        c[np.searchsorted(sel, sub)], first[sub],
+                                        inside[0][rows[sub]])
                     r = rows[sub]
                     hit[r] = np.minimum(hit[r], found)
-    return _outcome(market, rulebook, p, hit, base, m0, fee, trigger)
+    return _outcome(market, rulebook, p, hit, base, m0, fee, trigger, inside[1])
+
+
+def _entered_inside(market: Market, p: Positions, trigger: str, intrabar) -> tuple[np.ndarray, np.ndarray]:
+    """For positions entered inside their first bar (``entry_t`` > 0): the trigger path's adverse
+    extreme after the entry and its price at the entry (btperp.intrabar); NaN for the others."""
+    n = len(p)
+    extreme, at_entry = np.full(n, np.nan), np.full(n, np.nan)
+    t = p.entry_t if p.entry_t is not None else np.zeros(n)
+    rows = np.flatnonzero(p.opened & (t > 0))
+    if len(rows):
+        o, h, lo = (x[p.start[rows]] for x in market.prices(trigger))
+        c = (market.mark if trigger == "mark" else market.last)[3][p.start[rows]]
+        first_low = low_first(o, h, lo, intrabar, 0)        # the book was flat at the bar's open
+        side = p.side[rows]
+        for sgn in (1.0, -1.0):
+            r = side == sgn
+            extreme[rows[r]] = extreme_after_array(o[r], h[r], lo[r], c[r], first_low[r], t[rows[r]],
+                                                   lowest=sgn > 0)
+        at_entry[rows] = value_at_array(o, h, lo, c, first_low, t[rows])
+    return extreme, at_entry
 
 
 def _tier_range(rulebook: Rulebook, table: TierTable, side, size, entry, lev, fee, margins):
@@ -270,14 +302,20 @@ def _tier_range(rulebook: Rulebook, table: TierTable, side, size, entry, lev, fe
 
 
 def _first_hits(market: Market, trigger: str, side: float, b: float, lo: np.ndarray,
-                hi: np.ndarray, c: np.ndarray, first: np.ndarray) -> np.ndarray:
+                hi: np.ndarray, c: np.ndarray, first: np.ndarray, inside: np.ndarray) -> np.ndarray:
     """First bar in [lo, hi) where the series is at or below ``c`` (len(market) if none). At an
-    entry bar (``first``) only the extreme counts: the position was opened at that open."""
+    entry bar (``first``) only the extreme counts: the position was opened at that open, or at
+    its entry time inside the bar (``inside``: the adverse extreme after it, else NaN)."""
     n = len(market)
     series = market._gseries(trigger, int(side), b)
     out = np.full(len(lo), n, dtype=np.int64)
     if first.any():
-        entry_hit = first & (series[1][lo] <= c)
+        at_extreme = series[1][lo]
+        custom = first & ~np.isnan(inside)
+        if custom.any():
+            at_extreme = np.where(custom, side * (inside * (1.0 - side * b) - market.f_after[lo]),
+                                  at_extreme)
+        entry_hit = first & (at_extreme <= c)
         out[entry_hit] = lo[entry_hit]
     todo = np.flatnonzero((out == n) & (lo + first < hi))
     if not len(todo):
@@ -333,7 +371,7 @@ class _SparseMin:
 
 
 def _outcome(market: Market, rulebook: Rulebook, p: Positions, hit, base, m0, fee: float,
-             trigger: str) -> Outcome:
+             trigger: str, at_entry: np.ndarray) -> Outcome:
     n = len(market)
     count = len(p)
     liquidated = hit < n
@@ -363,7 +401,8 @@ def _outcome(market: Market, rulebook: Rulebook, p: Positions, hit, base, m0, fe
                                               m_open[r], fee)
             lp_after[r], _ = solve_price_array(rulebook, table, side[r], size[r], entry[r], lev[r],
                                                m_after[r], fee)
-        opening = o[t]
+        # the trigger price at the open, or where a position entered inside the bar started
+        opening = np.where(entry_bar & ~np.isnan(at_entry[rows]), at_entry[rows], o[t])
         # step 2 of the bar: the open beyond the liquidation price (not at an entry's own open)
         at_open = ~entry_bar & (side * (opening - lp_open) <= 0)
         price = np.where(at_open, lp_open, lp_after)

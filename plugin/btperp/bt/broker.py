@@ -51,6 +51,7 @@ import backtrader as bt
 from backtrader.order import BuyOrder, Order, SellOrder
 
 from ..errors import DataError, DataWarning, InputError
+from ..intrabar import CLOSE_T, Intrabar, OrderKind, low_first, order_time, value_at, vertices, window_extreme
 from ..liquidation import FillPolicy, GroupLeg, Settlement, settle, settle_group
 from ..margin import (AccountMargin, MarginMode, Position, PositionMargin, Side, evaluate,
                       maintenance_margin, max_open_size, solve_price, tier_of)
@@ -147,6 +148,9 @@ class Fill:
     """Realized PnL of the closing part (0 for an opening fill)."""
     maker: bool
     order_ref: int
+    insurance_flow: float = 0.0
+    """What the insurance fund covered (< 0) when an isolated position was closed beyond its
+    bankruptcy price: the trader's loss stops at the position's margin."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -269,6 +273,7 @@ class Instrument:
     lot_size: float | None
     trigger: str
     mark_fallback: str | None
+    intrabar: Intrabar = Intrabar.PATH
 
 
 class _Book:
@@ -299,8 +304,15 @@ class _Book:
         self.valprice = math.nan        # mark close the position was last valued at
         self.fallback_bars = 0
         # bar prices: trigger series (open, high, low) and valuation mark (close)
-        self.t_open = self.t_high = self.t_low = self.mark_close = self.mark_open = math.nan
+        self.t_open = self.t_high = self.t_low = self.t_close = math.nan
+        self.mark_close = self.mark_open = math.nan
         self.read = False               # this bar's prices have been read
+        # bar time (btperp.intrabar: 0 open .. 3 close) since which the position has its current
+        # state, the side it had at the bar's open, and the bar's paths (trigger, last), if built
+        self.since = 0.0
+        self.changed = False            # a fill changed the position in this bar
+        self.side0 = 0
+        self.paths: tuple | None = None
         self.row = -1
         self.later_funding = None       # (per unit, rate) of events after the open, paid after fills
         self.funded = math.nan          # bar whose funding has been looked up
@@ -327,6 +339,7 @@ def _fallback(book: _Book, what: str) -> None:
     data = book.data
     book.mark_open, book.mark_close = data.open[0], data.close[0]
     book.t_open, book.t_high, book.t_low = data.open[0], data.high[0], data.low[0]
+    book.t_close = data.close[0]
 
 
 def _now(buf) -> float:
@@ -342,9 +355,10 @@ def _read_perp(book: _Book) -> None:
         return _fallback(book, "the feed's mark lines are NaN")
     book.mark_open, book.mark_close = mo, mc
     if book.inst.trigger == "mark":
-        book.t_open, book.t_high, book.t_low = mo, mh, ml
+        book.t_open, book.t_high, book.t_low, book.t_close = mo, mh, ml, mc
     else:
         book.t_open, book.t_high, book.t_low = _now(book.l_o), _now(book.l_h), _now(book.l_l)
+        book.t_close = _now(book.l_c)
 
 
 def _split(per_unit, at_open, rate, book: _Book):
@@ -375,9 +389,10 @@ def _read_table(book: _Book) -> None:
         return _fallback(book, "its mark is NaN")
     book.mark_open, book.mark_close = mo, mc
     if book.inst.trigger == "mark":
-        book.t_open, book.t_high, book.t_low = mo, mh, ml
+        book.t_open, book.t_high, book.t_low, book.t_close = mo, mh, ml, mc
     else:
         book.t_open, book.t_high, book.t_low = _now(book.l_o), _now(book.l_h), _now(book.l_l)
+        book.t_close = _now(book.l_c)
 
 
 def _funding_table(book: _Book):
@@ -414,6 +429,8 @@ class PerpBroker(bt.brokers.BackBroker):
     - ``trigger``: ``mark`` (default) or ``last`` (liquidate on last-price extremes, as
       freqtrade and Jesse do; for comparisons)
     - ``mark_fallback``: None (a bar without a mark is an error) or ``last``
+    - ``intrabar``: ``path`` (default) or ``adverse``: which extreme of a bar comes first when
+      fills, funding and liquidations are put in time order (:mod:`btperp.intrabar`)
     - ``margin_call_levels``: margin ratios that raise a margin call (default ``(0.8,)``)
     - ``tiers``: tier tables: None (the exchange's bundled history), a TierTable, a TierHistory,
       or a dict symbol → either
@@ -431,6 +448,7 @@ class PerpBroker(bt.brokers.BackBroker):
         ("lot_size", None),
         ("trigger", "mark"),
         ("mark_fallback", None),
+        ("intrabar", "path"),
         ("margin_call_levels", (0.8,)),
         ("tiers", None),
         ("datadir", None),
@@ -438,7 +456,7 @@ class PerpBroker(bt.brokers.BackBroker):
 
     _INSTRUMENT_KEYS = ("exchange", "leverage", "margin_mode", "maker_fee", "taker_fee",
                         "liquidation_fee", "fill_policy", "lot_size", "trigger", "mark_fallback",
-                        "tiers")
+                        "intrabar", "tiers")
 
     def __init__(self):
         super().__init__()
@@ -471,6 +489,8 @@ class PerpBroker(bt.brokers.BackBroker):
             MarginMode.parse(s["margin_mode"])
         if "fill_policy" in s:
             FillPolicy.parse(s["fill_policy"])
+        if "intrabar" in s:
+            Intrabar.parse(s["intrabar"])
         lev = s.get("leverage")
         if lev is not None and not (isinstance(lev, (int, float)) and math.isfinite(lev) and lev >= 1):
             raise InputError(f"{where}: leverage must be a number >= 1, got {lev!r}", field="leverage")
@@ -503,6 +523,7 @@ class PerpBroker(bt.brokers.BackBroker):
         self.fills: list[Fill] = []
         self.margin_changes: list[MarginChange] = []
         self.deposits = 0.0
+        self._inflight = None                   # the order being filled (btperp.intrabar)
 
     def set_cash(self, cash):
         super().set_cash(cash)
@@ -538,7 +559,8 @@ class PerpBroker(bt.brokers.BackBroker):
     @property
     def insurance_fund(self) -> float:
         """What the exchange's insurance fund gained (+) or covered (−) over the run."""
-        return math.fsum(x.insurance_flow for x in self.liquidations)
+        return math.fsum([x.insurance_flow for x in self.liquidations]
+                         + [f.insurance_flow for f in self.fills if f.insurance_flow])
 
     @property
     def wallet_balance(self) -> float:
@@ -589,7 +611,7 @@ class PerpBroker(bt.brokers.BackBroker):
                                  else float(settings["liquidation_fee"])),
                 fill_policy=FillPolicy.parse(settings["fill_policy"]),
                 lot_size=settings["lot_size"], trigger=settings["trigger"],
-                mark_fallback=settings["mark_fallback"])
+                mark_fallback=settings["mark_fallback"], intrabar=Intrabar.parse(settings["intrabar"]))
             comminfo = PerpCommInfo(commission=inst.taker_fee, leverage_setting=inst.leverage,
                                     lot_size=inst.lot_size)
             book = _Book(data, inst, comminfo)
@@ -740,11 +762,20 @@ class PerpBroker(bt.brokers.BackBroker):
             self.submit_accept(order)
 
     def _release_estimate(self, book, size0, closing, price):
+        """What closing ``closing`` units of a position of ``size0`` at ``price`` adds to the
+        available balance: the margin it frees and the PnL it realizes, less the closing fee."""
         if not closing:
             return 0.0
-        if book.isolated:
-            return book.margin * closing / abs(size0)
-        return closing * price / book.inst.leverage
+        entry = self.positions[book.data].price
+        side = 1.0 if size0 > 0 else -1.0
+        # Binance "How to Calculate Profit and Loss for Futures": size × (exit − entry) × side
+        pnl = side * closing * (price - entry) - closing * price * book.inst.taker_fee
+        if book.isolated:                       # its margin share comes back with the PnL (≥ 0)
+            return max(book.margin * closing / abs(size0) + pnl, 0.0)
+        # cross: the available balance already counts the unrealized PnL and the initial margin
+        # at the mark; the close swaps them for the realized PnL at the price
+        mark = book.valprice if book.valprice == book.valprice else entry
+        return closing * mark / book.inst.leverage + pnl - side * closing * (mark - entry)
 
     @staticmethod
     def _is_maker(order, price) -> bool:
@@ -761,6 +792,15 @@ class PerpBroker(bt.brokers.BackBroker):
         data = order.data
         book = self._by_data[data]
         inst = book.inst
+        # btperp.intrabar: what the path reaches before this fill happens first; a liquidation of
+        # this order's position then cancels it
+        t = self._order_time(order, book)
+        if t > 0.0 and any(b.pos.size for b in self._books):
+            self._inflight = order
+            self._check_liquidations(t)
+            self._inflight = None
+            if not order.alive():
+                return
         if self.p.filler is None:
             size = order.executed.remsize
         else:
@@ -782,13 +822,19 @@ class PerpBroker(bt.brokers.BackBroker):
         maker = self._is_maker(order, price)
         fee_rate = inst.maker_fee if maker else inst.taker_fee
 
-        pnl = closedvalue = closedcomm = 0.0
+        pnl = closedvalue = closedcomm = covered = 0.0
         if closed:
             share = abs(closed) / abs(psize)
             # Binance "How to Calculate Profit and Loss for Futures": size × (exit − entry) × side.
             pnl = -closed * (price - pprice)
             closedcomm = abs(closed) * price * fee_rate
             closedvalue = book.margin * share if book.isolated else abs(closed) * pprice / inst.leverage
+            if book.isolated and pnl - closedcomm < -closedvalue:
+                # an isolated position loses at most its margin (Binance "Isolated Margin Mode":
+                # the loss is limited to the margin placed in the position); the rest is the
+                # insurance fund's, as at a liquidation taken over at the bankruptcy price
+                covered = pnl - closedcomm + closedvalue
+                pnl -= covered
             self._wallet += pnl - closedcomm
             book.trade_fees += closedcomm
             if book.isolated:
@@ -824,7 +870,7 @@ class PerpBroker(bt.brokers.BackBroker):
             if closed:
                 self.fills.append(Fill(when, inst.symbol, book.position_id - (1 if opened else 0),
                                        "long" if psize > 0 else "short", float(closed), float(price),
-                                       closedcomm, pnl, maker, order.ref))
+                                       closedcomm, pnl, maker, order.ref, covered))
             if opened:
                 self.fills.append(Fill(when, inst.symbol, book.position_id, "long" if opened > 0 else "short",
                                        float(opened), float(price), openedcomm, 0.0, maker, order.ref))
@@ -833,6 +879,8 @@ class PerpBroker(bt.brokers.BackBroker):
                 closedcomm += self.d_credit.pop(data, 0.0)      # funding since the last close
             if not psize or closed and opened:
                 book.valprice = price           # a new position: valued at its fill until the close
+            book.since = t                      # its new state is checked from this time on
+            book.changed = True
             book.dirty = True
             book.rev += 1
             self._version += 1
@@ -931,9 +979,12 @@ class PerpBroker(bt.brokers.BackBroker):
             if buf.lencount and buf.array[buf._idx] != book.dt:
                 book.dt = buf.array[buf._idx]
                 book.fresh, book.read = True, False
+                book.since, book.paths, book.changed = 0.0, None, False
+                size = book.pos.size
+                book.side0 = (size > 0) - (size < 0)
                 if book.dt >= book.next_change:
                     self._update_table(book)
-                held = held or bool(book.pos.size)
+                held = held or bool(size)
             else:
                 book.fresh = False
 
@@ -944,7 +995,7 @@ class PerpBroker(bt.brokers.BackBroker):
             for book in self._books:                # 2. funding at the open: positions held then
                 if book.fresh and book.pos.size:
                     self._fund(book, at_open=True)
-            self._check_liquidations(at_open=True)  # 3. gaps at the open
+            self._check_liquidations(0.0)           # 3. gaps at the open
 
         self._process_order_history()               # 4. orders, by backtrader's rules
         if self.pending:
@@ -969,8 +1020,57 @@ class PerpBroker(bt.brokers.BackBroker):
         for book in self._books:                    # 4b. funding later in the bar: positions after fills
             if book.fresh and book.pos.size:
                 self._fund(book, at_open=False)
-        self._check_liquidations(at_open=False)     # 5. adverse extremes, 6. margin calls
+        self._check_liquidations(CLOSE_T, final=True)   # 5. the rest of the path, 6. margin calls
         self._get_value()                           # 7.
+
+    # --- the bar's path (btperp.intrabar) ----------------------------------------------------
+
+    def _paths(self, book: _Book) -> tuple:
+        """The bar's trigger path and last-price path (built once per bar, when needed)."""
+        if book.paths is None:
+            if not book.read:
+                book.reader(book)
+            first_low = bool(low_first(book.t_open, book.t_high, book.t_low, book.inst.intrabar,
+                                       book.side0))
+            data = book.data
+            last = [getattr(data, name, None) for name in ("tick_open", "tick_high", "tick_low",
+                                                           "tick_close")]
+            o, h, lo, c = (x if x is not None else line[0] for x, line in
+                           zip(last, (data.open, data.high, data.low, data.close)))
+            book.paths = (vertices(book.t_open, book.t_high, book.t_low, book.t_close, first_low),
+                          vertices(o, h, lo, c, first_low))
+        return book.paths
+
+    def _order_time(self, order, book: _Book) -> float:
+        """Bar time at which ``order`` fills on the last-price path (btperp.intrabar)."""
+        ex = order.exectype
+        if ex == Order.Close:
+            return CLOSE_T
+        if ex not in (Order.Limit, Order.Stop, Order.StopTrail, Order.StopLimit, Order.StopTrailLimit):
+            return 0.0                              # market (and historical): at the open
+        path = self._paths(book)[1]
+        buy = order.isbuy()
+        price = order.created.price
+        if ex == Order.Limit:
+            t = order_time(OrderKind.LIMIT, buy, path, price)
+        elif ex in (Order.Stop, Order.StopTrail):
+            t = order_time(OrderKind.STOP, buy, path, price)
+        else:                                       # stop-limit, triggered now or in an earlier bar
+            t = order_time(OrderKind.STOP_LIMIT, buy, path, price, order.created.pricelimit)
+            if t == math.inf:
+                t = order_time(OrderKind.LIMIT, buy, path, order.created.pricelimit)
+        return t if t < math.inf else CLOSE_T       # backtrader fills it: no later than the close
+
+    def _window(self, book: _Book, t1: float, long: bool) -> tuple[float, float]:
+        """The trigger series at ``book.since`` and its adverse extreme over ``[since, t1]``."""
+        since = book.since
+        if since == 0.0:
+            if t1 >= CLOSE_T:                       # the whole bar: no path needed
+                return book.t_open, (book.t_low if long else book.t_high)
+            if t1 == 0.0:
+                return book.t_open, book.t_open
+        path = self._paths(book)[0]
+        return value_at(path, since), window_extreme(path, since, t1, lowest=long)
 
     def _update_table(self, book: _Book) -> None:
         if book.table is not None and not book.dt >= book.next_change:
@@ -1058,33 +1158,36 @@ class PerpBroker(bt.brokers.BackBroker):
         state = self._state_at(book, book.valprice)
         return state.liquidation_price, state.bankruptcy_price
 
-    def _check_liquidations(self, at_open: bool) -> None:
+    def _check_liquidations(self, t1: float, final: bool = False) -> None:
+        """Liquidate the positions whose trigger path reaches their liquidation price between the
+        time they took their current state (``since``) and bar time ``t1``; at the end of the bar
+        (``final``) also record margin calls."""
         cross = []
         for book in self._books:
-            if not book.fresh or not book.pos.size:
+            if not book.fresh or not book.pos.size or book.since > t1:
                 continue
             if not book.read:
                 book.reader(book)
             if book.isolated:
                 self._cached_prices(book)
-                self._check_single(book, at_open, group=None)
+                self._check_single(book, t1, final, group=None)
             else:
                 cross.append(book)
         if len(cross) == 1:
             self._cached_prices(cross[0])
-            self._check_single(cross[0], at_open, group=cross)
+            self._check_single(cross[0], t1, final, group=cross)
         elif cross:
-            self._check_cross(cross, at_open)
+            self._check_cross(cross, t1, final)
 
-    def _check_single(self, book: _Book, at_open: bool, group) -> None:
-        """One position moves the equity: compare the bar's prices with its cached prices.
-
-        Margin calls come first: a bar that crosses a level and the liquidation price did both.
+    def _check_single(self, book: _Book, t1: float, final: bool, group) -> None:
+        """One position moves the equity: compare its path over ``[since, t1]`` with its cached
+        prices. Margin calls come first: a bar that crosses a level and the liquidation price did both.
         """
         long = book.pos.size > 0
         lp = book.lp
-        if not at_open and self._levels:
-            extreme = book.t_low if long else book.t_high
+        start, extreme = self._window(book, t1, long)
+        hit = lp is not None and (extreme <= lp if long else extreme >= lp)
+        if (final or hit) and self._levels:
             if lp is not None:              # the ratio it reached: at most where it was liquidated
                 extreme = max(extreme, lp) if long else min(extreme, lp)
             close = book.mark_close
@@ -1095,20 +1198,16 @@ class PerpBroker(bt.brokers.BackBroker):
                 if crossed and level not in book.above:
                     book.above.add(level)
                     self._margin_call(book, level, extreme)
-                elif level in book.above and (close > price if long else close < price):
+                elif final and level in book.above and (close > price if long else close < price):
                     book.above.discard(level)
-        if lp is not None:
-            if long:
-                hit = book.t_open <= lp if at_open else book.t_low <= lp
+        if hit:
+            beyond = (start <= lp) if long else (start >= lp)
+            trigger = start if beyond else lp
+            gap = beyond and not book.changed       # held since the open, which was beyond it
+            if group is None:
+                self._liquidate_isolated(book, trigger, gap)
             else:
-                hit = book.t_open >= lp if at_open else book.t_high >= lp
-            if hit:
-                beyond = (book.t_open <= lp) if long else (book.t_open >= lp)
-                trigger = book.t_open if beyond else lp
-                if group is None:
-                    self._liquidate_isolated(book, trigger, beyond)
-                else:
-                    self._liquidate_cross(group, {book: trigger}, beyond, {book: lp})
+                self._liquidate_cross(group, {book: trigger}, gap, {book: lp})
 
     def _group_state(self, books, prices: Mapping[_Book, float]):
         """Cross account at ``prices``: equity, Σ MM and each leg's unrealized PnL and MM."""
@@ -1120,13 +1219,15 @@ class PerpBroker(bt.brokers.BackBroker):
             mm[b] = maintenance_margin(b.inst.rulebook, leg, prices[b], b.inst.taker_fee)
         return wallet + sum(upnl.values()), sum(mm.values()), upnl, mm
 
-    def _check_cross(self, books: list[_Book], at_open: bool) -> None:
-        """Several cross positions: the account at every position's adverse extreme at once."""
-        adverse = {b: (b.t_open if at_open else (b.t_low if b.pos.size > 0 else b.t_high))
-                   for b in books}
+    def _check_cross(self, books: list[_Book], t1: float, final: bool) -> None:
+        """Several cross positions: the account with every position at its adverse extreme over
+        its window ``[since, t1]`` at once (cautious: the extremes need not coincide)."""
+        starts, adverse = {}, {}
+        for b in books:
+            starts[b], adverse[b] = self._window(b, t1, b.pos.size > 0)
         equity, total_mm, upnl, mm = self._group_state(books, adverse)
         if equity > total_mm:
-            if not at_open and self._levels:
+            if final and self._levels:
                 # margin calls of the account, kept on its first position's book
                 head = books[0]
                 ratio = total_mm / equity
@@ -1139,16 +1240,17 @@ class PerpBroker(bt.brokers.BackBroker):
                     elif level in head.above and ratio_close < level:
                         head.above.discard(level)
             return
+        at_open = t1 == 0.0
         triggers, prices = {}, {}
         wallet = self._cross_wallet()
         for b in books:
             # Each position's liquidation price with the others held at their adverse extremes,
-            # kept between the bar's open and its adverse extreme.
+            # kept between its price at the window's start and its adverse extreme.
             others = sum(upnl[o] - mm[o] for o in books if o is not b)
             leg = self._leg(b)
             lp = None if at_open else solve_price(b.inst.rulebook, [leg], wallet + others,
-                                                  b.inst.taker_fee, b.t_open)
-            lo, hi = sorted((b.t_open, adverse[b]))
+                                                  b.inst.taker_fee, starts[b])
+            lo, hi = sorted((starts[b], adverse[b]))
             triggers[b] = adverse[b] if lp is None else min(max(lp, lo), hi)
             prices[b] = math.nan if lp is None else lp
         self._liquidate_cross(books, triggers, at_open, prices)
@@ -1218,8 +1320,14 @@ class PerpBroker(bt.brokers.BackBroker):
                           seen: _Trigger) -> None:
         data = book.data
         pos = self.positions[data]
-        for order in [o for o in self.pending if o.data is data]:
+        for order in [o for o in self.pending if o is not None and o.data is data]:
             self.cancel(order)
+        inflight = self._inflight
+        if inflight is not None and inflight.data is data and inflight.alive():
+            inflight.cancel()                   # the order being filled: not in pending just now
+            self.notify(inflight)
+            self._ococheck(inflight)
+            self._bracketize(inflight, cancel=True)
         inst = book.inst
         size = pos.size
         owner = book.owner or self._default_owner()

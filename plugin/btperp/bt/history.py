@@ -355,6 +355,9 @@ class PerpHistory(bt.Analyzer):
             rows.append(dict(time=f.time, kind="fill", symbol=f.symbol, trade_id=f.trade_id,
                              side=f.side, size=f.size, price=f.price,
                              fee=f.fee, pnl=f.pnl, detail="maker" if f.maker else "taker"))
+            if f.insurance_flow:            # an isolated close beyond its bankruptcy price
+                rows.append(dict(time=f.time, kind="insurance_fund", symbol=f.symbol,
+                                 trade_id=f.trade_id, side=f.side, amount=f.insurance_flow))
         for p in broker.funding_payments:
             rows.append(dict(time=p.time, kind="funding", symbol=p.symbol, trade_id=p.position_id,
                              side="long" if p.size > 0 else "short", size=p.size, amount=p.payment,

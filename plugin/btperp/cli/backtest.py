@@ -42,6 +42,10 @@ def _common(p: argparse.ArgumentParser, leverage_help: str, leverage_default: st
     p.add_argument("--cash", type=float, default=10_000.0, help="starting balance, USDT (default 10000)")
     p.add_argument("--trigger", default="mark", choices=["mark", "last"],
                    help="price that liquidates: the exchange's mark (default) or the last price")
+    p.add_argument("--intrabar", default="path", choices=["path", "adverse"],
+                   help="which extreme of a bar comes first when fills and liquidations are put in "
+                        "time order: path (the extreme nearer the open, default) or adverse (each "
+                        "position's adverse extreme first, the cautious bound)")
     p.add_argument("--stake", type=float, default=95.0,
                    help="percent of the available balance each entry puts up as initial margin, so "
                         "the position is about stake %% x balance x leverage (default 95)")
@@ -87,7 +91,7 @@ def _config(args: argparse.Namespace, leverage: float):
     return RunConfig(strategy=args.strategy, params=dict(_pairs(args.param)), symbol=args.symbol,
                      exchange=args.exchange, timeframe=args.timeframe, start=args.start, end=args.end,
                      leverage=leverage, margin_mode=args.margin_mode, cash=args.cash,
-                     trigger=args.trigger, stake=args.stake, datadir=args.datadir)
+                     trigger=args.trigger, intrabar=args.intrabar, stake=args.stake, datadir=args.datadir)
 
 
 def _pairs(items):
