@@ -396,3 +396,55 @@ def test_random_strategies_keep_the_accounts_invariants(seed, margin_mode, fill_
         for key, (gain, margin) in trades.items():
             assert -gain <= margin + 1e-9 * scale, key
         assert strat.lowest_wallet >= -1e-9 * scale and broker.wallet_balance >= -1e-9 * scale
+
+
+# --- the broker and the replay share the model: entries inside a bar ---------------------------------
+
+from btperp.audit import market_of                               # noqa: E402
+from btperp.replay import Positions, replay                     # noqa: E402
+from btperp.rules import get_rulebook                           # noqa: E402
+
+
+@settings(max_examples=60)
+@given(seed=st.integers(0, 2**32 - 1), side=st.sampled_from([1, -1]),
+       leverage=st.sampled_from([5.0, 20.0, 50.0, 100.0]), intrabar=st.sampled_from(["path", "adverse"]),
+       kind=st.sampled_from(["limit", "stop"]))
+def test_the_broker_and_the_replay_agree_on_a_position_entered_inside_a_bar(seed, side, leverage, intrabar,
+                                                                            kind):
+    rng = np.random.default_rng(seed)
+    frame = _market(rng, 30, "TEST/USDT:USDT")
+    bar = int(rng.integers(2, 20))
+    o, h, lo = (float(frame[c].iloc[bar]) for c in ("open", "high", "low"))
+    # an order whose price the bar's last-price range reaches strictly inside it
+    buy = side > 0
+    if kind == "limit":
+        price = (o - rng.uniform(0.1, 0.9) * (o - lo)) if buy else (o + rng.uniform(0.1, 0.9) * (h - o))
+        exectype = bt.Order.Limit
+    else:
+        price = (o + rng.uniform(0.1, 0.9) * (h - o)) if buy else (o - rng.uniform(0.1, 0.9) * (o - lo))
+        exectype = bt.Order.Stop
+    size = 400.0 / price                      # tier 1 of PROP_TIERS: up to 125x
+    _, broker = run(frame, {bar - 1: [("buy" if buy else "sell",
+                                       {"size": size, "exectype": exectype, "price": price})]},
+                    leverage=leverage, cash=1e9, tiers=PROP_TIERS, intrabar=intrabar,
+                    taker_fee=0.0, maker_fee=0.0)
+    fill = broker.fills[0]
+    assert fill.time == frame.index[bar] and fill.price == pytest.approx(price, rel=1e-12)
+    # its time on the bar's path, as the core puts it (direction decided on the mark; flat at the open)
+    first_low = bool(low_first(*(float(frame["mark_" + c].iloc[bar]) for c in ("open", "high", "low")),
+                               intrabar, 0))
+    path = vertices(o, h, lo, float(frame["close"].iloc[bar]), first_low)
+    t = order_time(OrderKind.LIMIT if kind == "limit" else OrderKind.STOP, buy, path, price)
+    assert 0 < t < 3
+    market = market_of(frame, PROP_TIERS)
+    out = replay(market, get_rulebook("binance-usdm"),
+                 Positions.of(side, size, price, size * price / leverage, leverage, bar, len(frame),
+                              entry_t=t), intrabar=intrabar, taker_fee=0.0)
+    got = [frame.index.get_loc(x.time) for x in broker.liquidations]
+    assert got == ([int(out.bar[0])] if out.liquidated[0] else [])
+    event("liquidated in its entry bar" if got == [bar] else "liquidated later" if got else "survived")
+    if got:
+        x = broker.liquidations[0]
+        assert x.trigger_price == pytest.approx(out.trigger_price[0], rel=1e-9)
+        assert x.bankruptcy_price == pytest.approx(out.bankruptcy_price[0], rel=1e-9)
+        assert x.at_open == (bool(out.gap[0]) and got != [bar])
