@@ -47,6 +47,8 @@ bench: $(STAMP)
 datasets: $(STAMP)
 	$(BIN)/btperp data import-freqtrade $(SHARED) --exchange binance-usdm
 	$(BIN)/btperp data import-tiers $(SHARED)/tier_history.json --exchange binance-usdm
+	$(BIN)/btperp data import-klines $(SHARED)/mark-1m/ETHUSDT-mark-1m-2021-05-19.csv \
+	    --symbol ETHUSDT --kind mark --timeframe 1m --exchange binance-usdm
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build plugin/*.egg-info

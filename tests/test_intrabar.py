@@ -18,7 +18,7 @@ from btperp.intrabar import (Intrabar, OrderKind, first_reach, low_first, order_
 UTC = dt.timezone.utc
 
 
-# --- the model: a bar's path is open -> first extreme -> other extreme -> close, t = 0..3 -------------
+# --- the model: a bar's path is open -> first extreme -> other extreme -> close, t = 0..1 -------------
 
 def test_the_extreme_nearer_the_open_comes_first_and_the_low_on_a_tie():
     assert low_first(100, 110, 95, "path")          # 5 to the low, 10 to the high
@@ -32,27 +32,27 @@ def test_the_extreme_nearer_the_open_comes_first_and_the_low_on_a_tie():
 
 def test_times_on_the_path_are_linear_along_each_leg():
     path = vertices(100, 110, 90, 105, low_first_=True)        # 100 -> 90 -> 110 -> 105
-    assert path == (100, 90, 110, 105)
-    assert first_reach(path, 95, falling=True) == 0.5           # halfway down the first leg
-    assert first_reach(path, 108, falling=False) == 1.9         # 90 -> 110: 18/20 of the second leg
+    assert path.prices == (100, 90, 110, 105) and path.times == (0, 1 / 3, 2 / 3, 1)
+    assert first_reach(path, 95, falling=True) == pytest.approx(0.5 / 3)     # halfway down leg one
+    assert first_reach(path, 108, falling=False) == pytest.approx(1.9 / 3)   # 90 -> 110: 18/20 of leg two
     assert first_reach(path, 80, falling=True) == math.inf      # never that low
-    assert first_reach(path, 95, falling=True, t0=1.5) == math.inf  # after t = 1.5 it stays >= 100
-    assert value_at(path, 2.5) == 107.5
-    assert window_extreme(path, 1.5, 3, lowest=True) == 100     # from 100 at t = 1.5 up, then 105
-    assert window_extreme(path, 0.0, 0.5, lowest=False) == 100
-    assert window_extreme(path, 0.5, 2.0, lowest=False) == 110
+    assert first_reach(path, 95, falling=True, t0=0.5) == math.inf  # after t = 1/2 it stays >= 100
+    assert value_at(path, 2.5 / 3) == pytest.approx(107.5)
+    assert window_extreme(path, 0.5, 1, lowest=True) == pytest.approx(100)  # from 100 at t = 1/2 up
+    assert window_extreme(path, 0.0, 0.5 / 3, lowest=False) == 100
+    assert window_extreme(path, 0.5 / 3, 2 / 3, lowest=False) == 110
 
 
 def test_order_times_follow_backtraders_fill_rules():
     path = vertices(100, 110, 90, 105, low_first_=False)       # 100 -> 110 -> 90 -> 105
     assert order_time(OrderKind.MARKET, True, path) == 0
-    assert order_time(OrderKind.CLOSE, True, path) == 3
+    assert order_time(OrderKind.CLOSE, True, path) == 1
     assert order_time(OrderKind.LIMIT, True, path, 101) == 0    # the open is already below: fills there
-    assert order_time(OrderKind.LIMIT, True, path, 95) == 1.75  # 110 -> 90: 15/20 of leg two
-    assert order_time(OrderKind.STOP, False, path, 95) == 1.75
-    assert order_time(OrderKind.STOP, True, path, 105) == 0.5
-    # stop-limit: triggered at 105 going up (t = 0.5), then the buy limit 96 is met going down
-    assert order_time(OrderKind.STOP_LIMIT, True, path, 105, 96) == 1.7
+    assert order_time(OrderKind.LIMIT, True, path, 95) == pytest.approx(1.75 / 3)  # 15/20 of leg two
+    assert order_time(OrderKind.STOP, False, path, 95) == pytest.approx(1.75 / 3)
+    assert order_time(OrderKind.STOP, True, path, 105) == pytest.approx(0.5 / 3)
+    # stop-limit: triggered at 105 going up (t = 0.5/3), then the buy limit 96 is met going down
+    assert order_time(OrderKind.STOP_LIMIT, True, path, 105, 96) == pytest.approx(1.7 / 3)
 
 
 # --- case 1: a position is never liquidated by prices before it existed ------------------------------
@@ -128,8 +128,9 @@ def test_a_stop_beyond_the_liquidation_price_is_cancelled_by_the_liquidation(int
     assert lp == pytest.approx(51034.0763, abs=1e-4)
     # the 06:00 bar: mark 52,698.56 -> high 52,940.10 first (241.5 from the open against 3,634.8 to
     # the low) -> low 49,063.74; last 52,696.5 -> 52,953 -> 48,888. The mark reaches the LP at
-    # t = 1 + (52,940.10 - 51,034.08) / (52,940.10 - 49,063.74) = 1.49; the stop's 49,007.745 is
-    # reached by the last price at t = 1 + (52,953 - 49,007.745) / (52,953 - 48,888) = 1.97.
+    # t = (1 + (52,940.10 - 51,034.08) / (52,940.10 - 49,063.74)) / 3 = 0.50 of the bar; the stop's
+    # 49,007.745 is reached by the last price at (1 + (52,953 - 49,007.745) / (52,953 - 48,888)) / 3
+    # = 0.66.
     [x] = broker.liquidations
     assert x.time == dt.datetime(2024, 8, 5, 6, tzinfo=UTC)
     assert x.trigger_price == pytest.approx(lp, rel=1e-12) and not x.at_open
@@ -142,8 +143,8 @@ def test_a_stop_beyond_the_liquidation_price_is_cancelled_by_the_liquidation(int
 
 
 def test_a_stop_the_path_reaches_first_fills_and_the_position_is_gone():
-    """The same bar with the stop at 52,000: the last price reaches it at t = 1 + 953/4,065 = 1.23,
-    before the mark reaches the LP (1.49): it fills at 52,000 and nothing is liquidated."""
+    """The same bar with the stop at 52,000: the last price reaches it at t = (1 + 953/4,065) / 3 =
+    0.41, before the mark reaches the LP (0.50): it fills at 52,000 and nothing is liquidated."""
     class EarlyStop(LongWithStop):
         def next(self):
             if self.data.datetime.datetime(0) == dt.datetime(2024, 8, 5, 5):
@@ -166,7 +167,7 @@ def test_a_stop_the_path_reaches_first_fills_and_the_position_is_gone():
 
 def test_a_short_opened_by_a_stop_below_the_open_is_judged_from_its_fill_on():
     """Bar 2: open 100, high 100.5 first (0.5 away against 6), low 94, close 95.5. A sell stop at 95
-    fills at t = 1 + (100.5 - 95) / 6.5 = 1.85; after it the path goes 95 -> 94 -> 95.5, far from the
+    fills at t = (1 + (100.5 - 95) / 6.5) / 3 = 0.62; after it the path goes 95 -> 94 -> 95.5, far from the
     50x short's LP (95 x (1 + 1/50) / (1 + 0.005) = 96.42). The bar's open (100) and high (100.5)
     are beyond it but came before the position existed."""
     high, low = [100, 100, 100.5, 96], [100, 100, 94, 95]
@@ -185,7 +186,7 @@ def test_a_short_opened_by_a_stop_below_the_open_is_judged_from_its_fill_on():
 
 
 def test_a_long_opened_by_a_limit_is_liquidated_by_the_fall_after_its_fill():
-    """Bar 2: open 100, low 90 first, high 101, close 100. A buy limit at 95 fills at t = 0.5; the
+    """Bar 2: open 100, low 90 first, high 101, close 100. A buy limit at 95 fills at t = 1/6; the
     path then falls on to 90, through the 50x long's LP 95 x (1 - 1/50) / (1 - 0.005) = 93.57:
     liquidated at the LP, not at the open."""
     high, low = [100, 100, 101, 100], [100, 100, 90, 100]
@@ -435,7 +436,7 @@ def test_the_broker_and_the_replay_agree_on_a_position_entered_inside_a_bar(seed
                                intrabar, 0))
     path = vertices(o, h, lo, float(frame["close"].iloc[bar]), first_low)
     t = order_time(OrderKind.LIMIT if kind == "limit" else OrderKind.STOP, buy, path, price)
-    assert 0 < t < 3
+    assert 0 < t < 1
     market = market_of(frame, PROP_TIERS)
     out = replay(market, get_rulebook("binance-usdm"),
                  Positions.of(side, size, price, size * price / leverage, leverage, bar, len(frame),

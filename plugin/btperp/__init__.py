@@ -22,9 +22,9 @@ from .io.loader import load, resample, summary  # noqa: E402
 __all__ = ["__version__", "BtperpError", "BtperpWarning", "DataError", "InputError", "TierTableError",
            "MarginMode", "Side", "bankruptcy_price", "evaluate", "liquidation_price", "get_rulebook",
            "Tier", "TierHistory", "TierTable", "load", "resample", "summary",
-           "load_feed", "attach", "PerpData", "PerpBroker", "install"]
+           "load_feed", "attach", "attach_detail", "PerpData", "PerpBroker", "install"]
 
-_ADAPTER = {"load_feed", "attach", "PerpData", "PerpBroker", "install"}
+_ADAPTER = {"load_feed", "attach", "attach_detail", "PerpData", "PerpBroker", "install"}
 
 
 def __getattr__(name):

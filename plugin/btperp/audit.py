@@ -99,7 +99,9 @@ def market_of(frame: pd.DataFrame, tiers: "TierHistory | TierTable", *, symbol: 
 
 
 def _finest(exchange: str, symbol: str, datadir) -> str:
-    stored = list_series(exchange, to_unified(symbol), datadir)["mark"]
+    """The finest timeframe stored for both last and mark prices (detail alone does not count)."""
+    series = list_series(exchange, to_unified(symbol), datadir)
+    stored = sorted(set(series["mark"]) & set(series["ohlcv"]), key=parse_timeframe)
     return stored[0] if stored else "1h"
 
 
@@ -167,6 +169,8 @@ class PositionAudit:
     closest: dict | None = None
     """Where the trigger price came closest to the liquidation price before the report (or the end)."""
     notes: list[str] = field(default_factory=list)
+    detail: str | None = None
+    """Timeframe of the detail bars the liquidation bar was replayed on (its minute named), if any."""
     _market: Market | None = field(default=None, repr=False, compare=False)
     """The replayed market and the (entry, last held) bars: what :func:`plot_position` draws."""
     _bars: tuple[int, int] = field(default=(0, 0), repr=False, compare=False)
@@ -232,12 +236,15 @@ def audit_position(symbol: str, side, entry_time: Any, entry_price: float | None
                    trigger: str = "mark", reported_time: Any = None,
                    reported_price: float | None = None, datadir=None, frame: pd.DataFrame | None = None,
                    tiers: "TierHistory | TierTable | None" = None,
-                   taker_fee: float | None = None) -> PositionAudit:
+                   taker_fee: float | None = None,
+                   detail: "str | pd.DataFrame | None" = None) -> PositionAudit:
     """Replay one position from ``entry_time`` (bar open time, UTC) until it is liquidated or the
     data (or ``end``) ends; given what the exchange reported, judge it (module docstring).
 
     ``frame`` (a :func:`btperp.load` frame) and ``tiers`` replace the bundled data; the entry
-    price defaults to the last-price open of the entry bar.
+    price defaults to the last-price open of the entry bar. ``detail`` (``"1m"`` or a
+    :func:`btperp.io.loader.load_detail` frame): the liquidation bar is replayed on those finer bars,
+    so the liquidation (and the report) are judged to the minute.
     """
     rulebook = get_rulebook(exchange)
     mode = MarginMode.parse(margin_mode)
@@ -292,6 +299,16 @@ def audit_position(symbol: str, side, entry_time: Any, entry_price: float | None
 
     liquidated = bool(out.liquidated[0])
     t = int(out.bar[0])
+    fine = None
+    if isinstance(detail, str):
+        from .io.loader import load_detail
+        detail = load_detail(symbol, rulebook.name, detail, _iso(market.times[i]),
+                             _iso(market.times[-1] + market.step_ms - 1), datadir=datadir)
+    if liquidated and detail is not None:
+        fine = _in_detail(market, rulebook, positions, out, t, detail, trigger, fee)
+        if fine is None:
+            notes.append(f"no {detail.attrs.get('timeframe', 'detail')} {trigger} detail covers the "
+                         f"{_iso(market.times[t])} bar: liquidation named to the bar")
     bar = None
     if liquidated:
         bar = {"mark": _ohlc(market.mark, t), "last": _ohlc(market.last, t)}
@@ -300,8 +317,10 @@ def audit_position(symbol: str, side, entry_time: Any, entry_price: float | None
         trigger=trigger, timeframe=_timeframe(market), entry_time=_iso(entry_ms), entry_price=entry_price,
         size=size, margin=margin, leverage=lev, data_end=_iso(market.times[-1]), tier_table=table_note,
         entry_liquidation_price=_num(lp0), entry_bankruptcy_price=bp0,
-        liquidated=liquidated, liquidation_time=_iso(market.times[t]) if liquidated else None,
-        liquidation_price=_num(out.liquidation_price[0]), trigger_price=_num(out.trigger_price[0]),
+        liquidated=liquidated,
+        liquidation_time=(fine["time"] if fine else _iso(market.times[t])) if liquidated else None,
+        liquidation_price=_num(out.liquidation_price[0]),
+        trigger_price=fine["trigger_price"] if fine else _num(out.trigger_price[0]),
         bankruptcy_price=_num(out.bankruptcy_price[0]), gap=bool(out.gap[0]),
         tier=int(out.tier[0]) if liquidated else None, maintenance_rate=_num(out.maintenance_rate[0]),
         maintenance_margin=_num(out.maintenance_margin[0]), equity=_num(out.equity[0]),
@@ -309,10 +328,62 @@ def audit_position(symbol: str, side, entry_time: Any, entry_price: float | None
         other_trigger={"trigger": other_name, "liquidated": bool(other.liquidated[0]),
                        "liquidation_time": _iso(market.times[other.bar[0]]) if other.liquidated[0] else None,
                        "liquidation_price": _num(other.liquidation_price[0])},
-        notes=notes, _market=market, _bars=(i, int(out.last_bar[0])))
+        notes=notes, detail=fine["timeframe"] if fine else None, _market=market,
+        _bars=(i, int(out.last_bar[0])))
     if reported_time is not None:
-        _judge(audit, market, rulebook, out, i, _ms(reported_time), reported_price, fee)
+        _judge(audit, market, rulebook, out, i, _ms(reported_time), reported_price, fee, fine, detail)
     return audit
+
+
+def _detail_rows(detail: pd.DataFrame | None, market: Market, t: int, columns: list[str],
+                 until_ms: int | None = None) -> pd.DataFrame | None:
+    """The detail bars inside bar ``t`` (up to ``until_ms``) that have ``columns``, or None."""
+    if detail is None or not set(columns) <= set(detail.columns):
+        return None
+    ms = detail.index.as_unit("ms").asi8
+    keep = (ms >= market.times[t]) & (ms < market.times[t] + market.step_ms)
+    if until_ms is not None:
+        keep &= ms <= until_ms
+    rows = detail.loc[keep, columns].dropna()
+    return rows if len(rows) else None
+
+
+def _in_detail(market: Market, rulebook: Rulebook, positions: Positions, out, t: int,
+               detail: pd.DataFrame, trigger: str, fee: float) -> dict | None:
+    """Replay the liquidation bar ``t`` on its detail bars (btperp.intrabar's path through them,
+    as the broker walks it): the same position, with the margin it had at the bar's start; the
+    bar's funding at its open and later in it as on the bar. None when the detail does not cover it."""
+    prefix = "mark_" if trigger == "mark" else ""
+    cols = [prefix + c for c in ("open", "high", "low", "close")]
+    rows = _detail_rows(detail, market, t, cols)
+    step = parse_timeframe(detail.attrs.get("timeframe", "1m")) / pd.Timedelta(milliseconds=1)
+    if rows is None or len(rows) != round(market.step_ms / step):
+        return None
+    prices = [rows[c].to_numpy(float) for c in cols]
+    m = len(rows)
+    per_unit, at_open = np.zeros(m), np.zeros(m)
+    per_unit[0] = market.f_after[t] - (market.f_after[t - 1] if t > 0 else 0.0)
+    at_open[0] = market.f_open[t] - (market.f_after[t - 1] if t > 0 else 0.0)
+    epoch = market.epochs[int(market.epoch_of[t])]
+    fine = Market(rows.index.as_unit("ms").asi8, mark=prices, last=prices, funding_per_unit=per_unit,
+                  funding_open_per_unit=at_open, epochs=[Epoch(0, m, epoch.table)], step_ms=int(step),
+                  symbol=market.symbol)
+    p = positions
+    start = int(p.start[0])
+    if t == start:                                  # entered in this bar (at its open)
+        margin, opened = float(p.margin[0]), bool(p.opened[0])
+    else:                                           # the margin it had when the bar opened
+        before = replay(market, rulebook, Positions.of(p.side, p.size, p.entry_price, p.margin, p.leverage,
+                                                        start, t, p.opened), trigger=trigger, taker_fee=fee)
+        margin, opened = float(before.margin_left[0]), False
+    got = replay(fine, rulebook, Positions.of(p.side, p.size, p.entry_price, margin, p.leverage, 0, m,
+                                              opened), trigger=trigger, taker_fee=fee)
+    if not got.liquidated[0]:
+        return None
+    j = int(got.bar[0])
+    return {"time": _iso(fine.times[j]), "ms": int(fine.times[j]), "trigger_price": float(got.trigger_price[0]),
+            "gap": bool(got.gap[0]), "timeframe": detail.attrs.get("timeframe", "1m"),
+            "step_ms": int(step)}
 
 
 def _bankruptcy(rulebook: Rulebook, side, size, entry, margin, leverage, fee):
@@ -336,7 +407,8 @@ def _timeframe(market: Market) -> str:
 
 
 def _judge(audit: PositionAudit, market: Market, rulebook: Rulebook, out, i: int, reported_ms: int,
-           reported_price: float | None, fee: float) -> None:
+           reported_price: float | None, fee: float, fine: dict | None = None,
+           detail: pd.DataFrame | None = None) -> None:
     """The verdict on a reported liquidation, and its evidence."""
     audit.reported_time = _iso(reported_ms)
     audit.reported_price = reported_price
@@ -352,6 +424,12 @@ def _judge(audit: PositionAudit, market: Market, rulebook: Rulebook, out, i: int
                         f"{out.trigger_price[0]:,.2f} (liquidation price {out.liquidation_price[0]:,.2f}, "
                         f"{audit.trigger} {'opened beyond it' if out.gap[0] else 'extreme ' + format(_extreme(market, audit, t), ',.2f')})")
         verdict = "consistent" if r == t else ("earlier" if r < t else "later")
+        if fine is not None and r == t:             # judged at the detail's resolution
+            minute = reported_ms - reported_ms % fine["step_ms"]
+            verdict = ("consistent" if minute == fine["ms"] else
+                       "earlier" if minute < fine["ms"] else "later")
+            evidence.append(f"on {fine['timeframe']} bars the {audit.trigger} reaches it in the "
+                            f"{fine['time']} bar, at {fine['trigger_price']:,.2f}")
     else:
         verdict = "undetermined" if beyond_data else "earlier"
         evidence.append(f"the rules do not liquidate it through {_iso(market.times[-1])}")
@@ -361,15 +439,24 @@ def _judge(audit: PositionAudit, market: Market, rulebook: Rulebook, out, i: int
                             audit.margin, audit.leverage, i, upto + 1, True, fee)
     o, h, low = market.prices(audit.trigger)
     sgn = _sign(audit)
-    extreme = (low if sgn > 0 else h)[i:upto + 1]
+    extreme = (low if sgn > 0 else h)[i:upto + 1].copy()
+    word = "low" if sgn > 0 else "high"
+    column = ("mark_" if audit.trigger == "mark" else "") + word
+    # detail bars: the report's own bar only up to the reported minute, and the extreme's minute named
+    rows = _detail_rows(detail, market, upto, [column], reported_ms) if upto == r else None
+    if rows is not None:
+        extreme[-1] = rows[column].min() if sgn > 0 else rows[column].max()
     room = sgn * (extreme - path) / path
     k = int(np.nanargmin(room))
-    word = "low" if sgn > 0 else "high"
-    audit.closest = {"time": _iso(market.times[i + k]), "price": float(extreme[k]),
+    when = _iso(market.times[i + k])
+    rows = _detail_rows(detail, market, i + k, [column], reported_ms if i + k == r else None)
+    if rows is not None:
+        when = _iso(int((rows[column].idxmin() if sgn > 0 else rows[column].idxmax()).value // 1_000_000))
+    audit.closest = {"time": when, "price": float(extreme[k]),
                      "liquidation_price": float(path[k]), "distance_pct": float(room[k] * 100)}
     if verdict == "earlier":
         evidence.append(f"closest {audit.trigger} price before the report: {word} {extreme[k]:,.2f} at "
-                        f"{_iso(market.times[i + k])}, {abs(room[k]) * 100:.2f} % "
+                        f"{when}, {abs(room[k]) * 100:.2f} % "
                         f"{'above' if sgn > 0 else 'below'} the liquidation price {path[k]:,.2f}")
     if reported_price is not None and r < len(market) and not beyond_data:
         lo_, hi_ = market.last[2][r], market.last[1][r]
@@ -380,6 +467,8 @@ def _judge(audit: PositionAudit, market: Market, rulebook: Rulebook, out, i: int
         evidence.append(f"the data ends at {_iso(market.times[-1])}, before the report")
     audit.verdict = verdict
     audit.verdict_text = VERDICTS[verdict]
+    if fine is not None and r == t and verdict == "consistent":
+        audit.verdict_text = f"consistent within a {fine['timeframe']} bar"
     audit.evidence = evidence
 
 

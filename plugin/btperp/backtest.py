@@ -210,6 +210,8 @@ class RunConfig:
     trigger: str = "mark"
     intrabar: str = "path"
     """Which extreme of a bar comes first (btperp.intrabar): ``path`` or ``adverse``."""
+    detail: str | None = None
+    """Finer stored bars (``1m``) each bar is replayed on where something can happen in it."""
     stake: float = 95.0
     """Percent of the available balance each entry puts up as initial margin (MarginSizer)."""
     datadir: str | None = None
@@ -268,6 +270,7 @@ def run(config: RunConfig, out: "str | os.PathLike[str] | None" = None, *, run_i
     cerebro.addanalyzer(EquityCurve, _name="equity")
     broker = install(cerebro, exchange=config.exchange, cash=config.cash, leverage=config.leverage,
                      margin_mode=config.margin_mode, trigger=config.trigger, intrabar=config.intrabar,
+                     detail=config.detail,
                      **({"datadir": config.datadir} if config.datadir else {}))
     if out is not None:
         cerebro.addanalyzer(PerpHistory, path=str(out), run_id=run_id)

@@ -10,10 +10,10 @@ within a bar (:mod:`btperp.intrabar`, which the broker uses too):
 3. funding events later in the bar are paid, and the position is checked against the bar's
    adverse extreme (low for a long, high for a short).
 
-A position entered inside its first bar, at bar time ``entry_t`` (0 < t ≤ 3 on the bar's path,
+A position entered inside its first bar, at bar time ``entry_t`` (0 < t ≤ 1 on the bar's path,
 :mod:`btperp.intrabar`), is checked in that bar only against the path after ``entry_t``: from
 the trigger price there (beyond its liquidation price: liquidated at it) to its adverse extreme
-over ``[entry_t, 3]``. The path's order of extremes is the ``intrabar`` model's, for a book that
+over ``[entry_t, 1]``. The path's order of extremes is the ``intrabar`` model's, for a book that
 was flat at the bar's open.
 
 The equation

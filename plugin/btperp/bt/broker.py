@@ -48,10 +48,12 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 import backtrader as bt
+import numpy as np
 from backtrader.order import BuyOrder, Order, SellOrder
 
 from ..errors import DataError, DataWarning, InputError
-from ..intrabar import CLOSE_T, Intrabar, OrderKind, low_first, order_time, value_at, vertices, window_extreme
+from ..intrabar import (END, Intrabar, OrderKind, detail_path, first_touch, low_first, order_time,
+                        value_at, vertices, window_extreme)
 from ..liquidation import FillPolicy, GroupLeg, Settlement, settle, settle_group
 from ..margin import (AccountMargin, MarginMode, Position, PositionMargin, Side, evaluate,
                       maintenance_margin, max_open_size, solve_price, tier_of)
@@ -307,12 +309,14 @@ class _Book:
         self.t_open = self.t_high = self.t_low = self.t_close = math.nan
         self.mark_close = self.mark_open = math.nan
         self.read = False               # this bar's prices have been read
-        # bar time (btperp.intrabar: 0 open .. 3 close) since which the position has its current
+        # bar time (btperp.intrabar: 0 open .. 1 close) since which the position has its current
         # state, the side it had at the bar's open, and the bar's paths (trigger, last), if built
         self.since = 0.0
         self.changed = False            # a fill changed the position in this bar
         self.side0 = 0
         self.paths: tuple | None = None
+        self.detail = getattr(data, "btperp_detail", None)      # finer bars (btperp.attach_detail)
+        self.span = None                # (first row, start of each detail bar in bar time) this bar
         self.row = -1
         self.later_funding = None       # (per unit, rate) of events after the open, paid after fills
         self.funded = math.nan          # bar whose funding has been looked up
@@ -431,6 +435,8 @@ class PerpBroker(bt.brokers.BackBroker):
     - ``mark_fallback``: None (a bar without a mark is an error) or ``last``
     - ``intrabar``: ``path`` (default) or ``adverse``: which extreme of a bar comes first when
       fills, funding and liquidations are put in time order (:mod:`btperp.intrabar`)
+    - ``detail``: None, or a finer timeframe (``"1m"``) whose stored mark/last bars each feed is
+      replayed on inside its bars (:func:`btperp.bt.feed.attach_detail`; feeds may carry their own)
     - ``margin_call_levels``: margin ratios that raise a margin call (default ``(0.8,)``)
     - ``tiers``: tier tables: None (the exchange's bundled history), a TierTable, a TierHistory,
       or a dict symbol → either
@@ -449,6 +455,7 @@ class PerpBroker(bt.brokers.BackBroker):
         ("trigger", "mark"),
         ("mark_fallback", None),
         ("intrabar", "path"),
+        ("detail", None),
         ("margin_call_levels", (0.8,)),
         ("tiers", None),
         ("datadir", None),
@@ -524,6 +531,7 @@ class PerpBroker(bt.brokers.BackBroker):
         self.margin_changes: list[MarginChange] = []
         self.deposits = 0.0
         self._inflight = None                   # the order being filled (btperp.intrabar)
+        self._fill_when = None                  # the detail bar a fill happens in
 
     def set_cash(self, cash):
         super().set_cash(cash)
@@ -573,6 +581,13 @@ class PerpBroker(bt.brokers.BackBroker):
                 warnings.warn(f"{book.inst.symbol}: {book.fallback_bars} bars had no mark price; their "
                               f"last prices were used (mark_fallback='last')", DataWarning,
                               stacklevel=2)
+            detail = book.detail
+            if detail is not None and detail.missing:
+                first = _utc(min(detail.missing))
+                warnings.warn(f"{book.inst.symbol}: {len(detail.missing)} bars in which a liquidation, "
+                              f"margin call or fill could happen had no {detail.timeframe} detail (the "
+                              f"first at {first:%Y-%m-%d %H:%M} UTC); their own prices were used",
+                              DataWarning, stacklevel=2)
 
     def _setup(self):
         cerebro = getattr(self, "cerebro", None)
@@ -580,6 +595,9 @@ class PerpBroker(bt.brokers.BackBroker):
         tier_files: dict[str, Any] = {}
         self._books = []
         for data in datas:
+            if self.p.detail is not None and getattr(data, "btperp_detail", None) is None:
+                from .feed import attach_detail
+                attach_detail(data, self.p.detail, datadir=self.p.datadir)
             settings = {k: getattr(self.p, k) for k in self._INSTRUMENT_KEYS}
             symbol = self._symbol_of(data)
             for key in (data._name, symbol, data):
@@ -866,7 +884,7 @@ class PerpBroker(bt.brokers.BackBroker):
             filled = size if dust else execsize         # what the order sees as filled
             if order.owner is not None:
                 book.owner = order.owner
-            when = _utc(book.dt)
+            when = self._fill_when or _utc(book.dt)
             if closed:
                 self.fills.append(Fill(when, inst.symbol, book.position_id - (1 if opened else 0),
                                        "long" if psize > 0 else "short", float(closed), float(price),
@@ -1020,7 +1038,7 @@ class PerpBroker(bt.brokers.BackBroker):
         for book in self._books:                    # 4b. funding later in the bar: positions after fills
             if book.fresh and book.pos.size:
                 self._fund(book, at_open=False)
-        self._check_liquidations(CLOSE_T, final=True)   # 5. the rest of the path, 6. margin calls
+        self._check_liquidations(END, final=True)   # 5. the rest of the path, 6. margin calls
         self._get_value()                           # 7.
 
     # --- the bar's path (btperp.intrabar) ----------------------------------------------------
@@ -1039,16 +1057,45 @@ class PerpBroker(bt.brokers.BackBroker):
                            zip(last, (data.open, data.high, data.low, data.close)))
             book.paths = (vertices(book.t_open, book.t_high, book.t_low, book.t_close, first_low),
                           vertices(o, h, lo, c, first_low))
+        book.span = None
+        detail = book.detail
+        if detail is not None:
+            rows = detail.bars(book.dt)
+            trig = detail.mark if book.inst.trigger == "mark" else detail.last
+            if rows is None:
+                detail.missing.add(book.dt)
+            else:
+                i0, i1 = rows
+                # each detail bar's path; its order of extremes decided on its trigger (or last) series
+                lead = next(x for x in (trig, detail.last, detail.mark) if x is not None)
+                o_, h_, l_, _ = (x[i0:i1] for x in lead)
+                firsts = low_first(o_, h_, l_, book.inst.intrabar, book.side0)
+                paths = list(book.paths)
+                for k, series in ((0, trig), (1, detail.last)):
+                    if series is not None and not any(np.isnan(x[i0:i1]).any() for x in series):
+                        paths[k] = detail_path(*(x[i0:i1] for x in series), firsts)
+                        if k == 0:              # times on the trigger path name a detail bar
+                            book.span = (i0, i1)
+                book.paths = tuple(paths)
         return book.paths
 
-    def _order_time(self, order, book: _Book) -> float:
-        """Bar time at which ``order`` fills on the last-price path (btperp.intrabar)."""
+    def _detail_time(self, book: _Book, t: float) -> datetime:
+        """When bar time ``t`` happened: the open of the detail bar holding it, else the bar's open."""
+        if book.span is None:
+            return _utc(book.dt)
+        i0, i1 = book.span
+        j = min(int(t * (i1 - i0) + 1e-9), i1 - i0 - 1)
+        return _utc(book.detail.times[i0 + j])
+
+    def _order_time(self, order, book: _Book, coarse: bool = False) -> float:
+        """Bar time at which ``order`` fills on the last-price path (btperp.intrabar); ``coarse``:
+        on the bar's own four-vertex path (inf: the bar's range never reaches its price)."""
         ex = order.exectype
         if ex == Order.Close:
-            return CLOSE_T
+            return END
         if ex not in (Order.Limit, Order.Stop, Order.StopTrail, Order.StopLimit, Order.StopTrailLimit):
             return 0.0                              # market (and historical): at the open
-        path = self._paths(book)[1]
+        path = self._coarse_last(book) if coarse else self._paths(book)[1]
         buy = order.isbuy()
         price = order.created.price
         if ex == Order.Limit:
@@ -1059,13 +1106,53 @@ class PerpBroker(bt.brokers.BackBroker):
             t = order_time(OrderKind.STOP_LIMIT, buy, path, price, order.created.pricelimit)
             if t == math.inf:
                 t = order_time(OrderKind.LIMIT, buy, path, order.created.pricelimit)
-        return t if t < math.inf else CLOSE_T       # backtrader fills it: no later than the close
+        if coarse:
+            return t
+        return t if t < math.inf else END       # backtrader fills it: no later than the close
+
+    def _coarse_last(self, book: _Book):
+        """The bar's own last-price path (before any detail)."""
+        data = book.data
+        if not book.read:
+            book.reader(book)
+        first_low = bool(low_first(book.t_open, book.t_high, book.t_low, book.inst.intrabar, book.side0))
+        return vertices(data.open[0], data.high[0], data.low[0], data.close[0], first_low)
+
+    _TICKS = ("tick_open", "tick_high", "tick_low", "tick_close")
+
+    def _try_exec(self, order):
+        """backtrader's fill rules, on the detail bars of the bar when last-price detail covers it:
+        the first detail bar that fills the order fills it, at the price backtrader gives on that
+        bar (as a run on the detail bars would)."""
+        book = self._by_data.get(order.data) if self._books is not None else None
+        detail = book.detail if book is not None else None
+        if (detail is None or detail.last is None or order.exectype in (Order.Market, Order.Close)
+                or self._order_time(order, book, coarse=True) == math.inf):
+            return super()._try_exec(order)
+        rows = detail.bars(book.dt)
+        if rows is None:
+            detail.missing.add(book.dt)
+            return super()._try_exec(order)
+        data = order.data
+        saved = [getattr(data, name, None) for name in self._TICKS]
+        try:
+            for j in range(*rows):
+                for name, series in zip(self._TICKS, detail.last):
+                    setattr(data, name, series[j])
+                self._fill_when = _utc(detail.times[j])
+                super()._try_exec(order)
+                if not order.alive() or order.executed.size:
+                    break
+        finally:
+            self._fill_when = None
+            for name, value in zip(self._TICKS, saved):
+                setattr(data, name, value)
 
     def _window(self, book: _Book, t1: float, long: bool) -> tuple[float, float]:
         """The trigger series at ``book.since`` and its adverse extreme over ``[since, t1]``."""
         since = book.since
         if since == 0.0:
-            if t1 >= CLOSE_T:                       # the whole bar: no path needed
+            if t1 >= END:                       # the whole bar: no path needed
                 return book.t_open, (book.t_low if long else book.t_high)
             if t1 == 0.0:
                 return book.t_open, book.t_open
@@ -1201,13 +1288,17 @@ class PerpBroker(bt.brokers.BackBroker):
                 elif final and level in book.above and (close > price if long else close < price):
                     book.above.discard(level)
         if hit:
-            beyond = (start <= lp) if long else (start >= lp)
-            trigger = start if beyond else lp
-            gap = beyond and not book.changed       # held since the open, which was beyond it
+            # where on the path it first touched the liquidation price (detail: which minute and
+            # whether a minute opened beyond it), the bar's open if it opened beyond
+            tau, trigger = first_touch(self._paths(book)[0], lp, long, book.since)
+            if tau > t1:                    # finer bars did not go as far as the bar's own extreme
+                return
+            gap = tau == 0.0 and trigger != lp and not book.changed     # the bar opened beyond it
+            when = self._detail_time(book, tau)
             if group is None:
-                self._liquidate_isolated(book, trigger, gap)
+                self._liquidate_isolated(book, trigger, gap, when)
             else:
-                self._liquidate_cross(group, {book: trigger}, gap, {book: lp})
+                self._liquidate_cross(group, {book: trigger}, gap, {book: lp}, when)
 
     def _group_state(self, books, prices: Mapping[_Book, float]):
         """Cross account at ``prices``: equity, Σ MM and each leg's unrealized PnL and MM."""
@@ -1271,7 +1362,7 @@ class PerpBroker(bt.brokers.BackBroker):
         strats = getattr(getattr(self, "cerebro", None), "runningstrats", None)
         return strats[0] if strats else None
 
-    def _liquidate_isolated(self, book: _Book, trigger: float, at_open: bool) -> None:
+    def _liquidate_isolated(self, book: _Book, trigger: float, at_open: bool, when=None) -> None:
         inst = book.inst
         leg = self._leg(book)
         reserve = float(inst.rulebook.bankruptcy_reserve(leg.side, leg.size, leg.entry_price,
@@ -1280,10 +1371,10 @@ class PerpBroker(bt.brokers.BackBroker):
                         policy=inst.fill_policy, fee_rate=inst.liquidation_fee, reserve=reserve)
         seen = _Trigger(math.nan if book.lp is None else book.lp, result.equity_at_trigger,
                         maintenance_margin(inst.rulebook, leg, trigger, inst.taker_fee))
-        self._close_liquidated(book, result, at_open, seen)
+        self._close_liquidated(book, result, at_open, seen, when)
 
     def _liquidate_cross(self, books, triggers: Mapping[_Book, float], at_open: bool,
-                         prices: Mapping[_Book, float]) -> None:
+                         prices: Mapping[_Book, float], when=None) -> None:
         legs = []
         for b in books:
             leg = self._leg(b)
@@ -1301,7 +1392,7 @@ class PerpBroker(bt.brokers.BackBroker):
         total_mm = sum(l.maintenance_margin for l in legs)
         for b, result in zip(books, results):
             self._close_liquidated(b, result, at_open,
-                                   _Trigger(prices.get(b, math.nan), equity, total_mm))
+                                   _Trigger(prices.get(b, math.nan), equity, total_mm), when)
 
     def _bar_extremes(self, book: _Book, long: bool) -> tuple[float, float]:
         """The bar's adverse mark and last-price extremes (recorded with a liquidation)."""
@@ -1317,7 +1408,7 @@ class PerpBroker(bt.brokers.BackBroker):
         return last, last
 
     def _close_liquidated(self, book: _Book, result: Settlement, at_open: bool,
-                          seen: _Trigger) -> None:
+                          seen: _Trigger, when: datetime | None = None) -> None:
         data = book.data
         pos = self.positions[data]
         for order in [o for o in self.pending if o is not None and o.data is data]:
@@ -1348,7 +1439,7 @@ class PerpBroker(bt.brokers.BackBroker):
         leg = self._leg(book)
         tier = tier_of(inst.rulebook, leg, result.trigger_price)
         mark_x, last_x = self._bar_extremes(book, size > 0)
-        record = Liquidation(_utc(book.dt), inst.symbol, "long" if size > 0 else "short", abs(size),
+        record = Liquidation(when or _utc(book.dt), inst.symbol, "long" if size > 0 else "short", abs(size),
                              pos.price, inst.trigger, result.realized_pnl, result.trigger_price,
                              result.fill_price,
                              result.bankruptcy_price, result.loss, result.fee, result.insurance_flow,

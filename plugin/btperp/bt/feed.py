@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ..io.loader import MARK_COLUMNS, load
+from ..io.loader import MARK_COLUMNS, load, load_detail
 from ..io.market import parse_timeframe, timeframe_name
 
 #: backtrader's date number of 1970-01-01 (days since 0001-01-01, plus one).
@@ -125,10 +125,81 @@ class PerpData(bt.feed.DataBase):
 
 
 def load_feed(symbol: str, exchange: str = "binance-usdm", timeframe: str = "1h", start: Any = None,
-              end: Any = None, *, datadir: "str | os.PathLike[str] | None" = None, **kwargs) -> PerpData:
-    """:func:`btperp.load` as a :class:`PerpData` feed with the right timeframe and compression."""
+              end: Any = None, *, datadir: "str | os.PathLike[str] | None" = None,
+              detail: "str | pd.DataFrame | None" = None, **kwargs) -> PerpData:
+    """:func:`btperp.load` as a :class:`PerpData` feed with the right timeframe and compression.
+
+    ``detail="1m"`` (or a :func:`btperp.io.loader.load_detail` frame) attaches finer bars the broker
+    replays each bar on where something can happen in it (:func:`attach_detail`).
+    """
     frame = load(symbol, exchange, timeframe, start, end, datadir=datadir)
-    return feed_from_frame(frame, **kwargs)
+    data = feed_from_frame(frame, **kwargs)
+    if detail is not None:
+        attach_detail(data, detail, datadir=datadir)
+    return data
+
+
+class Detail:
+    """Finer bars (mark and/or last prices) inside a feed's bars, by bar (made by :func:`attach_detail`).
+
+    :meth:`bars` gives the rows of one coarse bar's detail bars, or None when the detail does not
+    cover that bar whole (the broker then uses the bar itself and keeps its time in ``missing``).
+    """
+
+    def __init__(self, frame: pd.DataFrame, coarse: str):
+        self.frame = frame
+        self.timeframe = frame.attrs.get("timeframe") or "1m"
+        step = parse_timeframe(self.timeframe)
+        bar = parse_timeframe(coarse)
+        if bar % step != pd.Timedelta(0) or bar <= step:
+            raise DataError(f"detail bars of {self.timeframe} do not divide the feed's {coarse} bars")
+        self.per_bar = int(bar / step)
+        self._bar_ms = int(bar / pd.Timedelta(milliseconds=1))
+        self.times = to_bt_num(frame.index)
+        self.ms = np.round(self.times * 86_400_000).astype(np.int64)      # as MarketTable keys them
+        self.mark = self._series(frame, "mark_") if frame.attrs.get("mark", "mark_close" in frame) else None
+        self.last = self._series(frame, "") if frame.attrs.get("last", "close" in frame) else None
+        self.missing: set[float] = set()    # bars the broker needed detail for and had none
+
+    @staticmethod
+    def _series(frame: pd.DataFrame, prefix: str):
+        return tuple(frame[prefix + c].to_numpy(dtype=np.float64, na_value=np.nan)
+                     for c in ("open", "high", "low", "close"))
+
+    def bars(self, bt_datetime: float) -> tuple[int, int] | None:
+        """Rows ``[i0, i1)`` of the detail bars inside the coarse bar opening at ``bt_datetime``."""
+        key = int(round(bt_datetime * 86_400_000))
+        i0 = int(np.searchsorted(self.ms, key))
+        i1 = int(np.searchsorted(self.ms, key + self._bar_ms))
+        if i1 - i0 != self.per_bar:
+            return None
+        return i0, i1
+
+
+def attach_detail(data: bt.AbstractDataBase, detail: "str | pd.DataFrame", *,
+                  datadir: "str | os.PathLike[str] | None" = None) -> bt.AbstractDataBase:
+    """Attach finer bars to ``data`` (a PerpData, or a feed with :func:`attach`); returns it.
+
+    ``detail`` is a timeframe (``"1m"``: the stored mark/last detail of the feed's symbol, see
+    :func:`btperp.io.loader.load_detail`) or a frame. The strategy still sees the feed's bars; the
+    broker walks the detail bars inside a bar only where a liquidation price, a margin-call price or
+    an order's trigger lies inside the bar's range, so liquidations (mark detail) and fills
+    (last-price detail) happen at the right minute and price.
+    """
+    if isinstance(detail, str):
+        frame = getattr(data.p, "dataname", None) if isinstance(data, PerpData) else None
+        market = getattr(data, "btperp_market", None)
+        frame = frame if isinstance(frame, pd.DataFrame) else (market.frame if market is not None else None)
+        if frame is None:
+            raise DataError("attach_detail() with a timeframe needs a PerpData feed or one with "
+                            "btperp.attach(); pass a load_detail() frame instead")
+        a = frame.attrs
+        end = frame.index[-1] + parse_timeframe(a["timeframe"]) - pd.Timedelta(milliseconds=1)
+        detail = load_detail(a["symbol"], a["exchange"], detail, frame.index[0], end, datadir=datadir)
+    if not isinstance(detail, pd.DataFrame):
+        raise DataError(f"detail must be a timeframe such as '1m' or a frame, got {type(detail).__name__}")
+    data.btperp_detail = Detail(detail, timeframe_of(data))
+    return data
 
 
 def feed_from_frame(frame: pd.DataFrame, **kwargs) -> PerpData:

@@ -60,6 +60,10 @@ def register(sub) -> None:
     pos.add_argument("--timeframe", help="bar size of the replay (default: the finest stored, 1h bundled)")
     pos.add_argument("--trigger", default="mark", choices=["mark", "last"],
                      help="price that liquidates: mark (the exchange's rule, default) or last")
+    pos.add_argument("--detail", metavar="TIMEFRAME",
+                     help="replay the liquidation bar on these finer stored bars (e.g. 1m; import them "
+                          "with `btperp data import-klines`): the liquidation and the report are then "
+                          "judged to that resolution")
     pos.add_argument("--reported-time", help="when the exchange reported the liquidation, UTC")
     pos.add_argument("--reported-price", type=float, help="the price the exchange reported")
     pos.add_argument("--datadir", help="datasets folder (default: the bundled datasets/)")
@@ -96,7 +100,7 @@ def run_position(args: argparse.Namespace) -> int:
                        margin=args.margin, leverage=args.leverage, exchange=args.exchange,
                        margin_mode=args.margin_mode, end=args.end, timeframe=args.timeframe,
                        trigger=args.trigger, reported_time=args.reported_time,
-                       reported_price=args.reported_price, datadir=args.datadir)
+                       reported_price=args.reported_price, datadir=args.datadir, detail=args.detail)
     plot = None
     if args.plot:
         from ..io.auditplot import plot_position
@@ -113,7 +117,8 @@ def run_position(args: argparse.Namespace) -> int:
           f"{_price(a.entry_bankruptcy_price)}")
     if a.liquidated:
         how = "opened beyond it" if a.gap else f"{a.trigger} reached it"
-        print(f"LIQUIDATED by the {a.trigger} price in the {a.liquidation_time} bar: liquidation price "
+        unit = f"{a.detail} bar" if a.detail else "bar"
+        print(f"LIQUIDATED by the {a.trigger} price in the {a.liquidation_time} {unit}: liquidation price "
               f"{_price(a.liquidation_price)} ({how}, triggered at {_price(a.trigger_price)}), "
               f"bankruptcy price {_price(a.bankruptcy_price)}, tier {a.tier} "
               f"({a.maintenance_rate * 100:.2f} %), equity {_price(a.equity)} vs maintenance margin "

@@ -46,6 +46,9 @@ def _common(p: argparse.ArgumentParser, leverage_help: str, leverage_default: st
                    help="which extreme of a bar comes first when fills and liquidations are put in "
                         "time order: path (the extreme nearer the open, default) or adverse (each "
                         "position's adverse extreme first, the cautious bound)")
+    p.add_argument("--detail", metavar="TIMEFRAME",
+                   help="replay each bar on these finer stored bars where a liquidation or fill can "
+                        "happen in it (e.g. 1m mark and/or last prices; bars without them use their own)")
     p.add_argument("--stake", type=float, default=95.0,
                    help="percent of the available balance each entry puts up as initial margin, so "
                         "the position is about stake %% x balance x leverage (default 95)")
@@ -91,7 +94,7 @@ def _config(args: argparse.Namespace, leverage: float):
     return RunConfig(strategy=args.strategy, params=dict(_pairs(args.param)), symbol=args.symbol,
                      exchange=args.exchange, timeframe=args.timeframe, start=args.start, end=args.end,
                      leverage=leverage, margin_mode=args.margin_mode, cash=args.cash,
-                     trigger=args.trigger, intrabar=args.intrabar, stake=args.stake, datadir=args.datadir)
+                     trigger=args.trigger, intrabar=args.intrabar, detail=args.detail, stake=args.stake, datadir=args.datadir)
 
 
 def _pairs(items):

@@ -7,6 +7,7 @@ import sys
 
 from ..io.catalog import dataset_info, list_datasets
 from ..io.freqtrade import import_freqtrade
+from ..io.klines import import_klines
 from ..io.paths import datasets_dir, tier_history_path
 from ..io.tierfile import import_tier_history
 from ..rules import RULEBOOKS
@@ -40,6 +41,20 @@ def register(sub) -> None:
     ft.add_argument("--symbol", action="append", help="only this symbol (ccxt form; repeatable)")
     ft.add_argument("--json", action="store_true", help="print JSON")
     ft.set_defaults(run=run_import_freqtrade)
+
+    kl = dsub.add_parser("import-klines", help="convert a kline CSV (Binance's kline exports)",
+                         description="Convert one kline CSV (open_time in ms, open, high, low, close[, "
+                                     "volume, ...], with or without a header, as Binance publishes them) "
+                                     "into DATADIR/EXCHANGE/SYMBOL/<kind>-<timeframe>.parquet, merged with "
+                                     "what is stored there; validated, written atomically. Detail data for "
+                                     "--detail: e.g. --kind mark --timeframe 1m.")
+    kl.add_argument("file")
+    kl.add_argument("--symbol", required=True, help="symbol (BTCUSDT or BTC/USDT:USDT)")
+    kl.add_argument("--kind", required=True, choices=["ohlcv", "mark"], help="last-price or mark klines")
+    kl.add_argument("--timeframe", required=True, help="the klines' interval (1m, 1h, ...)")
+    kl.add_argument("--exchange", default="binance-usdm", help="exchange folder to write into")
+    kl.add_argument("--json", action="store_true", help="print JSON")
+    kl.set_defaults(run=run_import_klines)
 
     imp = dsub.add_parser("import-tiers", help="validate a tier-history JSON and store it",
                           description="Validate every table of a tier-history file (btperp/ccxt shape: "
@@ -107,6 +122,17 @@ def run_import_freqtrade(args: argparse.Namespace) -> int:
                 [[w["symbol"], w["kind"] + (f"-{w['timeframe']}" if w["timeframe"] else ""), f"{w['rows']:,}",
                   w["first"] or "-", w["last"] or "-"] for w in written]))
     print(f"wrote {len(written)} files under {datasets_dir(args.datadir) / args.exchange}")
+    return 0
+
+
+def run_import_klines(args: argparse.Namespace) -> int:
+    row = import_klines(args.file, symbol=args.symbol, kind=args.kind, timeframe=args.timeframe,
+                        exchange=args.exchange, datadir=args.datadir)
+    if args.json:
+        print_json(row)
+    else:
+        print(f"wrote {row['path']}: {row['rows']:,} {row['kind']}-{row['timeframe']} rows, "
+              f"{row['first']} to {row['last']}")
     return 0
 
 

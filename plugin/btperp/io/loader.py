@@ -117,6 +117,40 @@ def load(symbol: str, exchange: str = "binance-usdm", timeframe: str = "1h", sta
     return frame
 
 
+def load_detail(symbol: str, exchange: str = "binance-usdm", timeframe: str = "1m", start: Any = None,
+                end: Any = None, *, datadir: "str | os.PathLike[str] | None" = None) -> pd.DataFrame:
+    """Finer bars to replay coarse ones on (sub-bar detail): the stored ``mark-<timeframe>`` and/or
+    ``ohlcv-<timeframe>`` of ``symbol`` between ``start`` and ``end`` (inclusive bar open times).
+
+    Columns ``mark_open`` ... ``mark_close`` where mark detail is stored, ``open`` ... ``close`` where
+    last-price detail is (NaN where a series has no bar); ``attrs``: symbol, exchange, timeframe,
+    ``mark`` and ``last`` (which series exist). Either alone is enough: mark detail refines
+    liquidations, last-price detail refines fills.
+    """
+    root = datasets_dir(datadir)
+    unified = to_unified(symbol)
+    folder = root / exchange / to_exchange(unified)
+    parse_timeframe(timeframe)
+    series = list_series(exchange, unified, root)
+    lo = to_utc(start) if start is not None else None
+    hi = to_utc(end) if end is not None else None
+    parts = {}
+    for kind, names in (("mark", MARK_COLUMNS), ("ohlcv", ("open", "high", "low", "close"))):
+        if timeframe in series[kind]:
+            df = read_series(series_path(exchange, unified, kind, timeframe, root), kind,
+                             timeframe=timeframe, start=lo, end=hi, warn_gaps=False)
+            parts[kind] = df.set_index("time")[["open", "high", "low", "close"]].set_axis(list(names), axis=1)
+    if not parts:
+        raise DataError(f"no {timeframe} detail (mark-{timeframe}.parquet or ohlcv-{timeframe}.parquet) "
+                        f"for {unified}; import it with `btperp data import-klines` or download it with "
+                        f"`btperp fetch --timeframe {timeframe}`", path=str(folder))
+    frame = pd.concat(list(parts.values()), axis=1).sort_index()
+    frame.index.name = "time"
+    frame.attrs.update({"symbol": unified, "exchange": exchange, "timeframe": timeframe,
+                        "mark": "mark" in parts, "last": "ohlcv" in parts, "path": str(folder)})
+    return frame
+
+
 def _join_mark(ohlcv: pd.DataFrame, mark: pd.DataFrame, *, where: str) -> pd.DataFrame:
     first = max(ohlcv["time"].iloc[0], mark["time"].iloc[0])
     last = min(ohlcv["time"].iloc[-1], mark["time"].iloc[-1])
