@@ -38,7 +38,12 @@ demo: $(STAMP)
 	@echo "== ETHUSDT 2021-05-19: a 2x long the mark never liquidated, reported liquidated at 13:12 =="
 	$(BIN)/btperp audit position --symbol ETHUSDT --side long --entry-time "2021-05-18 00:00" \
 	    --entry-price 3283.23 --margin 1000 --leverage 2 --end 2021-05-21 \
-	    --reported-time "2021-05-19 13:12" --reported-price 1650 --plot out/audit-eth-2x.png
+	    --reported-time "2021-05-19 13:12" --reported-price 1650 --detail 1m --plot out/audit-eth-2x.png
+	@echo
+	@echo "== The same day at 3x, replayed on the bundled 1-minute marks: which minute liquidated it? =="
+	$(BIN)/btperp audit position --symbol ETHUSDT --side long --entry-time "2021-05-18 00:00" \
+	    --entry-price 3283.23 --margin 1000 --leverage 3 --end 2021-05-21 \
+	    --reported-time "2021-05-19 12:51" --detail 1m
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

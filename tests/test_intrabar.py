@@ -6,6 +6,7 @@ import math
 import warnings
 
 import backtrader as bt
+import numpy as np
 import pytest
 from perpkit import FLAT, make_frame, run, table
 
@@ -216,6 +217,14 @@ def test_an_isolated_position_closed_beyond_its_bankruptcy_price_loses_only_its_
     assert broker.insurance_fund == pytest.approx(-5.0)
 
 
+def test_numpy_sizes_are_sizes():
+    """A size computed with numpy (np.float64) is held like a float through the next bars."""
+    frame = make_frame([100, 100, 101, 102, 101])
+    _, broker = run(frame, {0: [("buy", {"size": np.float64(2.5)})]}, leverage=5, cash=1000)
+    assert [f.size for f in broker.fills] == [2.5]
+    assert broker.getposition(broker.cerebro.datas[0]).size == 2.5
+
+
 # --- case 3: a reversal counts what its closing part realizes ---------------------------------------
 
 def test_a_reversal_counts_the_released_margin_and_the_realized_pnl():
@@ -242,7 +251,6 @@ def test_a_reversal_counts_the_released_margin_and_the_realized_pnl():
 
 import tempfile                                                    # noqa: E402
 
-import numpy as np                                                 # noqa: E402
 import pyarrow.parquet as pq                                       # noqa: E402
 from hypothesis import event, given, settings                      # noqa: E402
 from hypothesis import strategies as st                            # noqa: E402

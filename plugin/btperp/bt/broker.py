@@ -999,7 +999,7 @@ class PerpBroker(bt.brokers.BackBroker):
                 book.fresh, book.read = True, False
                 book.since, book.paths, book.changed = 0.0, None, False
                 size = book.pos.size
-                book.side0 = (size > 0) - (size < 0)
+                book.side0 = 1 if size > 0 else -1 if size < 0 else 0
                 if book.dt >= book.next_change:
                     self._update_table(book)
                 held = held or bool(size)
