@@ -47,6 +47,30 @@ def make_frame(close, *, open=None, high=None, low=None, mark_open=None, mark_hi
     return frame
 
 
+def random_market(rng, n, *, vol, jump_chance=0.05, jump_sd=0.25, wick_sd=0.01, later_share=5,
+                  symbol="TEST/USDT:USDT") -> pd.DataFrame:
+    """``n`` bars of a random walk from 100 (steps of ``vol``) with gaps at the open (jumps, some past
+    bankruptcy), wicks, a mark inside the last price's wicks at a small basis, funding events at a
+    quarter of the opens and later in a ``1/later_share`` of the bars."""
+    steps = rng.normal(0, vol, n)
+    jumps = rng.random(n) < jump_chance
+    steps[jumps] += rng.normal(0, jump_sd, jumps.sum())
+    close = 100 * np.exp(np.cumsum(steps))
+    open_ = np.r_[100.0, close[:-1]] * np.exp(np.where(jumps, steps, 0) * 0.5)
+    wick = np.abs(rng.normal(0, wick_sd, (2, n)))
+    high = np.maximum(open_, close) * (1 + wick[0])
+    low = np.minimum(open_, close) * (1 - wick[1])
+    basis = 1 + rng.normal(0, 0.002, n)
+    mo, mc = open_ * basis, close * basis
+    mh = np.maximum(np.maximum(mo, mc), high * basis * (1 - wick[0] / 2))
+    ml = np.minimum(np.minimum(mo, mc), low * basis * (1 + wick[1] / 2))
+    funding = {int(i): float(rng.normal(0.0001, 0.002)) for i in rng.choice(n, n // 4, replace=False)}
+    later = {int(i): float(rng.normal(0.0001, 0.002))
+             for i in rng.choice(n, n // later_share, replace=False)}
+    return make_frame(close, open=open_, high=high, low=low, mark_open=mo, mark_high=mh, mark_low=ml,
+                      mark_close=mc, funding=funding, funding_later=later, symbol=symbol)
+
+
 def feed(frame, **kwargs):
     return feed_from_frame(frame, **kwargs)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
-from perpkit import Script, make_frame, run, table
+from perpkit import Script, random_market, run, table
 
 TIERS = table((0, 500, 0.01, 50), (500, 2000, 0.025, 20), (2000, float("inf"), 0.05, 10))
 
@@ -47,22 +47,8 @@ class Watched(Script):
 def scenarios(draw):
     n = draw(st.integers(15, 50))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    steps = rng.normal(0, draw(st.sampled_from([0.005, 0.02, 0.05])), n)
-    jumps = rng.random(n) < 0.05                           # gaps, some past bankruptcy
-    steps[jumps] += rng.normal(0, 0.25, jumps.sum())
-    close = 100 * np.exp(np.cumsum(steps))
-    open_ = np.r_[100.0, close[:-1]] * np.exp(np.where(jumps, steps, 0) * 0.5)
-    wick = np.abs(rng.normal(0, 0.01, (2, n)))
-    high = np.maximum(open_, close) * (1 + wick[0])
-    low = np.minimum(open_, close) * (1 - wick[1])
-    basis = 1 + rng.normal(0, 0.002, n)
-    mark_open, mark_close = open_ * basis, close * basis
-    mark_high = np.maximum(np.maximum(mark_open, mark_close), high * basis * (1 - wick[0] / 2))
-    mark_low = np.minimum(np.minimum(mark_open, mark_close), low * basis * (1 + wick[1] / 2))
-    funding = {int(i): float(rng.normal(0.0001, 0.002)) for i in rng.choice(n, n // 4, replace=False)}
-    later = {int(i): float(rng.normal(0.0001, 0.002)) for i in rng.choice(n, n // 5, replace=False)}
-    frame = make_frame(close, open=open_, high=high, low=low, mark_open=mark_open, mark_high=mark_high,
-                       mark_low=mark_low, mark_close=mark_close, funding=funding, funding_later=later)
+    frame = random_market(rng, n, vol=draw(st.sampled_from([0.005, 0.02, 0.05])))
+    close = frame["close"].to_numpy()
     plan = {}
     for _ in range(draw(st.integers(1, 8))):
         bar = draw(st.integers(0, n - 2))

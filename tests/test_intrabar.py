@@ -8,7 +8,7 @@ import warnings
 import backtrader as bt
 import numpy as np
 import pytest
-from perpkit import FLAT, make_frame, run, table
+from perpkit import FLAT, make_frame, random_market, run, table
 
 import btperp
 from btperp.backtest import load_strategy
@@ -273,30 +273,13 @@ class Plan(bt.Strategy):
             getattr(self, method)(data=self.datas[i], **kwargs)
 
 
-def _market(rng, n, symbol):
-    steps = rng.normal(0, rng.choice([0.005, 0.02, 0.05]), n)
-    jumps = rng.random(n) < 0.06                               # gaps, some past bankruptcy
-    steps[jumps] += rng.normal(0, 0.2, jumps.sum())
-    close = 100 * np.exp(np.cumsum(steps))
-    open_ = np.r_[100.0, close[:-1]] * np.exp(np.where(jumps, steps, 0) * 0.5)
-    wick = np.abs(rng.normal(0, 0.015, (2, n)))
-    high = np.maximum(open_, close) * (1 + wick[0])
-    low = np.minimum(open_, close) * (1 - wick[1])
-    basis = 1 + rng.normal(0, 0.002, n)
-    mo, mc = open_ * basis, close * basis
-    mh = np.maximum(np.maximum(mo, mc), high * basis * (1 - wick[0] / 2))
-    ml = np.minimum(np.minimum(mo, mc), low * basis * (1 + wick[1] / 2))
-    funding = {int(i): float(rng.normal(0.0001, 0.002)) for i in rng.choice(n, n // 4, replace=False)}
-    later = {int(i): float(rng.normal(0.0001, 0.002)) for i in rng.choice(n, n // 6, replace=False)}
-    return make_frame(close, open=open_, high=high, low=low, mark_open=mo, mark_high=mh, mark_low=ml,
-                      mark_close=mc, funding=funding, funding_later=later, symbol=symbol)
-
-
 def _account(seed, margin_mode, fill_policy, intrabar, feeds):
     """Frames, a plan of orders and broker options drawn from ``seed``."""
     rng = np.random.default_rng(seed)
     n = int(rng.integers(20, 45))
-    frames = [_market(rng, n, f"T{i}/USDT:USDT") for i in range(feeds)]
+    frames = [random_market(rng, n, vol=float(rng.choice([0.005, 0.02, 0.05])), jump_chance=0.06,
+                            jump_sd=0.2, wick_sd=0.015, later_share=6, symbol=f"T{i}/USDT:USDT")
+              for i in range(feeds)]
     plan = {}
     for _ in range(int(rng.integers(2, 10))):
         bar, i = int(rng.integers(0, n - 2)), int(rng.integers(0, feeds))
@@ -421,7 +404,8 @@ from btperp.rules import get_rulebook                           # noqa: E402
 def test_the_broker_and_the_replay_agree_on_a_position_entered_inside_a_bar(seed, side, leverage, intrabar,
                                                                             kind):
     rng = np.random.default_rng(seed)
-    frame = _market(rng, 30, "TEST/USDT:USDT")
+    frame = random_market(rng, 30, vol=float(rng.choice([0.005, 0.02, 0.05])), jump_chance=0.06,
+                          jump_sd=0.2, wick_sd=0.015, later_share=6)
     bar = int(rng.integers(2, 20))
     o, h, lo = (float(frame[c].iloc[bar]) for c in ("open", "high", "low"))
     # an order whose price the bar's last-price range reaches strictly inside it
