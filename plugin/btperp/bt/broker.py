@@ -379,6 +379,26 @@ def _funding_perp(book: _Book):
     return _split(_now(book.l_fpu), _now(book.l_fopen), _now(book.l_frate), book)
 
 
+def _read_perp_tick(book: _Book) -> None:
+    """A replayed PerpData: the source bar (``data.tick_*``, filled by the replayer), not the bar
+    being built, whose mark low is the lowest since the period opened (:mod:`btperp.bt.resample`)."""
+    book.read = True
+    d = book.data
+    mo, mh, ml, mc = d.tick_mark_open, d.tick_mark_high, d.tick_mark_low, d.tick_mark_close
+    if mo != mo or mh != mh or ml != ml or mc != mc:
+        return _fallback(book, "the feed's mark lines are NaN")
+    book.mark_open, book.mark_close = mo, mc
+    if book.inst.trigger == "mark":
+        book.t_open, book.t_high, book.t_low = mo, mh, ml
+    else:
+        book.t_open, book.t_high, book.t_low = d.tick_open, d.tick_high, d.tick_low
+
+
+def _funding_perp_tick(book: _Book):
+    d = book.data
+    return _split(d.tick_funding_per_unit, d.tick_funding_open_per_unit, d.tick_funding_rate, book)
+
+
 def _read_table(book: _Book) -> None:
     """A feed with :func:`btperp.attach`: the bar's row in the attached table."""
     book.read = True
@@ -635,7 +655,8 @@ class PerpBroker(bt.brokers.BackBroker):
             book = _Book(data, inst, comminfo)
             book.pos = self.positions[data]
             if isinstance(data, PerpData):
-                book.reader, book.funding = _read_perp, _funding_perp
+                book.reader, book.funding = ((_read_perp_tick, _funding_perp_tick) if data.replaying
+                                             else (_read_perp, _funding_perp))
                 self._scan_marks(book)
             elif getattr(data, "btperp_market", None) is not None:
                 book.reader, book.funding = _read_table, _funding_table

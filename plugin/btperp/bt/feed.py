@@ -40,13 +40,15 @@ def bt_timeframe(timeframe: str) -> tuple[int, int]:
     return bt.TimeFrame.Minutes, minutes
 
 
-def timeframe_of(data: bt.AbstractDataBase) -> str:
-    """A feed's timeframe in ccxt spelling (``1h``), from its backtrader timeframe/compression."""
-    minutes = {bt.TimeFrame.Minutes: 1, bt.TimeFrame.Days: 1440, bt.TimeFrame.Weeks: 10080}.get(data._timeframe)
+def timeframe_of(data: bt.AbstractDataBase, source: bool = False) -> str:
+    """A feed's timeframe in ccxt spelling (``1h``), from its backtrader timeframe/compression;
+    ``source=True``: the timeframe of the bars it reads (before any resampling or replay)."""
+    tf, comp = (data.p.timeframe, data.p.compression) if source else (data._timeframe, data._compression)
+    minutes = {bt.TimeFrame.Minutes: 1, bt.TimeFrame.Days: 1440, bt.TimeFrame.Weeks: 10080}.get(tf)
     if minutes is None:
-        raise DataError(f"feed {data._name or data!r}: timeframe {bt.TimeFrame.getname(data._timeframe)} "
+        raise DataError(f"feed {data._name or data!r}: timeframe {bt.TimeFrame.getname(tf)} "
                         f"is not supported; use minutes, days or weeks")
-    return timeframe_name(pd.Timedelta(minutes=minutes * data._compression))
+    return timeframe_name(pd.Timedelta(minutes=minutes * comp))
 
 
 def to_bt_num(times: pd.DatetimeIndex | pd.Series) -> np.ndarray:
@@ -113,6 +115,16 @@ class PerpData(bt.feed.DataBase):
         self._row = len(self._cols["datetime"])
         self._last()
         self.home()
+
+    def resample(self, **kwargs):
+        """``cerebro.resampledata``: mark and funding lines aggregated too (:mod:`btperp.bt.resample`)."""
+        from .resample import PerpResampler
+        self.addfilter(PerpResampler, **kwargs)
+
+    def replay(self, **kwargs):
+        """``cerebro.replaydata``: mark and funding lines aggregated too (:mod:`btperp.bt.resample`)."""
+        from .resample import PerpReplayer
+        self.addfilter(PerpReplayer, **kwargs)
 
     def _load(self):
         i = self._row
@@ -247,7 +259,8 @@ def attach(data: bt.AbstractDataBase, symbol: str | None = None, exchange: str =
     """Attach mark prices and funding to an existing backtrader feed; returns the same feed.
 
     ``symbol`` (or a ready ``frame`` from :func:`btperp.load`) says what to attach; the frame is
-    loaded at the feed's own timeframe. backtrader stamps a bar with its *close* time in most CSV
+    loaded at the timeframe of the feed's source bars (``resampledata``/``replaydata`` before or
+    after ``attach`` aggregate it bar by bar: :mod:`btperp.bt.resample`). backtrader stamps a bar with its *close* time in most CSV
     feeds, btperp with its open time: ``bar_time="close"`` shifts the lookup by one bar.
     The feed must carry UTC times.
     """
@@ -256,9 +269,12 @@ def attach(data: bt.AbstractDataBase, symbol: str | None = None, exchange: str =
     if frame is None:
         if symbol is None:
             raise DataError("attach() needs a symbol or a frame")
-        frame = load(symbol, exchange, timeframe_of(data), datadir=datadir)
+        frame = load(symbol, exchange, timeframe_of(data, source=True), datadir=datadir)
     if bar_time == "close":
         frame = frame.copy()
         frame.index = frame.index + parse_timeframe(frame.attrs["timeframe"])
     data.btperp_market = MarketTable(frame)
+    from .resample import hook_resample, market_resampler
+    market_resampler(data)          # cerebro.resampledata(data) already called
+    hook_resample(data)             # or called later
     return data
