@@ -508,6 +508,50 @@ class PerpBroker(bt.brokers.BackBroker):
         self._overrides.setdefault(data_or_name, {}).update(settings)
         return self
 
+    def setcommission(self, commission=0.0, margin=None, mult=1.0, commtype=None, percabs=True,
+                      stocklike=False, interest=0.0, interest_long=False, leverage=1.0,
+                      automargin=False, name=None) -> None:
+        """backtrader's ``setcommission``: ``commission`` (a fraction of notional; with
+        ``percabs=False`` a percentage) becomes the maker and the taker fee of the feed ``name``,
+        or of every feed. What contradicts a linear perpetual is an :class:`InputError` naming
+        btperp's setting (never silently ignored)."""
+        where = f"setcommission(name={name!r})" if name is not None else "setcommission"
+        wrong = []
+        if margin is not None or automargin:
+            wrong.append(("margin", "the initial margin is notional / leverage: set leverage "
+                                    "(btperp.install(leverage=...) or broker.configure(name, leverage=...))"))
+        if leverage not in (None, 1, 1.0):
+            wrong.append(("leverage", "set btperp's leverage (btperp.install(leverage=...) or "
+                                      "broker.configure(name, leverage=...)); backtrader's leverage "
+                                      "would change the position's value"))
+        if mult not in (None, 1, 1.0):
+            wrong.append(("mult", "linear perpetuals have a multiplier of 1: sizes are in base units "
+                                  "(lot_size= rounds them)"))
+        if stocklike:
+            wrong.append(("stocklike", "a perpetual is futures-like (margin, not cash, is paid)"))
+        if commtype not in (None, bt.CommInfoBase.COMM_PERC):
+            wrong.append(("commtype", "fees are a percentage of notional: pass commission as a "
+                                      "fraction, or maker_fee/taker_fee to configure"))
+        if interest or interest_long:
+            wrong.append(("interest", "perpetuals pay funding, from the feed's funding rates, "
+                                      "instead of interest"))
+        if wrong:
+            raise InputError(f"{where}: " + "; ".join(f"{k}: {why}" for k, why in wrong),
+                             field=wrong[0][0])
+        rate = commission if percabs else commission / 100.0
+        if name is None:
+            self._check_params(where, {"maker_fee": rate})
+            self.p.maker_fee = self.p.taker_fee = rate
+            for settings in self._overrides.values():       # a later global setting wins
+                settings.pop("maker_fee", None)
+                settings.pop("taker_fee", None)
+        else:
+            self.configure(name, maker_fee=rate, taker_fee=rate)
+        for book in getattr(self, "_books", None) or ():   # during a run: from the next fill on
+            if name is None or name in (book.data._name, book.inst.symbol):
+                book.inst.maker_fee = book.inst.taker_fee = float(rate)
+                book.comminfo.p.commission = float(rate)
+
     @staticmethod
     def _check_params(where: str, s: Mapping[str, Any]) -> None:
         if "exchange" in s:
