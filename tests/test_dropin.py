@@ -1,13 +1,17 @@
 """Drop-in behaviour for existing backtrader scripts (issue 16): setcommission, sizing."""
 
+import json
 import math
 import warnings
 
 import backtrader as bt
+import pyarrow.parquet as pq
 import pytest
 
 import btperp
-from btperp.errors import InputError
+from btperp.backtest import RunConfig, run
+from btperp.cli.main import main as cli
+from btperp.errors import InputError, RefusedOrdersWarning
 from strategies.sma_cross import SmaCross
 
 
@@ -58,3 +62,59 @@ def test_setcommission_refuses_what_contradicts_a_perpetual(kwargs, field, hint)
     with pytest.raises(InputError) as caught:
         broker.setcommission(commission=0.001, **kwargs)
     assert caught.value.field == field and hint in str(caught.value)
+
+
+# --- refusals visible ----------------------------------------------------------------------------
+
+GREEDY = '''
+import backtrader as bt
+
+
+class Greedy(bt.Strategy):
+    """Buys 100 BTC every 24 bars: far more than the balance can margin."""
+
+    params = (("size", 100.0),)
+
+    def next(self):
+        if len(self) % 24 == 1:
+            self.buy(size=self.p.size)
+'''
+
+
+def greedy(tmp_path):
+    path = tmp_path / "greedy.py"
+    path.write_text(GREEDY)
+    return f"{path}:Greedy"
+
+
+def test_a_run_whose_every_order_is_refused_says_so(tmp_path, capsys):
+    args = ["--strategy", greedy(tmp_path), "--symbol", "BTCUSDT", "--start", "2024-01-01", "--end",
+            "2024-01-05", "--leverage", "5"]
+    assert cli(["run", *args, "--out", str(tmp_path / "run"), "--json"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    # 5 days of 1h bars, an order every 24 bars; 100 BTC x 42,000 / 5 = 840,000 USDT of margin each
+    assert summary["refused_orders"] == 5 and summary["trades"] == 0
+    assert "exceed the available balance" in summary["refusal_reason"]
+    assert "never traded: all 5 orders were refused" in captured.err
+    assert cli(["run", *args, "--out", str(tmp_path / "run")]) == 0
+    assert "refused orders  5 (most often: initial margin and fee" in capsys.readouterr().out
+    assert cli(["compare", *args[:-2], "--leverage", "5,10", "--out", str(tmp_path / "cmp"), "--jobs", "1",
+                "--no-progress"]) == 0
+    out = capsys.readouterr()
+    assert "5x: 5 orders refused" in out.out and "10x: 5 orders refused" in out.out
+    results = pq.read_table(tmp_path / "cmp" / "results.parquet").to_pandas()
+    assert results["refused_orders"].tolist() == [5, 5]
+    assert "refused orders" in (tmp_path / "cmp" / "report.html").read_text()
+    with pytest.warns(RefusedOrdersWarning):
+        run(RunConfig(greedy(tmp_path), symbol="BTCUSDT", start="2024-01-01", end="2024-01-02", leverage=2))
+
+
+@pytest.mark.parametrize("command, leverage", [("run", "500"), ("compare", "1,1000")])
+def test_a_leverage_no_tier_allows_is_refused_up_front(tmp_path, capsys, command, leverage):
+    status = cli([command, "--strategy", "sma_cross", "--symbol", "BTCUSDT", "--leverage", leverage,
+                  "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert f"{leverage.split(',')[-1]}x: no tier of BTC/USDT:USDT on binance-usdm allows it (at most 125x" in err
+    assert not (tmp_path / "x").exists()

@@ -232,20 +232,55 @@ class RunResult:
     equity: np.ndarray                # account value after each bar
     liquidations: list[dict[str, Any]]
     history: str | None = None
+    fills: int = 0
+    """Fills of the run (a run with refused orders and no fill refused every entry)."""
 
 
 #: Columns of a summary row, in order (``btperp run --json`` and ``results.parquet``).
 SUMMARY_COLUMNS = ("strategy", "symbol", "leverage", "margin_mode", "first_bar", "last_bar", "bars",
                    "final_value", "total_return", "cagr", "max_drawdown", "sharpe", "trades",
                    "liquidations", "first_liquidation", "days_to_first_liquidation", "funding_paid",
-                   "fees", "liquidation_losses", "worst_margin_ratio", "history_dir")
+                   "fees", "liquidation_losses", "worst_margin_ratio", "refused_orders",
+                   "refusal_reason", "history_dir")
 
 
-def _check(config: RunConfig) -> None:
+def _check(config: RunConfig, leverages: Sequence[float] | None = None) -> None:
     if not (isinstance(config.leverage, (int, float)) and config.leverage > 0):
         raise InputError(f"leverage must be a positive number, got {config.leverage!r}", field="leverage")
     if not (0 < config.stake <= 100):
         raise InputError(f"stake must be a percent in (0, 100], got {config.stake!r}", field="stake")
+    for leverage in leverages or [config.leverage]:
+        _check_leverage_allowed(config, float(leverage))
+
+
+def _check_leverage_allowed(config: RunConfig, leverage: float) -> None:
+    """A leverage above what every tier table of the symbol allows (Binance "Leverage and Margin
+    of USDⓈ-M Futures": tier 1's maximum) would have every order refused: an error up front, as
+    ``btperp calc`` gives. Without a bundled tier history the broker reports it."""
+    from .io.tierfile import TierHistoryFile
+    from .rules import get_rulebook
+    rulebook = get_rulebook(config.exchange)
+    found = TierHistoryFile.bundled(rulebook.name, config.datadir)
+    history = found.history(config.symbol, rulebook.settle) if found is not None else None
+    if history is None:
+        return
+    best = max(max(t.max_leverage for t in table.tiers) for _, table in history.versions)
+    if leverage > best * (1 + 1e-12):
+        raise InputError(f"{leverage:g}x: no tier of {to_unified(config.symbol)} on "
+                         f"{rulebook.name} allows it (at most {best:g}x, for the smallest positions); "
+                         f"every order would be refused", field="leverage")
+
+
+def refusal_summary(rejections) -> tuple[int, str | None]:
+    """(number of refused orders, the most common reason: the first message of the most frequent
+    kind, numbers aside)."""
+    import re
+    from collections import Counter
+    if not rejections:
+        return 0, None
+    kinds = [re.sub(r"[-+]?\d[\d,]*(\.\d+)?", "#", r.reason) for r in rejections]
+    top = Counter(kinds).most_common(1)[0][0]
+    return len(rejections), rejections[kinds.index(top)].reason
 
 
 def run(config: RunConfig, out: "str | os.PathLike[str] | None" = None, *, run_id: str | None = None,
@@ -309,10 +344,19 @@ def _result(config: RunConfig, name: str, broker, curve: Mapping[str, Any], hist
         "fees": math.fsum(f.fee for f in broker.fills),
         "liquidation_losses": math.fsum(x.loss for x in broker.liquidations),
         "worst_margin_ratio": worst,
+        "refused_orders": refusal_summary(broker.rejections)[0],
+        "refusal_reason": refusal_summary(broker.rejections)[1],
         "history_dir": str(Path(history["history"]).parent) if history.get("history") else None,
     }
+    if broker.rejections and not broker.fills:
+        import warnings
+
+        from .errors import RefusedOrdersWarning
+        warnings.warn(f"{name} on {summary['symbol']} at {config.leverage:g}x never traded: all "
+                      f"{summary['refused_orders']} orders were refused (most often: "
+                      f"{summary['refusal_reason']})", RefusedOrdersWarning, stacklevel=3)
     return RunResult({k: summary[k] for k in SUMMARY_COLUMNS}, times, equity, liqs,
-                     history.get("history"))
+                     history.get("history"), fills=len(broker.fills))
 
 
 # --- several leverages -----------------------------------------------------------------------
@@ -390,7 +434,7 @@ def compare(config: RunConfig, leverages: "str | Sequence[float]", out: "str | o
     """The same run at each leverage (in ``jobs`` processes, default one per core); histories go to
     ``out/history/run_id=<L>x/``. Rows come back in leverage order whatever the finishing order."""
     levels = parse_leverages(leverages)
-    _check(config)
+    _check(config, levels)
     cls = load_strategy(config.strategy)               # errors before any process starts
     parse_params(cls, config.params)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(levels)))

@@ -111,3 +111,7 @@ class DataError(BtperpError, ValueError):
 
 class DataWarning(BtperpWarning):
     """Market data has a problem that was reported but not fixed (gaps, for example)."""
+
+
+class RefusedOrdersWarning(BtperpWarning):
+    """A backtest whose every order was refused (margin, tier or lot size): it never traded."""

@@ -130,6 +130,8 @@ def run_run(args: argparse.Namespace) -> int:
         f"  funding paid    {fmt_number(s['funding_paid'])} USDT (negative: received)",
         f"  fees            {fmt_number(s['fees'])} USDT",
         f"  worst margin ratio {_pct(s['worst_margin_ratio'])} (100 % = liquidation)",
+        f"  refused orders  {s['refused_orders']}" + (f" (most often: {s['refusal_reason']})"
+                                                      if s["refused_orders"] else ""),
         f"  margin history  {s['history_dir']} (btperp history show {s['history_dir']})",
     ]
     if args.plot:
@@ -147,18 +149,22 @@ def run_compare(args: argparse.Namespace) -> int:
         print_json(to_json_rows(comparison.rows()))
         return 0
     headers = ["leverage", "final equity", "return", "CAGR", "max DD", "Sharpe", "trades", "liqs",
-               "first liq (days)", "funding", "fees", "liq losses", "worst ratio"]
+               "first liq (days)", "funding", "fees", "liq losses", "worst ratio", "refused"]
     rows = []
     for s in comparison.rows():
         first = "-" if s["days_to_first_liquidation"] is None else f"{s['days_to_first_liquidation']:.1f}"
         rows.append([f"{s['leverage']:g}x", fmt_number(s["final_value"]), _pct(s["total_return"]),
                      _pct(s["cagr"]), _pct(s["max_drawdown"]), fmt_number(s["sharpe"]), str(s["trades"]),
                      str(s["liquidations"]), first, fmt_number(s["funding_paid"]), fmt_number(s["fees"]),
-                     fmt_number(s["liquidation_losses"]), _pct(s["worst_margin_ratio"])])
+                     fmt_number(s["liquidation_losses"]), _pct(s["worst_margin_ratio"]),
+                     str(s["refused_orders"])])
     first = comparison.runs[0].summary
     print(f"{first['strategy']} on {first['symbol']} {args.timeframe}, {first['first_bar']} to "
           f"{first['last_bar']} UTC, {args.margin_mode}, {args.cash:,.0f} USDT")
     print(table(headers, rows, right=[True] * len(headers)))
+    for s in comparison.rows():
+        if s["refused_orders"]:
+            print(f"{s['leverage']:g}x: {s['refused_orders']} orders refused, most often: {s['refusal_reason']}")
     print(f"report: {paths['html']} (plot {paths['png']}, table {paths['results']}, "
           f"histories {args.out}/history/)")
     return 0

@@ -87,7 +87,7 @@ def _cell(column: str, value) -> str:
 
 REPORT_COLUMNS = ("leverage", "final_value", "total_return", "cagr", "max_drawdown", "sharpe",
                   "trades", "liquidations", "first_liquidation", "funding_paid", "fees",
-                  "liquidation_losses", "worst_margin_ratio")
+                  "liquidation_losses", "worst_margin_ratio", "refused_orders", "refusal_reason")
 
 
 def write_report(comparison: "Comparison", out: "str | os.PathLike[str]") -> dict[str, Path]:
