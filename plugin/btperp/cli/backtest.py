@@ -26,7 +26,7 @@ examples:
 
 def _common(p: argparse.ArgumentParser, leverage_help: str, leverage_default: str) -> None:
     p.add_argument("--strategy", required=True,
-                   help="short name of a file in strategies/ (see --list-strategies), "
+                   help="short name of a file in strategies/ (list them: btperp strategies), "
                         "path/to/file.py:Class, or module:Class")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="a strategy parameter, typed like its default (repeat for several)")
@@ -102,6 +102,10 @@ def _pairs(items):
     return [_split_pair(text) for text in items]
 
 
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1].rstrip() + "…"
+
+
 def _pct(value) -> str:
     return "-" if value is None or value != value else f"{value * 100:,.2f} %"
 
@@ -170,17 +174,35 @@ def run_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def describe(cls) -> str:
+    """First sentence of the strategy's docstring (its module's when the class has none), as plain
+    text: reStructuredText literals and roles unwrapped, lines joined."""
+    import inspect
+    import re
+    import sys
+    doc = inspect.cleandoc(cls.__doc__) if cls.__dict__.get("__doc__") else ""
+    if not doc:
+        module = sys.modules.get(cls.__module__)
+        doc = inspect.cleandoc(module.__doc__) if module is not None and module.__doc__ else ""
+    text = " ".join(doc.split("\n\n")[0].split())
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", text)          # :class:`x` -> x
+    text = re.sub(r"``([^`]+)``", r"\1", text)                  # ``x`` -> x
+    text = re.sub(r"`([^`]+)`", r"\1", text)
+    first = re.split(r"(?<=[.!?])\s+(?=[A-Z(])", text)[0]
+    return first
+
+
 def run_strategies(args: argparse.Namespace) -> int:
     from ..backtest import load_strategy, strategy_catalog, strategy_params
     rows = []
     for name, spec in sorted(strategy_catalog().items()):
         cls = load_strategy(spec)
-        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        doc = describe(cls)
         rows.append({"name": name, "class": spec, "params": {k: repr(v) for k, v in strategy_params(cls).items()},
                      "doc": doc})
     if args.json:
         print_json(rows)
         return 0
     print(table(["name", "parameters", "what it does"],
-                [[r["name"], ", ".join(f"{k}={v}" for k, v in r["params"].items()), r["doc"][:70]] for r in rows]))
+                [[r["name"], ", ".join(f"{k}={v}" for k, v in r["params"].items()), _clip(r["doc"], 90)] for r in rows]))
     return 0

@@ -222,11 +222,20 @@ def read_metadata(path: "str | os.PathLike[str]") -> dict:
     return json.loads(meta[METADATA_KEY])
 
 
+def _run_order(run_id: str):
+    """Runs in natural order: ``1x, 2x, 10x`` (numbers by value), then the other ids."""
+    import re
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(.*)", run_id)
+    return (0, float(match.group(1)), match.group(2)) if match else (1, 0.0, run_id)
+
+
 def summarize(root: "str | os.PathLike[str]") -> list[dict]:
-    """Per run: rows, range, trades, liquidations, worst margin ratio, funding and fees."""
+    """Per run: rows, range, trades (closed, as backtrader's trade count, and still open at the
+    end), liquidations, worst margin ratio, funding and fees."""
     history = read(root, "history")
     events = read(root, "events")
-    runs = sorted(set(map(str, history["run_id"].unique())) | set(map(str, events["run_id"].unique())))
+    runs = sorted(set(map(str, history["run_id"].unique())) | set(map(str, events["run_id"].unique())),
+                  key=_run_order)
     out = []
     for run in runs:
         h = history[history["run_id"] == run]
@@ -235,6 +244,12 @@ def summarize(root: "str | os.PathLike[str]") -> list[dict]:
         trades = set(zip(h["symbol"].astype(str), h["trade_id"]))
         fills = e[kinds == "fill"]
         trades |= set(zip(fills["symbol"].astype(str), fills["trade_id"].astype("Int64")))
+        # a trade is closed when its fills net to zero or it was liquidated
+        liquidated = set(zip(e.loc[kinds == "liquidation", "symbol"].astype(str),
+                             e.loc[kinds == "liquidation", "trade_id"].astype("Int64")))
+        net = fills.groupby([fills["symbol"].astype(str), fills["trade_id"].astype("Int64")])["size"]
+        flat = {key for key, sizes in net if abs(sizes.sum()) <= 1e-9 * max(sizes.abs().sum(), 1e-300)}
+        open_trades = len({t for t in trades if t not in flat and t not in liquidated})
         worst = h.loc[h["margin_ratio"].idxmax()] if len(h) else None
         out.append({
             "run_id": run,
@@ -242,7 +257,8 @@ def summarize(root: "str | os.PathLike[str]") -> list[dict]:
             "first": str(h["time"].min()) if len(h) else None,
             "last": str(h["time"].max()) if len(h) else None,
             "symbols": sorted(set(h["symbol"].astype(str)) | set(e["symbol"].astype(str))),
-            "trades": len(trades),
+            "trades": len(trades) - open_trades,
+            "open_trades": open_trades,
             "liquidations": int((kinds == "liquidation").sum()),
             "worst_margin_ratio": None if worst is None else float(worst["margin_ratio"]),
             "worst_at": None if worst is None else str(worst["time"]),
