@@ -17,6 +17,7 @@ exposure grows with the leverage; a strategy that sizes its own orders keeps its
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -429,6 +430,27 @@ def _pool(jobs: int):
     return concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context)
 
 
+@contextlib.contextmanager
+def _main_not_reimported():
+    """Worker processes need btperp only (strategies travel by name, never pickled): while they
+    start, the calling script is hidden from multiprocessing so that they do not re-run it (a
+    script without an ``if __name__ == "__main__":`` guard would otherwise start the comparison
+    again in each worker and fail with "bootstrapping phase")."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved_file = main.__dict__.pop("__file__", None)
+    saved_spec = main.__dict__.get("__spec__")
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__spec__ = saved_spec
+        if saved_file is not None:
+            main.__file__ = saved_file
+
+
 def compare(config: RunConfig, leverages: "str | Sequence[float]", out: "str | os.PathLike[str] | None" = None,
             *, jobs: int | None = None, progress: bool = True) -> Comparison:
     """The same run at each leverage (in ``jobs`` processes, default one per core); histories go to
@@ -438,6 +460,9 @@ def compare(config: RunConfig, leverages: "str | Sequence[float]", out: "str | o
     cls = load_strategy(config.strategy)               # errors before any process starts
     parse_params(cls, config.params)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(levels)))
+    import multiprocessing
+    if multiprocessing.current_process().daemon:        # inside a worker (a strategy file that
+        jobs = 1                                          # runs a comparison when imported)
     out_s = str(out) if out is not None else None
     configs = [config.with_leverage(L).to_dict() for L in levels]
     results: dict[float, RunResult] = {}
@@ -454,7 +479,8 @@ def compare(config: RunConfig, leverages: "str | Sequence[float]", out: "str | o
         else:
             import concurrent.futures
             with _pool(jobs) as pool:
-                futures = {pool.submit(_run_one, c, out_s): c["leverage"] for c in configs}
+                with _main_not_reimported():
+                    futures = {pool.submit(_run_one, c, out_s): c["leverage"] for c in configs}
                 for done in concurrent.futures.as_completed(futures):
                     results[futures[done]], caught = done.result()
                     raised.update(dict.fromkeys(caught))
