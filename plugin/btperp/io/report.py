@@ -34,42 +34,78 @@ def write_results(comparison: "Comparison", path: "str | os.PathLike[str]") -> P
     return path
 
 
+def log_floor(runs, cash: float) -> float:
+    """Bottom of the log axis: a decade under the smallest positive equity of any run (so a
+    wiped-out account's last cents are drawn where they are), at least cash × 1e-9."""
+    positive = [float(np.min(r.equity[r.equity > 0])) for r in runs if np.any(r.equity > 0)]
+    low = min(positive + [cash])
+    return max(10.0 ** (math.floor(math.log10(low)) - 1), cash * 1e-9)
+
+
+def label_groups(points, tolerance: tuple[float, float]) -> list[tuple[float, float, list[int]]]:
+    """Points closer than ``tolerance`` (x, y) share one label: ``[(x, y, [indices]), ...]``."""
+    groups: list[tuple[float, float, list[int]]] = []
+    for i, (x, y) in enumerate(points):
+        for gx, gy, members in groups:
+            if abs(x - gx) <= tolerance[0] and abs(y - gy) <= tolerance[1]:
+                members.append(i)
+                break
+        else:
+            groups.append((x, y, [i]))
+    return groups
+
+
 def _figure(comparison: "Comparison"):
     from ..bt.plot import use_agg
     use_agg()
     import matplotlib.pyplot as plt
 
     runs = comparison.runs
-    fig, (curves, scatter) = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [2, 1]})
+    fig, (curves, scatter) = plt.subplots(1, 2, figsize=(15, 6.6), gridspec_kw={"width_ratios": [2, 1]})
     colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(runs)))
-    floor = comparison.config.cash * 1e-4            # log scale: a wiped-out account sits on the floor
+    cfg = comparison.config
+    floor = log_floor(runs, cfg.cash)
+    gone = False
     for run, color in zip(runs, colors):
         label = f"{run.summary['leverage']:g}x"
         when = run.time.astype("datetime64[ms]")
-        curves.plot(when, np.maximum(run.equity, floor), color=color, lw=1.2, label=label)
+        # log scale: an account at 0 (or below) cannot be drawn; it sits on the floor line
+        gone = gone or bool(np.any(run.equity <= 0))
+        curves.plot(when, np.where(run.equity > 0, run.equity, floor), color=color, lw=1.2, label=label)
         if run.liquidations:
             at = np.array([x["time"] for x in run.liquidations], dtype=np.int64)
             index = np.clip(np.searchsorted(run.time, at), 0, len(run.time) - 1)
             curves.scatter(at.astype("datetime64[ms]"), np.maximum(run.equity[index], floor),
                            marker="x", s=45, color=color, zorder=3)
     curves.set_yscale("log")
+    curves.set_ylim(bottom=floor * 0.7)
+    if gone:
+        curves.axhline(floor, color="black", lw=0.8, ls="--")
+        curves.annotate("0 USDT: nothing left", (0.005, floor), xycoords=("axes fraction", "data"),
+                        xytext=(0, 3), textcoords="offset points", fontsize=8)
     curves.set_ylabel("equity, USDT (log scale; x = liquidation)")
-    cfg = comparison.config
     curves.set_title(f"{runs[0].summary['strategy']} on {runs[0].summary['symbol']} {cfg.timeframe}, "
                      f"{cfg.margin_mode}, {cfg.cash:,.0f} USDT")
-    curves.legend(title="leverage", fontsize=8)
     curves.grid(True, which="both", alpha=0.25)
-    for run, color in zip(runs, colors):
-        dd, ret = run.summary["max_drawdown"] * 100, run.summary["total_return"] * 100
+    points = [(r.summary["max_drawdown"] * 100, r.summary["total_return"] * 100) for r in runs]
+    for (dd, ret), color in zip(points, colors):
         scatter.scatter(dd, ret, color=color, s=60)
-        scatter.annotate(f"{run.summary['leverage']:g}x", (dd, ret), textcoords="offset points",
-                         xytext=(5, 4), fontsize=9)
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    span = (max(max(xs) - min(xs), 1.0), max(max(ys) - min(ys), 1.0))
+    for x, y, members in label_groups(points, (span[0] * 0.04, span[1] * 0.04)):
+        text = ", ".join(f"{runs[i].summary['leverage']:g}x" for i in members)
+        right = x > min(xs) + 0.7 * span[0]          # near the right edge: label to the left
+        scatter.annotate(text, (x, y), textcoords="offset points", xytext=(-6 if right else 6, 5),
+                         ha="right" if right else "left", fontsize=9)
     scatter.axhline(0, color="grey", lw=0.8)
     scatter.set_xlabel("max drawdown, %")
     scatter.set_ylabel("total return, %")
     scatter.set_title("return against drawdown")
     scatter.grid(True, alpha=0.25)
-    fig.tight_layout()
+    handles, labels = curves.get_legend_handles_labels()
+    fig.legend(handles, labels, title="leverage", loc="lower center", ncol=len(runs), fontsize=9,
+               title_fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
