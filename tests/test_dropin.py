@@ -173,3 +173,46 @@ def test_strategies_command_shows_plain_descriptions(capsys):
     with pytest.raises(SystemExit):
         cli(["run", "--help"])
     assert "--list-strategies" not in capsys.readouterr().out
+
+
+# --- plots -------------------------------------------------------------------------------------------
+
+def test_backtrader_plot_of_a_btperp_run_has_dates_named_observers_and_volume_labels():
+    from btperp.bt.plot import name_observers, readable, use_agg
+    use_agg()
+    import matplotlib.pyplot as plt
+    cerebro = bt.Cerebro()
+    cerebro.adddata(btperp.load_feed("ETHUSDT", start="2021-05-10", end="2021-05-20"))
+    cerebro.addstrategy(SmaCross)
+    btperp.install(cerebro, cash=10_000, leverage=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cerebro.run()
+    name_observers(cerebro)
+    figures = cerebro.plot(iplot=False)
+    readable(figures)
+    fig = figures[0][0]
+    fig.canvas.draw()
+    bottom = min(fig.axes, key=lambda ax: ax.get_position().y0)
+    dates = [t.get_text() for t in bottom.get_xticklabels() if t.get_visible() and t.get_text()]
+    assert dates and all(t.startswith("2021-05-") for t in dates)
+    legends = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert any(t.startswith("Account, USDT") for t in legends)
+    assert not any("(None)" in t or "(True" in t for t in legends)
+    volume = [ax for ax in fig.axes if any(t.get_text().endswith("M") for t in ax.get_yticklabels())]
+    labels = [t.get_text() for t in volume[0].get_yticklabels() if t.get_text()]
+    assert len(set(labels)) == len(labels)                  # no '0M, 0M, 1M'
+    plt.close("all")
+
+
+def test_report_floor_and_labels():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from btperp.io.report import label_groups, log_floor
+    runs = [SimpleNamespace(equity=np.array([10_000.0, 5.0, 0.04])),
+            SimpleNamespace(equity=np.array([10_000.0, 0.0, 0.0]))]
+    assert log_floor(runs, 10_000) == 0.001                 # a decade under 0.04: the cents show
+    groups = label_groups([(45, 318), (97.6, -81), (100, -100), (100, -100), (100, -99.99)], (3, 25))
+    assert [g[2] for g in groups] == [[0], [1, 2, 3, 4]]
