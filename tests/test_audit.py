@@ -18,6 +18,7 @@ from btperp.cli.main import main as cli
 from btperp.errors import DataError, InputError, LeverageError
 from btperp.margin import Position, Side, solve_price
 from btperp.replay import Positions, _SparseMin, replay
+from btperp.report import audit_history as report_audit_history
 from btperp.rules import get_rulebook
 from btperp.tiers import TierHistory
 
@@ -332,7 +333,7 @@ def _eth_run(tmp_path, leverage, trigger="mark"):
 def test_history_audit_explains_the_liquidation(tmp_path):
     out, result = _eth_run(tmp_path, 3)
     (liq,) = result.liquidations
-    audits = audit_history(out, plots=tmp_path / "png")
+    audits = report_audit_history(out, plots=tmp_path / "png")
     (a,) = audits
     assert a.time == "2021-05-19 12:00" and a.symbol == "ETH/USDT:USDT" and a.side == "long"
     assert a.fill_price == pytest.approx(liq["price"]) and a.leverage == 3
@@ -377,7 +378,7 @@ def test_history_audit_without_market_data_says_so(tmp_path):
     btperp.install(cerebro, leverage=5, tiers=perpkit.FLAT, cash=10_000)
     cerebro.addanalyzer(PerpHistory, path=str(tmp_path / "h"))
     cerebro.run()
-    (a,) = audit_history(tmp_path / "h", plots=tmp_path / "png")
+    (a,) = report_audit_history(tmp_path / "h", plots=tmp_path / "png")
     assert a.other_verdict == "unknown" and a.plot is None
     assert "no market data for TEST/USDT:USDT" in a.notes[0]
     assert a.equity == pytest.approx(a.maintenance_margin, rel=1e-9) or a.gap

@@ -210,9 +210,32 @@ def test_report_floor_and_labels():
 
     import numpy as np
 
-    from btperp.io.report import label_groups, log_floor
+    from btperp.report.comparison import label_groups, log_floor
     runs = [SimpleNamespace(equity=np.array([10_000.0, 5.0, 0.04])),
             SimpleNamespace(equity=np.array([10_000.0, 0.0, 0.0]))]
     assert log_floor(runs, 10_000) == 0.001                 # a decade under 0.04: the cents show
     groups = label_groups([(45, 318), (97.6, -81), (100, -100), (100, -100), (100, -99.99)], (3, 25))
     assert [g[2] for g in groups] == [[0], [1, 2, 3, 4]]
+
+
+def test_layers_import_downwards_only():
+    """io/ reads and writes files and imports nothing above it; backtest and audit import nothing
+    from the report layer (which draws them)."""
+    import ast
+    from pathlib import Path
+    package = Path(btperp.__file__).parent
+
+    def imports(path):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module is not None:
+                yield ("." * node.level) + node.module
+            elif isinstance(node, ast.ImportFrom):
+                yield "." * node.level
+    for path in (package / "io").glob("*.py"):
+        bad = [m for m in imports(path) if m.lstrip(".").split(".")[0] in ("backtest", "audit", "report", "cli")
+               and m.startswith("..")]
+        assert not bad, f"{path.name} imports {bad}"
+    for name in ("backtest.py", "audit.py"):
+        bad = [m for m in imports(package / name) if m.lstrip(".").startswith("report")]
+        assert not bad, f"{name} imports {bad}"

@@ -6,7 +6,9 @@ Layers (each in one place):
    :mod:`btperp.rules` (one rulebook per exchange), :mod:`btperp.calc`; no backtrader, no I/O;
 2. backtrader adapter (broker, commission info, feed, analyzer, observer);
 3. I/O: :mod:`btperp.io` (datasets, tier files, atomic writes);
-4. the ``btperp`` command line: :mod:`btperp.cli`, thin over the Python API.
+4. backtests and audits (:mod:`btperp.backtest`, :mod:`btperp.audit`), and above them the
+   pictures and reports (:mod:`btperp.report`);
+5. the ``btperp`` command line: :mod:`btperp.cli`, thin over the Python API.
 """
 
 __version__ = "0.1.0"

@@ -15,7 +15,7 @@ The Python API behind ``btperp audit``::
     table = audit_positions(entries, symbol="BTCUSDT")
 
     # every liquidation of a backtest's margin history explained (and a PNG each)
-    audits = audit_history("out/run", plots="out/run/audit")
+    audits = btperp.report.audit_history("out/run", plots="out/run/audit")   # with the PNGs
 
 Positions are replayed by :func:`btperp.replay.replay` (numpy over the price arrays, the core's
 formulas), not by a backtrader run; ``tests/test_audit.py`` checks that the two agree.
@@ -622,12 +622,17 @@ def _run_metadata(root: Path) -> dict[str, dict]:
 
 def audit_history(root: "str | os.PathLike[str]", *, datadir=None,
                   plots: "str | os.PathLike[str] | None" = None, bars_before: int = 72,
-                  bars_after: int = 24) -> list[LiquidationAudit]:
+                  bars_after: int = 24, plotter=None) -> list[LiquidationAudit]:
     """Explain every liquidation in a run's (or a sweep's) margin history.
 
     Market data (for the other trigger's verdict and the plots) is read from ``datadir`` (default:
-    the run's, else btperp's datasets). ``plots``: a folder to write one PNG per liquidation.
+    the run's, else btperp's datasets). ``plots``: a folder where ``plotter`` (the report layer's
+    :func:`btperp.report.plot_liquidation`; :func:`btperp.report.audit_history` passes it) writes
+    one PNG per liquidation.
     """
+    if plots is not None and plotter is None:
+        raise InputError("plots need a plotter: use btperp.report.audit_history(..., plots=DIR), "
+                         "which draws them", field="plots")
     from .io.history import read
     root = Path(root)
     events = read(root, "events")
@@ -680,10 +685,9 @@ def audit_history(root: "str | os.PathLike[str]", *, datadir=None,
         else:
             _other_trigger(a, market, rows, get_rulebook(key[0]), inst, settings.get("instruments", {}))
             if plots is not None:
-                from .io.auditplot import plot_liquidation
                 name = f"{run}_{symbol.split('/')[0]}_{trade}_{a.time[:10]}.png"
-                a.plot = str(plot_liquidation(Path(plots) / name, market, a, rows, ev_trade,
-                                              bars_before=bars_before, bars_after=bars_after))
+                a.plot = str(plotter(Path(plots) / name, market, a, rows, ev_trade,
+                                     bars_before=bars_before, bars_after=bars_after))
         audits.append(a)
     return audits
 

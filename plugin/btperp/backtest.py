@@ -493,15 +493,6 @@ def compare(config: RunConfig, leverages: "str | Sequence[float]", out: "str | o
     return Comparison(config, [results[L] for L in levels])
 
 
-def write_comparison(comparison: Comparison, out: "str | os.PathLike[str]") -> dict[str, str]:
-    """``results.parquet``, ``report.png`` and ``report.html`` in ``out``; returns their paths."""
-    from .io.report import write_report, write_results
-    out = Path(out)
-    paths = {"results": str(write_results(comparison, out / "results.parquet"))}
-    paths.update({k: str(v) for k, v in write_report(comparison, out).items()})
-    return paths
-
-
 def to_json_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Rows with NaN as null (JSON has no NaN)."""
     def clean(v):
@@ -509,6 +500,6 @@ def to_json_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return [{k: clean(v) for k, v in row.items()} for row in rows]
 
 
-__all__ = ["RunConfig", "RunResult", "Comparison", "run", "compare", "write_comparison",
+__all__ = ["RunConfig", "RunResult", "Comparison", "run", "compare",
            "load_strategy", "strategy_catalog", "strategy_params", "parse_params", "parse_leverages",
            "SUMMARY_COLUMNS"]

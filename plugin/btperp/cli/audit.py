@@ -103,7 +103,7 @@ def run_position(args: argparse.Namespace) -> int:
                        reported_price=args.reported_price, datadir=args.datadir, detail=args.detail)
     plot = None
     if args.plot:
-        from ..io.auditplot import plot_position
+        from ..report.audit import plot_position
         plot = str(plot_position(args.plot, a))
     if args.json:
         out = a.to_dict()
@@ -150,7 +150,7 @@ def run_position(args: argparse.Namespace) -> int:
 def run_history(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..audit import audit_history
+    from ..report import audit_history
     plots = None if args.no_plots else (args.plots or str(Path(args.dir) / "audit"))
     audits = audit_history(args.dir, datadir=args.datadir, plots=plots)
     if args.json:

@@ -145,7 +145,8 @@ def run_run(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from ..backtest import compare, to_json_rows, write_comparison
+    from ..backtest import compare, to_json_rows
+    from ..report import write_comparison
     comparison = compare(_config(args, 1.0), args.leverage, args.out, jobs=args.jobs,
                          progress=not args.no_progress)
     paths = write_comparison(comparison, args.out)

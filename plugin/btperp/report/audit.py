@@ -1,6 +1,7 @@
 """Liquidation charts: mark and last price around a liquidation, the position's entry, liquidation
 and bankruptcy prices, and the funding it paid. PNG, written atomically (matplotlib's object API:
-no pyplot state, no screen needed)."""
+no pyplot state, no screen needed). The report layer: above :mod:`btperp.audit`, which draws
+nothing itself."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..times import to_ms
-from .atomic import atomic_path
+from ..io.atomic import atomic_path
 
 if TYPE_CHECKING:                        # pragma: no cover
     from ..audit import LiquidationAudit, PositionAudit
@@ -146,3 +147,12 @@ def plot_position(path: "str | os.PathLike[str]", audit: "PositionAudit", *,
 
 
 __all__ = ["plot_liquidation", "plot_position"]
+
+
+def audit_history(root: "str | os.PathLike[str]", *, datadir=None,
+                  plots: "str | os.PathLike[str] | None" = None, bars_before: int = 72,
+                  bars_after: int = 24) -> list["LiquidationAudit"]:
+    """:func:`btperp.audit.audit_history` with one PNG per liquidation in ``plots``."""
+    from ..audit import audit_history as explain
+    return explain(root, datadir=datadir, plots=plots, bars_before=bars_before, bars_after=bars_after,
+                   plotter=plot_liquidation if plots is not None else None)

@@ -1,5 +1,6 @@
 """Files of a leverage comparison: ``results.parquet``, ``report.png`` and a self-contained
-``report.html`` (the PNG embedded), each written atomically."""
+``report.html`` (the PNG embedded), each written atomically (the report layer: above
+:mod:`btperp.backtest`, which knows nothing of it)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .atomic import atomic_open, atomic_path
+from ..io.atomic import atomic_open, atomic_path
 
 if TYPE_CHECKING:                        # pragma: no cover
     from ..backtest import Comparison
+
+
+def write_comparison(comparison: "Comparison", out: "str | os.PathLike[str]") -> dict[str, str]:
+    """``results.parquet``, ``report.png`` and ``report.html`` in ``out``; returns their paths."""
+    out = Path(out)
+    paths = {"results": str(write_results(comparison, out / "results.parquet"))}
+    paths.update({k: str(v) for k, v in write_report(comparison, out).items()})
+    return paths
 
 
 def write_results(comparison: "Comparison", path: "str | os.PathLike[str]") -> Path:
