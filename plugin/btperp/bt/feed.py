@@ -131,7 +131,7 @@ class PerpData(bt.feed.DataBase):
         if i >= len(self._cols["datetime"]):
             return False
         for name, values in self._cols.items():
-            getattr(self.lines, name)[0] = values[i]
+            getattr(self.lines, name)[0] = float(values[i])     # a Python float, as backtrader's feeds
         self._row = i + 1
         return True
 
