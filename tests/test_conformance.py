@@ -43,7 +43,7 @@ import pytest
 import btperp
 from btperp.bt.feed import feed_from_frame
 
-START, END = "2024-02-01", "2024-02-29"
+START, END = "2024-02-01", "2024-02-21"
 MARK = ("mark_open", "mark_high", "mark_low", "mark_close")
 CASH = 100_000.0
 _FRAMES = {}
