@@ -389,9 +389,10 @@ def _read_perp_tick(book: _Book) -> None:
         return _fallback(book, "the feed's mark lines are NaN")
     book.mark_open, book.mark_close = mo, mc
     if book.inst.trigger == "mark":
-        book.t_open, book.t_high, book.t_low = mo, mh, ml
+        book.t_open, book.t_high, book.t_low, book.t_close = mo, mh, ml, mc
     else:
         book.t_open, book.t_high, book.t_low = d.tick_open, d.tick_high, d.tick_low
+        book.t_close = d.tick_close
 
 
 def _funding_perp_tick(book: _Book):
