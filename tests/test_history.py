@@ -297,6 +297,10 @@ def test_cli_history_show(eth_run, capsys):
     assert run["funding_paid"] == broker.funding_paid and run["fees_paid"] == broker.fees_paid
     assert run["worst_margin_ratio"] < 1
     assert cli(["history", "show", str(path / "nothing-here")]) == 2
+    err = capsys.readouterr().err
+    assert "argument dir: " in err and "nothing-here: no such file or folder" in err
+    (path / "empty-folder").mkdir()
+    assert cli(["history", "show", str(path / "empty-folder")]) == 2
     assert "no history.parquet" in capsys.readouterr().err
 
 

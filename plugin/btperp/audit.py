@@ -252,7 +252,22 @@ def audit_position(symbol: str, side, entry_time: Any, entry_price: float | None
     if trigger not in TRIGGERS:
         raise InputError(f"trigger must be 'mark' or 'last', got {trigger!r}", field="trigger")
     fee = rulebook.taker_fee if taker_fee is None else float(taker_fee)
-    entry_ms = _ms(entry_time)
+    entry_ms = _ms(entry_time, "entry_time")
+    if end is not None:
+        _ms(end, "end")
+    if reported_time is not None:
+        _ms(reported_time, "reported_time")
+    if reported_price is not None and reported_time is None:
+        raise InputError("a reported price needs the reported time (--reported-time): the verdict "
+                         "compares the bar the rules liquidate in with the time of the report",
+                         field="reported_price")
+    if reported_price is not None and not (math.isfinite(reported_price) and reported_price > 0):
+        raise InputError(f"must be a positive number, got {reported_price!r}", field="reported_price")
+    for name, value in (("size", size), ("margin", margin), ("leverage", leverage)):
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise InputError(f"must be a positive number, got {value!r}", field=name)
+    if end is not None and _ms(inclusive_end(end)) < entry_ms:
+        raise InputError(f"the end {end} is before the entry time {_iso(entry_ms)}", field="end")
     if reported_time is not None and end is not None and _ms(reported_time) > _ms(inclusive_end(end)):
         raise InputError("the reported time is after --end; drop --end or move it past the report",
                          field="end")
@@ -273,9 +288,24 @@ def audit_position(symbol: str, side, entry_time: Any, entry_price: float | None
     if not lo * (1 - 1e-9) <= entry_price <= hi * (1 + 1e-9):
         notes.append(f"the entry price {entry_price:,.2f} is outside the entry bar's traded range "
                      f"{lo:,.2f} to {hi:,.2f}")
+    all_three = size is not None and margin is not None and leverage is not None
     size, margin, lev = resolve_size(rulebook, sgn, entry_price, size=size, margin=margin,
                                      leverage=leverage, taker_fee=fee, margin_mode=mode)
     size, margin, lev = float(size), float(margin), float(lev)
+    if all_three and mode is MarginMode.ISOLATED:
+        initial = float(rulebook.initial_margin(sgn, size, entry_price, lev, fee))
+        if margin < initial * (1 - 1e-9):
+            raise InputError(f"{margin:,.2f} is below the initial margin {initial:,.2f} that a size of "
+                             f"{size:g} at {entry_price:,.2f} needs at {lev:g}x; give two of --size, "
+                             f"--margin and --leverage, or a margin of at least {initial:,.2f}",
+                             field="margin")
+        if margin > initial * (1 + 1e-9):
+            notes.append(f"size, margin and leverage all given: the margin {margin:,.2f} is above the "
+                         f"initial margin {initial:,.2f} of {size:g} at {lev:g}x, so the difference "
+                         f"({margin - initial:,.2f}) is taken as margin added to the isolated position "
+                         f"(the exchange allows it); effective leverage "
+                         f"{size * entry_price / margin:.3g}x. Give two of the three to have btperp "
+                         f"derive the third")
     for name, value in (("size", size), ("margin", margin), ("leverage", lev)):
         if not (math.isfinite(value) and value > 0):
             raise InputError(f"must be a positive number, got {value!r}", field=name)

@@ -131,6 +131,9 @@ def calculate(account: Mapping[str, Any], *, tiers_for: TierSource | None = None
     mode = MarginMode.parse(account.get("margin_mode", "isolated"))
     wallet = _number(account, "wallet_balance", "", allow_zero=True)
     fee = _number(account, "taker_fee", "", allow_zero=True)
+    if fee is not None and fee >= 0.01:
+        raise InputError(f"{fee:g} is {fee * 100:g} % a trade; give the rate as a fraction below 0.01, "
+                         f"e.g. 0.0005 for 0.05 %", field="taker_fee")
     position_mode = str(account.get("position_mode", "one-way")).lower()
     if position_mode not in ("one-way", "hedge"):
         raise InputError(f"must be 'one-way' or 'hedge', got {position_mode!r}", field="position_mode")

@@ -115,3 +115,16 @@ class DataWarning(BtperpWarning):
 
 class RefusedOrdersWarning(BtperpWarning):
     """A backtest whose every order was refused (margin, tier or lot size): it never traded."""
+
+
+# --- the environment -----------------------------------------------------------------------------
+
+class EnvironmentFailure(BtperpError, OSError):
+    """The machine, not the input, stopped btperp (a full disk, a file-size limit): exit status 1."""
+
+    exit_code = 1
+
+
+class DiskFullError(EnvironmentFailure):
+    """A write failed for lack of space (ENOSPC, EDQUOT) or a file-size limit (EFBIG). The message
+    names the file and says what was left on disk (the temporary file is always removed)."""

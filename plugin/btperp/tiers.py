@@ -130,11 +130,17 @@ class TierTable:
         published (and must then agree with its derivation), and is derived otherwise.
         """
         source = source or symbol
+        if isinstance(rows, Mapping) or isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
+            raise TierTableError(f"expected a list of tiers, got a JSON {type(rows).__name__}", source=source)
         if not rows:
             raise TierTableError("the table has no tiers", source=source)
         parsed = []
         published: list[float | None] = []
         for position, raw in enumerate(rows, start=1):
+            if not isinstance(raw, Mapping):
+                raise TierValueError(f"expected an object with minNotional, maxNotional, "
+                                     f"maintenanceMarginRate and maxLeverage, got {raw!r:.60}",
+                                     tier=position, source=source)
             number = raw.get("tier", position)
             try:
                 number = int(float(number))
@@ -369,6 +375,9 @@ class TierHistory:
         """From ``[{"observed": "2022-02-05", "tiers": [...ccxt rows...]}, ...]`` (btperp's files)."""
         versions = []
         for i, snap in enumerate(snapshots):
+            if not isinstance(snap, Mapping):
+                raise TierTableError(f"snapshot {i} is a JSON {type(snap).__name__}; expected an object "
+                                     f"with 'observed' and 'tiers'", source=source or symbol)
             when = snap.get("observed")
             if when is None:
                 raise TierTableError(f"snapshot {i} has no 'observed' date", source=source or symbol)

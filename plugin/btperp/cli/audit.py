@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from . import args as types
 from .format import fmt_number, print_json, table
 
 POSITION_EXAMPLES = """\
@@ -47,16 +48,16 @@ def register(sub) -> None:
     pos.add_argument("--exchange", default="binance-usdm", help="exchange (default binance-usdm)")
     pos.add_argument("--symbol", required=True, help="BTCUSDT or BTC/USDT:USDT")
     pos.add_argument("--side", required=True, choices=["long", "short"])
-    pos.add_argument("--entry-time", required=True, help="when the position was opened, UTC")
-    pos.add_argument("--entry-price", type=float,
+    pos.add_argument("--entry-time", required=True, type=types.utc_time, help="when the position was opened, UTC")
+    pos.add_argument("--entry-price", type=types.positive_float,
                      help="average entry price (default: the last-price open of the entry bar)")
-    pos.add_argument("--size", type=float, help="position size in base units (BTC, ETH)")
-    pos.add_argument("--margin", type=float,
+    pos.add_argument("--size", type=types.positive_float, help="position size in base units (BTC, ETH)")
+    pos.add_argument("--margin", type=types.positive_float,
                      help="isolated margin, USDT (cross: the wallet balance backing the position)")
-    pos.add_argument("--leverage", type=float, help="leverage setting; with --margin it gives the size")
+    pos.add_argument("--leverage", type=types.positive_float, help="leverage setting; with --margin it gives the size")
     pos.add_argument("--margin-mode", default="isolated", choices=["isolated", "cross"],
                      help="margin mode (default isolated)")
-    pos.add_argument("--end", help="last time (or day, included whole) to replay; default: the data's end")
+    pos.add_argument("--end", type=types.utc_time, help="last time (or day, included whole) to replay; default: the data's end")
     pos.add_argument("--timeframe", help="bar size of the replay (default: the finest stored, 1h bundled)")
     pos.add_argument("--trigger", default="mark", choices=["mark", "last"],
                      help="price that liquidates: mark (the exchange's rule, default) or last")
@@ -64,10 +65,10 @@ def register(sub) -> None:
                      help="replay the liquidation bar on these finer stored bars (e.g. 1m; import them "
                           "with `btperp data import-klines`): the liquidation and the report are then "
                           "judged to that resolution")
-    pos.add_argument("--reported-time", help="when the exchange reported the liquidation, UTC")
-    pos.add_argument("--reported-price", type=float, help="the price the exchange reported")
-    pos.add_argument("--datadir", help="datasets folder (default: the bundled datasets/)")
-    pos.add_argument("--plot", metavar="PNG", help="write a chart of the position to this file")
+    pos.add_argument("--reported-time", type=types.utc_time, help="when the exchange reported the liquidation, UTC")
+    pos.add_argument("--reported-price", type=types.positive_float, help="the price the exchange reported")
+    pos.add_argument("--datadir", type=types.data_dir, help="datasets folder (default: the bundled datasets/)")
+    pos.add_argument("--plot", metavar="PNG", type=types.output_file, help="write a chart of the position to this file")
     pos.add_argument("--json", action="store_true", help="print JSON")
     pos.set_defaults(run=run_position)
 
@@ -82,9 +83,9 @@ def register(sub) -> None:
             liquidation (mark and last price around it, entry, liquidation and bankruptcy
             prices, funding) to DIR/audit unless --no-plots."""),
         epilog=HISTORY_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    hist.add_argument("dir", help="directory the run (or sweep) wrote its history to")
-    hist.add_argument("--datadir", help="datasets folder for the market data (default: the run's)")
-    hist.add_argument("--plots", metavar="DIR", help="folder for the PNGs (default DIR/audit)")
+    hist.add_argument("dir", type=types.existing_path, help="directory the run (or sweep) wrote its history to")
+    hist.add_argument("--datadir", type=types.data_dir, help="datasets folder for the market data (default: the run's)")
+    hist.add_argument("--plots", metavar="DIR", type=types.output_dir, help="folder for the PNGs (default DIR/audit)")
     hist.add_argument("--no-plots", action="store_true", help="no PNGs")
     hist.add_argument("--json", action="store_true", help="print JSON")
     hist.set_defaults(run=run_history)

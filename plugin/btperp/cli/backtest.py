@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from . import args as types
 from .format import fmt_number, print_json, table
 
 RUN_EXAMPLES = """\
@@ -34,12 +35,12 @@ def _common(p: argparse.ArgumentParser, leverage_help: str, leverage_default: st
     p.add_argument("--exchange", default="binance-usdm", help="exchange (default binance-usdm)")
     p.add_argument("--timeframe", default="1h", help="bar size; coarser than the data is resampled "
                                                       "(default 1h)")
-    p.add_argument("--start", help="first day (UTC), e.g. 2024-01-01; default: the data's start")
-    p.add_argument("--end", help="last day (UTC), included whole; default: the data's end")
+    p.add_argument("--start", type=types.utc_time, help="first day (UTC), e.g. 2024-01-01; default: the data's start")
+    p.add_argument("--end", type=types.utc_time, help="last day (UTC), included whole; default: the data's end")
     p.add_argument("--leverage", default=leverage_default, help=leverage_help)
     p.add_argument("--margin-mode", default="isolated", choices=["isolated", "cross"],
                    help="margin mode (default isolated)")
-    p.add_argument("--cash", type=float, default=10_000.0, help="starting balance, USDT (default 10000)")
+    p.add_argument("--cash", type=types.positive_float, default=10_000.0, help="starting balance, USDT (default 10000)")
     p.add_argument("--trigger", default="mark", choices=["mark", "last"],
                    help="price that liquidates: the exchange's mark (default) or the last price")
     p.add_argument("--intrabar", default="path", choices=["path", "adverse"],
@@ -49,10 +50,10 @@ def _common(p: argparse.ArgumentParser, leverage_help: str, leverage_default: st
     p.add_argument("--detail", metavar="TIMEFRAME",
                    help="replay each bar on these finer stored bars where a liquidation or fill can "
                         "happen in it (e.g. 1m mark and/or last prices; bars without them use their own)")
-    p.add_argument("--stake", type=float, default=95.0,
+    p.add_argument("--stake", type=types.percent, default=95.0,
                    help="percent of the available balance each entry puts up as initial margin, so "
                         "the position is about stake %% x balance x leverage (default 95)")
-    p.add_argument("--datadir", help="datasets folder (default: the bundled datasets/)")
+    p.add_argument("--datadir", type=types.data_dir, help="datasets folder (default: the bundled datasets/)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
@@ -65,9 +66,9 @@ def register(sub) -> None:
             each funding time, fees. Writes the margin history to --out and prints a summary."""),
         epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(run, "leverage (default 1)", "1")
-    run.add_argument("--out", default="out/run", help="directory for history.parquet and events.parquet "
+    run.add_argument("--out", default="out/run", type=types.output_dir, help="directory for history.parquet and events.parquet "
                                                       "(default out/run)")
-    run.add_argument("--plot", metavar="FILE", help="save backtrader's plot (liquidations marked) to FILE")
+    run.add_argument("--plot", metavar="FILE", type=types.output_file, help="save backtrader's plot (liquidations marked) to FILE")
     run.set_defaults(run=run_run)
 
     cmp = sub.add_parser(
@@ -79,8 +80,8 @@ def register(sub) -> None:
             margin history (history/run_id=<L>x/)."""),
         epilog=COMPARE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(cmp, "comma-separated leverages (default 1,2,3,5,10,20,50)", "1,2,3,5,10,20,50")
-    cmp.add_argument("--out", default="out/compare", help="directory for the results (default out/compare)")
-    cmp.add_argument("--jobs", type=int, default=None, help="processes (default: one per core)")
+    cmp.add_argument("--out", default="out/compare", type=types.output_dir, help="directory for the results (default out/compare)")
+    cmp.add_argument("--jobs", type=types.positive_int, default=None, help="processes (default: one per core)")
     cmp.add_argument("--no-progress", action="store_true", help="no progress bar")
     cmp.set_defaults(run=run_compare)
 

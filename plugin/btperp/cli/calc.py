@@ -11,6 +11,7 @@ from ..errors import InputError
 from ..io.tierfile import TierHistoryFile
 from ..rules import RULEBOOKS
 from ..tiers import TierHistory, TierTable
+from . import args as types
 from .format import fmt_number, print_json, table
 
 EXAMPLES = """\
@@ -37,23 +38,23 @@ def register(sub) -> None:
             the exchange's own formulas and the tier table in force at --at (default: the newest).
             Binance tiers come from the bundled datasets; give --tiers FILE or --mmr otherwise."""),
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--account", metavar="FILE", help="account JSON (exchange, margin_mode, wallet_balance, positions)")
+    p.add_argument("--account", metavar="FILE", type=types.input_file, help="account JSON (exchange, margin_mode, wallet_balance, positions)")
     p.add_argument("--exchange", default=None, choices=sorted(RULEBOOKS), help="exchange rulebook (default binance-usdm)")
     p.add_argument("--symbol", help="BTCUSDT or BTC/USDT:USDT")
     p.add_argument("--side", choices=("long", "short"))
-    p.add_argument("--size", type=float, help="position size in base units (BTC)")
-    p.add_argument("--entry", type=float, help="average entry price")
-    p.add_argument("--mark", type=float, help="mark price to value the position at (default: entry)")
-    p.add_argument("--leverage", type=float, help="leverage setting")
-    p.add_argument("--margin", type=float, help="isolated margin in USDT (default: notional / leverage)")
+    p.add_argument("--size", type=types.positive_float, help="position size in base units (BTC)")
+    p.add_argument("--entry", type=types.positive_float, help="average entry price")
+    p.add_argument("--mark", type=types.positive_float, help="mark price to value the position at (default: entry)")
+    p.add_argument("--leverage", type=types.positive_float, help="leverage setting")
+    p.add_argument("--margin", type=types.positive_float, help="isolated margin in USDT (default: notional / leverage)")
     p.add_argument("--margin-mode", choices=("isolated", "cross"), default=None, help="default isolated")
-    p.add_argument("--wallet", type=float, help="wallet balance (cross margin)")
-    p.add_argument("--mmr", type=float, help="maintenance margin rate, overriding the tier table (0.004 = 0.4%%)")
-    p.add_argument("--maintenance-amount", type=float, help="maintenance amount (cum) that goes with --mmr")
-    p.add_argument("--max-leverage", type=float, help="asset's max leverage (Hyperliquid)")
-    p.add_argument("--taker-fee", type=float, help="taker fee rate (default: the exchange's standard rate)")
-    p.add_argument("--tiers", metavar="FILE", help="tier history JSON (btperp shape) or a ccxt tier list")
-    p.add_argument("--at", metavar="DATE", help="use the tier table in force on this date (YYYY-MM-DD)")
+    p.add_argument("--wallet", type=types.non_negative_float, help="wallet balance (cross margin)")
+    p.add_argument("--mmr", type=types.mmr, help="maintenance margin rate, overriding the tier table (0.004 = 0.4%%)")
+    p.add_argument("--maintenance-amount", type=types.non_negative_float, help="maintenance amount (cum) that goes with --mmr")
+    p.add_argument("--max-leverage", type=types.positive_float, help="asset's max leverage (Hyperliquid)")
+    p.add_argument("--taker-fee", type=types.fee_rate, help="taker fee rate, a fraction below 0.01 (default: the exchange's standard rate)")
+    p.add_argument("--tiers", metavar="FILE", type=types.input_file, help="tier history JSON (btperp shape) or a ccxt tier list")
+    p.add_argument("--at", metavar="DATE", type=types.utc_time, help="use the tier table in force on this date (YYYY-MM-DD)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(run=run)
 
@@ -82,12 +83,18 @@ def _read_json(path: str):
             return json.load(handle)
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}: not valid JSON: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}: not UTF-8 text (a JSON file is): {exc.reason} at byte "
+                             f"{exc.start}") from None
 
 
 def _tier_source(path: str | None):
     """A ``tiers_for`` callable: the --tiers file, else the bundled file of the exchange."""
     if path:
         data = _read_json(path)
+        if not isinstance(data, (list, dict)):
+            raise InputError(f"{path}: a JSON {type(data).__name__}; expected a ccxt tier list or a "
+                             f"tier-history object", field="--tiers")
         if isinstance(data, list):
             table = TierTable.from_ccxt(data, source=path)
             return lambda rulebook, symbol: TierHistory.constant(table)
@@ -106,6 +113,10 @@ def _tier_source(path: str | None):
 def run(args) -> int:
     if args.account:
         account = _read_json(args.account)
+        if not isinstance(account, dict):
+            raise InputError(f"{args.account}: a JSON {type(account).__name__}; expected an account "
+                             f"object with exchange, margin_mode, wallet_balance and positions (see "
+                             f"examples/account.json)", field="--account")
         overrides = {"exchange": args.exchange, "margin_mode": args.margin_mode,
                      "wallet_balance": args.wallet, "taker_fee": args.taker_fee}
         account.update({k: v for k, v in overrides.items() if v is not None})

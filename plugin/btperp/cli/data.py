@@ -11,6 +11,7 @@ from ..io.klines import import_klines
 from ..io.paths import datasets_dir, tier_history_path
 from ..io.tierfile import import_tier_history
 from ..rules import RULEBOOKS
+from . import args as types
 from .format import print_json, table
 
 
@@ -19,7 +20,7 @@ def register(sub) -> None:
                        description="Import market data and tier tables into the datasets layout "
                                    "(datasets/<exchange>/<SYMBOL>/ohlcv-<tf>.parquet, mark-<tf>.parquet, "
                                    "funding.parquet; datasets/<exchange>/tier_history.json) and inspect it.")
-    p.add_argument("--datadir", default=None, help="datasets root (default: $BTPERP_DATASETS or the project's datasets/)")
+    p.add_argument("--datadir", default=None, type=types.data_dir, help="datasets root (default: $BTPERP_DATASETS or the project's datasets/)")
     dsub = p.add_subparsers(dest="data_command", metavar="DATA_COMMAND", required=True)
 
     ls = dsub.add_parser("list", help="symbols and series in the datasets")
@@ -36,7 +37,7 @@ def register(sub) -> None:
                          description="Convert freqtrade's <BASE>_<QUOTE>_<SETTLE>-<tf>-futures|mark|funding_rate"
                                      ".feather files found under DIR. Every file is validated before anything "
                                      "is written; each output is written atomically.")
-    ft.add_argument("dir")
+    ft.add_argument("dir", type=types.input_dir, help="folder holding the feather files")
     ft.add_argument("--exchange", default="binance-usdm", help="exchange folder to write into")
     ft.add_argument("--symbol", action="append", help="only this symbol (ccxt form; repeatable)")
     ft.add_argument("--json", action="store_true", help="print JSON")
@@ -60,7 +61,7 @@ def register(sub) -> None:
                           description="Validate every table of a tier-history file (btperp/ccxt shape: "
                                       "{'symbols': {SYMBOL: [{'observed', 'tiers'}]}}) and write it to "
                                       "DATADIR/EXCHANGE/tier_history.json atomically.")
-    imp.add_argument("file")
+    imp.add_argument("file", type=types.input_file, help="tier-history JSON")
     imp.add_argument("--exchange", default="binance-usdm", choices=sorted(RULEBOOKS))
     imp.add_argument("--json", action="store_true", help="print JSON")
     imp.set_defaults(run=run_import_tiers)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from . import args as types
 from .format import print_json, table
 
 EXAMPLES = """\
@@ -37,11 +38,11 @@ def register(sub) -> None:
     p.add_argument("--symbol", action="append", required=True,
                    help="BTC/USDT:USDT, BTCUSDT or the exchange's id (BTC-USDT-SWAP); repeat for several")
     p.add_argument("--timeframe", default="1h", help="candle size (default 1h)")
-    p.add_argument("--since", required=True, help="first day (UTC) to fetch when nothing is stored")
-    p.add_argument("--until", help="last time (UTC) to fetch (default: now; only closed candles)")
+    p.add_argument("--since", required=True, type=types.utc_time, help="first day (UTC) to fetch when nothing is stored")
+    p.add_argument("--until", type=types.utc_time, help="last time (UTC) to fetch (default: now; only closed candles)")
     p.add_argument("--what", help="series to fetch, comma-separated: ohlcv, mark, funding, tiers "
                                   "(default: all the exchange offers)")
-    p.add_argument("--datadir", help="datasets folder (default: the bundled datasets/)")
+    p.add_argument("--datadir", type=types.data_dir, help="datasets folder (default: the bundled datasets/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print a JSON summary of what was added")
     p.set_defaults(run=run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from . import args as types
 from .format import fmt_number, print_json, table
 
 
@@ -13,7 +14,7 @@ def register(sub) -> None:
                                    "(DIR, or DIR/run_id=*/ for a sweep).")
     hsub = p.add_subparsers(dest="history_command", metavar="HISTORY_COMMAND", required=True)
     show = hsub.add_parser("show", help="per run: trades, liquidations, worst margin ratio, funding, fees")
-    show.add_argument("dir", help="directory the run (or sweep) wrote to")
+    show.add_argument("dir", type=types.existing_path, help="directory the run (or sweep) wrote to")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.set_defaults(run=run_show)
 

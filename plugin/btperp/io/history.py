@@ -164,14 +164,28 @@ class HistorySink:
     def write(self, columns: Mapping[str, Any]) -> None:
         table = pa.Table.from_pydict({f.name: columns[f.name] for f in self.schema}, schema=self.schema)
         if table.num_rows:
-            self._writer.write_table(table)
+            try:
+                self._writer.write_table(table)
+            except OSError as exc:
+                self._fail(exc)
             self.rows += table.num_rows
 
     def commit(self, metadata: Mapping[str, Any]) -> Path:
-        self._writer.add_key_value_metadata(metadata_blob(metadata))
-        self._writer.close()
+        try:
+            self._writer.add_key_value_metadata(metadata_blob(metadata))
+            self._writer.close()
+        except OSError as exc:
+            self._fail(exc)
         self._atomic.__exit__(None, None, None)
         return self.path
+
+    def _fail(self, exc: OSError):
+        """A write failed: remove the temporary file, and raise (a full disk as DiskFullError,
+        naming the file and what is left)."""
+        with contextlib.suppress(Exception):
+            self._writer.close()
+        self._atomic.__exit__(type(exc), exc, exc.__traceback__)   # raises DiskFullError if full
+        raise exc
 
     def discard(self) -> None:
         with contextlib.suppress(Exception):
@@ -199,19 +213,41 @@ def dataset(root: "str | os.PathLike[str]", which: str = "history") -> ds.Datase
     ``pyarrow.dataset``; ``which``: history or events."""
     name = {"history": HISTORY_FILE, "events": EVENTS_FILE}[which]
     root = Path(root)
-    single = root if root.is_file() else root / name
-    if single.is_file():
-        return ds.dataset(str(single), format="parquet")
-    if (root / which).is_dir() and any((root / which).glob(f"run_id=*/{name}")):
-        return ds.dataset(str(root / which), format="parquet", partitioning="hive")
+    if root.is_file():                  # one file given: the history, or its events beside it
+        single = root if root.name == name or which == "history" else root.parent / name
+    else:
+        single = root / name
+    try:
+        if single.is_file():
+            return ds.dataset(str(single), format="parquet")
+        if (root / which).is_dir() and any((root / which).glob(f"run_id=*/{name}")):
+            return ds.dataset(str(root / which), format="parquet", partitioning="hive")
+    except (pa.ArrowInvalid, OSError) as exc:
+        where = single if single.is_file() else root / which
+        raise InputError(f"{where}: not a readable Parquet {which} file (truncated, or not Parquet): "
+                         f"{_first_line(exc)}") from None
     raise InputError(f"{root}: no {name} (neither {name} nor {which}/run_id=*/{name})", field="path")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def read(root: "str | os.PathLike[str]", which: str = "history") -> pd.DataFrame:
     """A run's or a sweep's ``which`` table as one pandas frame, in the documented column order."""
-    table = dataset(root, which).to_table()
+    data = dataset(root, which)
     order = [f.name for f in (HISTORY_SCHEMA if which == "history" else EVENTS_SCHEMA)]
-    return table.select(order).to_pandas()
+    missing = [c for c in order if c not in data.schema.names]
+    if missing:
+        raise InputError(f"{root}: not a btperp {which} file: it lacks the column(s) "
+                         f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
+                         f"(found {', '.join(data.schema.names[:8]) or 'none'})")
+    try:
+        table = data.to_table(columns=order)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{root}: the {which} files cannot be read (truncated or corrupt): "
+                         f"{_first_line(exc)}") from None
+    return table.to_pandas()
 
 
 def read_metadata(path: "str | os.PathLike[str]") -> dict:

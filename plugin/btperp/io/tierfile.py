@@ -27,6 +27,15 @@ class TierHistoryFile:
 
     def __init__(self, data: Mapping[str, Any], *, path: "str | os.PathLike[str] | None" = None):
         self.path = str(path) if path else "<tier history>"
+        if isinstance(data, list):
+            raise TierTableError("a JSON list (a ccxt tier list for one symbol?); expected btperp's "
+                                 "tier-history object {'symbols': {SYMBOL: [{'observed': DATE, "
+                                 "'tiers': [...]}]}}. One ccxt table goes to `btperp calc --tiers FILE`",
+                                 source=self.path)
+        if not isinstance(data, Mapping):
+            raise TierTableError(f"a JSON {type(data).__name__}; expected btperp's tier-history object "
+                                 "{'symbols': {SYMBOL: [{'observed': DATE, 'tiers': [...]}]}}",
+                                 source=self.path)
         symbols = data.get("symbols")
         if not isinstance(symbols, Mapping):
             raise TierTableError("no 'symbols' object", source=self.path)
@@ -42,6 +51,11 @@ class TierHistoryFile:
                 data = json.load(handle)
         except json.JSONDecodeError as exc:
             raise TierTableError(f"not valid JSON: {exc}", source=str(path)) from None
+        except UnicodeDecodeError as exc:
+            raise TierTableError(f"not UTF-8 text (a JSON file is): {exc.reason} at byte {exc.start}",
+                                 source=str(path)) from None
+        except IsADirectoryError:
+            raise TierTableError("is a folder; expected a tier-history JSON file", source=str(path)) from None
         return cls(data, path=path)
 
     @classmethod
@@ -59,6 +73,9 @@ class TierHistoryFile:
         if key not in self._raw:
             return None
         if key not in self._cache:
+            if not isinstance(self._raw[key], list):
+                raise TierTableError(f"expected a list of snapshots [{{'observed': DATE, 'tiers': [...]}}], "
+                                     f"got a JSON {type(self._raw[key]).__name__}", source=f"{self.path}: {key}")
             self._cache[key] = TierHistory.from_snapshots(self._raw[key], symbol=key,
                                                           source=f"{self.path}: {key}")
         return self._cache[key]
