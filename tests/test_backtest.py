@@ -203,7 +203,7 @@ def test_params_are_typed_from_the_defaults():
     ("compare", ["--leverage", "1,x"], "leverage 'x' is not a number"),
     ("compare", ["--leverage", "1,-2"], "must be a positive number"),
     ("run", ["--param", "pfast=abc"], "pfast='abc'"),
-    ("run", ["--stake", "150"], "stake must be a percent"),
+    ("run", ["--stake", "150"], "argument --stake: must be a percent"),
 ])
 def test_cli_errors_name_the_problem(capsys, tmp_path, command, extra, message):
     base = ["--strategy", "sma_cross", "--out", str(tmp_path / "x")]

@@ -54,11 +54,22 @@ def strategy_dirs() -> list[Path]:
 
 def _strategy_classes(path: Path) -> list[str]:
     """Names of the classes in ``path`` that derive from something called ``*Strategy``
-    (read with ``ast``: listing the strategies runs none of their code)."""
+    (read with ``ast``: listing the strategies runs none of their code). A file that cannot be
+    read or parsed raises :class:`InputError` saying why (the file, the line)."""
+    if not path.is_file():
+        raise InputError(f"{path} is {'a folder' if path.is_dir() else 'not a regular file'}, not a "
+                         f"Python file", field="strategy")
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except SyntaxError:
-        return []
+    except SyntaxError as exc:
+        raise InputError(f"{path}, line {exc.lineno}: {type(exc).__name__}: {exc.msg}",
+                         field="strategy") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as "
+                         f"UTF-8", field="strategy") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})",
+                         field="strategy") from None
     names = []
     for node in tree.body:
         if isinstance(node, ast.ClassDef):
@@ -70,19 +81,52 @@ def _strategy_classes(path: Path) -> list[str]:
     return names
 
 
-def strategy_catalog() -> dict[str, str]:
-    """Short name → ``file.py:Class`` of the strategies in :func:`strategy_dirs` (a file with one
-    strategy is named by its stem; with several, ``stem.Class``)."""
+def _scan_strategies() -> tuple[dict[str, str], dict[str, str]]:
+    """The catalog, and the files in the strategy folders that cannot be read: short name → why."""
     catalog: dict[str, str] = {}
+    broken: dict[str, str] = {}
     for folder in strategy_dirs():
         for path in sorted(folder.glob("*.py")):
             if path.name.startswith("_"):
                 continue
-            classes = _strategy_classes(path)
+            try:
+                classes = _strategy_classes(path)
+            except InputError as exc:
+                if path.stem not in catalog:
+                    broken.setdefault(path.stem, str(exc.args[0]).removeprefix("strategy: "))
+                continue
             for cls in classes:
                 name = path.stem if len(classes) == 1 else f"{path.stem}.{cls}"
                 catalog.setdefault(name, f"{path}:{cls}")
-    return catalog
+    return catalog, {k: v for k, v in broken.items() if k not in catalog}
+
+
+def strategy_catalog() -> dict[str, str]:
+    """Short name → ``file.py:Class`` of the strategies in :func:`strategy_dirs` (a file with one
+    strategy is named by its stem; with several, ``stem.Class``). Files that cannot be read or
+    parsed are left out: :func:`strategy_problems` lists them."""
+    return _scan_strategies()[0]
+
+
+def strategy_problems() -> dict[str, str]:
+    """Short name → why the file of that name in the strategy folders cannot be loaded (a syntax
+    error with its line, text that is not UTF-8, a folder named ``x.py``)."""
+    return _scan_strategies()[1]
+
+
+def _import_failure(path: Path, exc: BaseException) -> InputError:
+    """The error for a strategy file whose import raised: the file, the line in it, the exception."""
+    import traceback
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if Path(frame.filename).resolve() == path.resolve():
+            line = frame.lineno
+    if isinstance(exc, SyntaxError) and exc.lineno:
+        line = exc.lineno
+    where = f"{path}, line {line}" if line else str(path)
+    message = str(exc.msg if isinstance(exc, SyntaxError) else exc).strip().splitlines()
+    return InputError(f"{where}: importing it failed: {type(exc).__name__}: "
+                      f"{message[0] if message else ''}", field="strategy")
 
 
 def _import_file(path: Path):
@@ -97,6 +141,9 @@ def _import_file(path: Path):
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise _import_failure(path, exc) from None
     except BaseException:
         del sys.modules[name]
         raise
@@ -107,8 +154,10 @@ def load_strategy(spec: str):
     """The backtrader Strategy class ``spec`` names (see the module docstring)."""
     import backtrader as bt
 
-    catalog = strategy_catalog()
+    catalog, broken = _scan_strategies()
     choices = ", ".join(sorted(catalog)) or "none found"
+    if spec in broken:
+        raise InputError(f"{spec!r} cannot be loaded: {broken[spec]}", field="strategy")
     if spec in catalog:
         spec = catalog[spec]
     where, _, cls_name = spec.rpartition(":") if ":" in spec else (spec, "", "")
@@ -116,12 +165,16 @@ def load_strategy(spec: str):
         path = Path(where)
         if not path.is_file():
             raise InputError(f"no strategy file {path} (short names: {choices})", field="strategy")
+        _strategy_classes(path)                 # a syntax error or non-UTF-8 text, named
         module = _import_file(path)
     elif cls_name:
         try:
             module = importlib.import_module(where)
         except ImportError as exc:
             raise InputError(f"cannot import module {where!r} ({exc}); short names: {choices}",
+                             field="strategy") from None
+        except Exception as exc:
+            raise InputError(f"importing module {where!r} failed: {type(exc).__name__}: {exc}",
                              field="strategy") from None
     else:
         raise InputError(f"unknown strategy {spec!r}; choose one of: {choices}, or give "
@@ -149,26 +202,40 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 def _typed(name: str, text: str, default: Any) -> Any:
-    """``text`` as the type of the parameter's default."""
+    """``text`` as the type of the parameter's default. A parameter whose default is a positive
+    whole number (a period, a count) must be 1 or more: 0 or -5 would make backtrader divide by
+    zero or look at the future."""
     try:
-        if isinstance(default, bool):
-            low = text.strip().lower()
-            if low in _TRUE | _FALSE:
-                return low in _TRUE
-            raise ValueError("expected true or false")
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float):
-            return float(text)
-        if default is None:
-            try:
-                return ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                return text
-        return type(default)(text)
+        value = _convert(text, default)
     except (ValueError, TypeError) as exc:
         raise InputError(f"parameter {name}={text!r}: not a {type(default).__name__} "
                          f"(default {default!r}; {exc})", field=name) from None
+    if (isinstance(default, int) and not isinstance(default, bool) and default > 0
+            and isinstance(value, int) and value < 1):
+        raise InputError(f"parameter {name}={text!r}: must be 1 or more (its default {default} is a "
+                         f"positive whole number: a period or a count)", field=name)
+    return value
+
+
+def _convert(text: str, default: Any) -> Any:
+    if isinstance(default, bool):
+        low = text.strip().lower()
+        if low in _TRUE | _FALSE:
+            return low in _TRUE
+        raise ValueError("expected true or false")
+    if isinstance(default, int):
+        return int(text)
+    if isinstance(default, float):
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError("not a finite number")
+        return value
+    if default is None:
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+    return type(default)(text)
 
 
 def parse_params(cls, pairs: Iterable[str] | Mapping[str, Any]) -> dict[str, Any]:
@@ -246,10 +313,18 @@ SUMMARY_COLUMNS = ("strategy", "symbol", "leverage", "margin_mode", "first_bar",
 
 
 def _check(config: RunConfig, leverages: Sequence[float] | None = None) -> None:
-    if not (isinstance(config.leverage, (int, float)) and config.leverage > 0):
+    from .times import to_utc
+    if not (isinstance(config.leverage, (int, float)) and config.leverage > 0
+            and math.isfinite(config.leverage)):
         raise InputError(f"leverage must be a positive number, got {config.leverage!r}", field="leverage")
     if not (0 < config.stake <= 100):
         raise InputError(f"stake must be a percent in (0, 100], got {config.stake!r}", field="stake")
+    if not (isinstance(config.cash, (int, float)) and math.isfinite(config.cash) and config.cash > 0):
+        raise InputError(f"must be a positive number, got {config.cash!r}", field="cash")
+    start = to_utc(config.start, "start") if config.start is not None else None
+    end = to_utc(inclusive_end(config.end), "end") if config.end is not None else None
+    if start is not None and end is not None and start > end:
+        raise InputError(f"the start {config.start} is after the end {config.end}", field="end")
     for leverage in leverages or [config.leverage]:
         _check_leverage_allowed(config, float(leverage))
 
@@ -310,13 +385,42 @@ def run(config: RunConfig, out: "str | os.PathLike[str] | None" = None, *, run_i
                      **({"datadir": config.datadir} if config.datadir else {}))
     if out is not None:
         cerebro.addanalyzer(PerpHistory, path=str(out), run_id=run_id)
-    strategy = cerebro.run()[0]
+    try:
+        strategy = cerebro.run()[0]
+    except Exception as exc:
+        raise _strategy_failure(exc, cerebro, cls, params, len(data.p.dataname)) from exc
     if plot is not None:
         from .bt.plot import save_plot
         save_plot(cerebro, plot)
     curve = strategy.analyzers.equity.get_analysis()
     history = strategy.analyzers.perphistory.get_analysis() if out is not None else {}
     return _result(config, cls.__name__, broker, curve, history)
+
+
+def _strategy_failure(exc: Exception, cerebro, cls, params: Mapping[str, Any], bars: int) -> Exception:
+    """What to raise when ``cerebro.run()`` failed: a named :class:`InputError` when the strategy
+    (its code, its parameters, or too few bars for its indicators) caused it; the exception itself
+    when btperp's own code raised it (an internal error, shown as such)."""
+    import traceback
+    from .errors import BtperpError
+    if isinstance(exc, BtperpError):
+        return exc
+    frames = traceback.extract_tb(exc.__traceback__)
+    package = str(Path(__file__).resolve().parent)
+    last = frames[-1].filename if frames else ""
+    if str(Path(last).resolve()).startswith(package):
+        return exc
+    shown = {**{k: v for k, v in strategy_params(cls).items()}, **params}
+    settings = ", ".join(f"{k}={v!r}" for k, v in shown.items()) or "no parameters"
+    needed = max((max(getattr(s, "_minperiods", [0]) or [0]) for s in getattr(cerebro, "runningstrats", [])),
+                 default=0)
+    if isinstance(exc, IndexError) and needed > bars:
+        return InputError(f"the data window has {bars} bars, fewer than the {needed} that {cls.__name__} "
+                          f"({settings}) needs to warm up its indicators; widen --start/--end or "
+                          f"shorten its periods", field="strategy")
+    where = f" ({Path(frames[-1].filename).name}, line {frames[-1].lineno})" if frames else ""
+    return InputError(f"{cls.__name__} ({settings}) failed on {bars} bars: {type(exc).__name__}: "
+                      f"{str(exc).strip()[:200]}{where}; check its parameters", field="strategy")
 
 
 def _result(config: RunConfig, name: str, broker, curve: Mapping[str, Any], history: Mapping[str, Any]):

@@ -195,16 +195,34 @@ def describe(cls) -> str:
 
 
 def run_strategies(args: argparse.Namespace) -> int:
-    from ..backtest import load_strategy, strategy_catalog, strategy_params
+    """Every strategy by short name; a file that cannot be loaded is listed with its error."""
+    import warnings
+
+    from ..backtest import load_strategy, strategy_catalog, strategy_params, strategy_problems
+    from ..errors import BtperpWarning, InputError
     rows = []
     for name, spec in sorted(strategy_catalog().items()):
-        cls = load_strategy(spec)
+        try:
+            cls = load_strategy(spec)
+        except InputError as exc:
+            rows.append({"name": name, "class": spec, "params": {}, "doc": "",
+                         "error": str(exc).removeprefix("strategy: ")})
+            continue
         doc = describe(cls)
         rows.append({"name": name, "class": spec, "params": {k: repr(v) for k, v in strategy_params(cls).items()},
-                     "doc": doc})
+                     "doc": doc, "error": None})
+    for name, problem in strategy_problems().items():
+        rows.append({"name": name, "class": None, "params": {}, "doc": "", "error": problem})
+    rows.sort(key=lambda r: r["name"])
+    broken = [r["name"] for r in rows if r["error"]]
+    if broken:
+        warnings.warn(f"{len(broken)} strateg{'y' if len(broken) == 1 else 'ies'} cannot be loaded "
+                      f"({', '.join(broken)}): fix the file (the error is in the list) or move it out of "
+                      f"strategies/", BtperpWarning)
     if args.json:
         print_json(rows)
         return 0
     print(table(["name", "parameters", "what it does"],
-                [[r["name"], ", ".join(f"{k}={v}" for k, v in r["params"].items()), _clip(r["doc"], 90)] for r in rows]))
+                [[r["name"], ", ".join(f"{k}={v}" for k, v in r["params"].items()),
+                  f"CANNOT BE LOADED: {r['error']}" if r["error"] else _clip(r["doc"], 90)] for r in rows]))
     return 0
