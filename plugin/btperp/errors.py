@@ -128,3 +128,19 @@ class EnvironmentFailure(BtperpError, OSError):
 class DiskFullError(EnvironmentFailure):
     """A write failed for lack of space (ENOSPC, EDQUOT) or a file-size limit (EFBIG). The message
     names the file and says what was left on disk (the temporary file is always removed)."""
+
+
+def outside_stacklevel() -> int:
+    """The ``stacklevel`` for :func:`warnings.warn` that points at the first caller outside btperp
+    and backtrader (the user's script), so a warning never quotes a line of btperp's own code."""
+    import os
+    import sys
+    here = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 1, sys._getframe(1)
+    while frame is not None:
+        name = os.path.abspath(frame.f_code.co_filename)
+        if not (name.startswith(here) or f"{os.sep}backtrader{os.sep}" in name):
+            return level
+        frame = frame.f_back
+        level += 1
+    return level

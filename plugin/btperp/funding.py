@@ -18,6 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 
+#: Largest plausible funding rate of one event, as a fraction: 3 %. Exchanges clamp the rate to a
+#: per-symbol cap; the highest Binance USDⓈ-M publishes is 0.03 (``adjustedFundingRateCap`` of
+#: ``GET /fapi/v1/fundingInfo``, e.g. BLZUSDT and UNFIUSDT at ±0.03; the default cap, ±75 % of
+#: the first tier's initial minus maintenance margin rate, is 0.3 % for BTCUSDT). A rate above it
+#: in a file is almost surely a unit mistake (percent for fraction): the loader warns, naming them.
+FUNDING_RATE_BOUND = 0.03
+
 
 def funding_payment(signed_size, price, rate):
     """What a position of ``signed_size`` (base units, negative = short) pays at one funding event.

@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import (EarliestTableAssumed, InputError, TierAmountError, TierGapError, TierLeverageError,
                      TierOrderError, TierOverlapError, TierRateError, TierTableError,
-                     TierValueError)
+                     TierValueError, outside_stacklevel)
 
 #: Relative and absolute tolerance for comparing a published maintenance amount to its derivation.
 #: Exchanges publish amounts rounded to their quote precision; 1e-6 USDT absolute is far below it.
@@ -407,8 +407,11 @@ class TierHistory:
         if not self._warned:
             self._warned = True
             warnings.warn(f"{self.symbol or 'tier history'}: {moment:%Y-%m-%d %H:%M} is before the "
-                          f"first known tier table ({observed:%Y-%m-%d}); using that table",
-                          EarliestTableAssumed, stacklevel=2)
+                          f"first known tier table ({observed:%Y-%m-%d}); that table is used for every "
+                          f"date before it (the exchange's tiers may have differed then). For exact "
+                          f"tiers start on or after {observed:%Y-%m-%d}, or import older tables with "
+                          f"`btperp data import-tiers`",
+                          EarliestTableAssumed, stacklevel=outside_stacklevel())
         return TableInForce(table, observed, True)
 
     def change_times(self) -> list[datetime]:

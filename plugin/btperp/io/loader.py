@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, DataWarning
-from ..funding import funding_payment
+from ..funding import FUNDING_RATE_BOUND, funding_payment
 from ..symbols import to_exchange, to_unified
 from .market import (find_gaps, list_series, parse_timeframe, read_series, series_path,
                      timeframe_name, to_utc)
@@ -104,11 +104,14 @@ def load(symbol: str, exchange: str = "binance-usdm", timeframe: str = "1h", sta
     funding_file = series_path(exchange, unified, "funding", root=root)
     if funding_file.is_file():
         funding = read_series(funding_file, "funding")
+        if funding.empty:
+            warnings.warn(f"{funding_file}: no rows; the frame has no funding events and no funding is "
+                          f"paid (fetch it with `btperp fetch --what funding`)", DataWarning, stacklevel=2)
     else:
         warnings.warn(f"{folder}: no funding.parquet; the frame has no funding events", DataWarning,
                       stacklevel=2)
         funding = pd.DataFrame({"time": pd.Series([], dtype="datetime64[ms, UTC]"), "rate": []})
-    frame = attach_funding(frame, funding, step, where=str(funding_file))
+    frame = attach_funding(frame, funding, step, where=str(funding_file), window=(lo, hi))
     frame.attrs.update({"symbol": unified, "exchange": exchange, "timeframe": source_tf,
                         "source_timeframe": source_tf, "path": str(folder)})
     if timeframe != source_tf:
@@ -175,14 +178,42 @@ def _join_mark(ohlcv: pd.DataFrame, mark: pd.DataFrame, *, where: str) -> pd.Dat
 
 
 def attach_funding(frame: pd.DataFrame, funding: pd.DataFrame, step: pd.Timedelta, *,
-                   where: str) -> pd.DataFrame:
-    """Put each funding event on the bar whose ``[open, open + step)`` holds it (see module doc)."""
+                   where: str, window: tuple[Any, Any] | None = None) -> pd.DataFrame:
+    """Put each funding event on the bar whose ``[open, open + step)`` holds it (see module doc).
+
+    Warned about (:class:`DataWarning`, count and first time), never silently dropped: events after
+    the last bar (up to the window's end, if one is given) and before the first bar (from the
+    window's start, only when one is given: data simply starting later is not news), and rates
+    above :data:`btperp.funding.FUNDING_RATE_BOUND` in absolute value.
+    """
     out = frame.copy()
     times = out.index
     ev_t = pd.DatetimeIndex(funding["time"])
     rates = funding["rate"].to_numpy(float)
-    inside = (ev_t >= times[0]) & (ev_t < times[-1] + step)
+    lo, hi = window if window is not None else (None, None)
+    end = times[-1] + step
+    after = ev_t >= end
+    if hi is not None:
+        after &= ev_t <= hi
+    if after.any():
+        warnings.warn(f"{where}: {int(after.sum())} funding events after the last bar "
+                      f"({times[-1]}; first at {ev_t[after][0]}) are not attached: the price data ends "
+                      f"before the funding data", DataWarning, stacklevel=3)
+    if lo is not None:
+        before = (ev_t < times[0]) & (ev_t >= lo)
+        if before.any():
+            warnings.warn(f"{where}: {int(before.sum())} funding events before the first bar "
+                          f"({times[0]}; first at {ev_t[before][0]}) are not attached: the price data "
+                          f"(last and mark) starts later", DataWarning, stacklevel=3)
+    inside = (ev_t >= times[0]) & (ev_t < end)
     ev_t, rates = ev_t[inside], rates[inside]
+    absurd = np.abs(rates) > FUNDING_RATE_BOUND
+    if absurd.any():
+        k = int(np.argmax(absurd))
+        warnings.warn(f"{where}: {int(absurd.sum())} funding rates above {FUNDING_RATE_BOUND:.0%} a "
+                      f"funding event in absolute value (first at {ev_t[k]}: {rates[k]:g} = "
+                      f"{rates[k]:.0%}), beyond any exchange's cap; rates are fractions (0.0001 = "
+                      f"0.01 %): check the file's units", DataWarning, stacklevel=3)
     pos = times.searchsorted(ev_t, side="right") - 1
     covered = (pos >= 0) & (ev_t < times[np.clip(pos, 0, None)] + step)
     if (~covered).any():
