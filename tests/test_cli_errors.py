@@ -225,13 +225,9 @@ LIMITED = textwrap.dedent("""\
 """)
 
 
-@pytest.mark.parametrize("command", [
-    "run --strategy sma_long_short --start 2021-01-01 --end 2021-02-15 --out big",
-    "compare --strategy sma_long_short --start 2021-01-01 --end 2021-02-15 --leverage 1 --jobs 1 "
-    "--no-progress --out big",
-])
-def test_a_file_size_limit_is_exit_1_with_the_file_and_nothing_left(tmp_path, command):
-    """A real EFBIG: the process may not write files over 20 kB (history of 1,100 bars is bigger)."""
+def test_a_file_size_limit_is_exit_1_with_the_file_and_nothing_left(tmp_path):
+    """A real EFBIG: the process may not write files over 20 kB (the history of 45 days is bigger)."""
+    command = "run --strategy sma_long_short --start 2021-01-01 --end 2021-02-15 --out big"
     proc = subprocess.run([sys.executable, "-c", LIMITED, *shlex.split(command)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
@@ -341,32 +337,50 @@ def test_funding_problems_are_warned_with_count_and_first_time(tmp_path, capsys,
 
 # --- warnings read as one line, once ---------------------------------------------------------------------
 
-def test_the_earliest_table_warning_is_one_line_once_per_comparison(tmp_path, capsys):
-    code, out, err = cli(capsys, "compare --strategy sma_cross --start 2021-05-01 --end 2021-05-03 "
-                                 f"--leverage 1,2,3 --jobs 1 --no-progress --out {tmp_path}")
+EARLIEST = ("BTC/USDT:USDT: 2021-05-01 00:00 is before the first known tier table (2022-02-05); that "
+            "table is used for every date before it (the exchange's tiers may have differed then). For "
+            "exact tiers start on or after 2022-02-05, or import older tables with `btperp data "
+            "import-tiers`")
+
+
+def test_the_earliest_table_warning_is_one_line_once_per_run(workdir, capsys):
+    code, out, err = cli(capsys, "run --strategy sma_cross --start 2021-05-01 --end 2021-05-03 --out o")
     assert code == 0, err
-    lines = [line for line in err.splitlines() if "first known tier table" in line]
-    assert lines == ["btperp: warning: BTC/USDT:USDT: 2021-05-01 00:00 is before the first known tier "
-                     "table (2022-02-05); that table is used for every date before it (the exchange's "
-                     "tiers may have differed then). For exact tiers start on or after 2022-02-05, or "
-                     "import older tables with `btperp data import-tiers`"]
+    assert [line for line in err.splitlines() if "first known tier table" in line] == [
+        f"btperp: warning: {EARLIEST}"]
     assert "broker.py" not in err and "warnings.warn" not in err
 
 
-def test_the_earliest_table_warning_points_at_the_callers_line(tmp_path):
-    script = tmp_path / "mine.py"
-    script.write_text(textwrap.dedent("""\
-        import backtrader as bt, btperp
-        from btperp.backtest import load_strategy
-        cerebro = bt.Cerebro()
-        cerebro.adddata(btperp.load_feed("BTCUSDT", start="2021-05-01", end="2021-05-03"))
-        cerebro.addstrategy(load_strategy("sma_cross"))
-        btperp.install(cerebro, cash=1000, leverage=3)
+def test_the_earliest_table_warning_is_raised_once_per_comparison():
+    """compare gathers the warnings of its runs (processes or not) and raises each once."""
+    import warnings
+
+    from btperp.backtest import RunConfig, compare
+    from btperp.errors import EarliestTableAssumed
+    config = RunConfig("sma_cross", start="2021-05-01", end="2021-05-03")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        compare(config, [1, 2, 3], jobs=1, progress=False)
+    assert [str(w.message) for w in caught if w.category is EarliestTableAssumed] == [EARLIEST]
+
+
+def test_the_earliest_table_warning_points_at_the_callers_line():
+    """From Python, the warning names the caller's line (here), not a line of btperp or backtrader."""
+    import warnings
+
+    import backtrader as bt
+
+    from btperp.backtest import load_strategy
+    from btperp.errors import EarliestTableAssumed
+    cerebro = bt.Cerebro()
+    cerebro.adddata(btperp.load_feed("BTCUSDT", start="2021-05-01", end="2021-05-03"))
+    cerebro.addstrategy(load_strategy("sma_cross"))
+    btperp.install(cerebro, cash=1000, leverage=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         cerebro.run()
-    """))
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    assert f"{script}:7: EarliestTableAssumed" in proc.stderr and "broker.py" not in proc.stderr
+    (w,) = [w for w in caught if issubclass(w.category, EarliestTableAssumed)]
+    assert w.filename == __file__
 
 
 # --- --debug, and the last line of defence ------------------------------------------------------------------
