@@ -153,6 +153,9 @@ CASES = [
     ("compare --strategy sma_cross --jobs -1", 2, ["argument --jobs: must be 1 or more, got '-1'"]),
     ("run --strategy sma_cross --start 2021-05-03 --end 2021-05-01", 2,
      ["the start 2021-05-03 is after the end 2021-05-01"]),
+    ("run --strategy sma_cross --leverage 1e9", 2,
+     ["leverage: 1e+09x: no tier of BTC/USDT:USDT on binance-usdm allows it (at most 125x"]),
+    ("compare --strategy sma_cross --leverage 1,200", 2, ["200x is above the 125x"]),
 ]
 
 

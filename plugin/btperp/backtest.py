@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import BtperpError, InputError
 from .io.market import inclusive_end
 from .stats import DAY_MS, summarize
 from .symbols import to_unified
@@ -335,9 +335,12 @@ def _check_leverage_allowed(config: RunConfig, leverage: float) -> None:
     ``btperp calc`` gives. Without a bundled tier history the broker reports it."""
     from .io.tierfile import TierHistoryFile
     from .rules import get_rulebook
-    rulebook = get_rulebook(config.exchange)
-    found = TierHistoryFile.bundled(rulebook.name, config.datadir)
-    history = found.history(config.symbol, rulebook.settle) if found is not None else None
+    try:
+        rulebook = get_rulebook(config.exchange)
+        found = TierHistoryFile.bundled(rulebook.name, config.datadir)
+        history = found.history(config.symbol, rulebook.settle) if found is not None else None
+    except BtperpError:
+        return                                  # the run itself reports a bad exchange or tier file
     if history is None:
         return
     best = max(max(t.max_leverage for t in table.tiers) for _, table in history.versions)

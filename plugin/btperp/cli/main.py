@@ -9,6 +9,7 @@ Exit status: 0 done, 2 bad input (every error names the argument or file and wha
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
@@ -103,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{name}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:             # `btperp ... | head`: the reader left; nothing to say
+        with contextlib.suppress(Exception):
+            sys.stdout = open(os.devnull, "w")
+        return 1
     except BaseException as exc:
         if isinstance(exc, SystemExit):
             raise
