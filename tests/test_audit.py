@@ -145,7 +145,7 @@ def test_position_plot_is_a_png(tmp_path):
 def test_bad_position_input_is_a_clear_error(args, message, capsys):
     assert cli(["audit", "position", *args]) == 2
     err = capsys.readouterr().err
-    assert message in err and err.startswith("btperp audit position: error:")
+    assert message in err and err.splitlines()[-1].startswith("btperp audit position: error:")
 
 
 # --- the replay against a per-bar reference and the broker -------------------------------------------
