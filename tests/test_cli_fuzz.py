@@ -57,6 +57,8 @@ def values_for(command: tuple[str, ...], action: argparse.Action) -> list[str]:
         "symbol": ["BTCUSDT", "ETHUSDT", "DOGEUSDT", "BTC/USDT:USDT", "", "../x"],
         "exchange": (["nope", "", "ftx"] if cmd == "fetch" else ["binance-usdm", "bybit", "okx", "nope", ""]),
         "timeframe": ["1h", "4h", "1d", "7x", "0h", "", "1m"],
+        "detail": ["1m", "5m", "1h", "7x", ""],
+        "kind": ["ohlcv", "mark", "nope"],
         "leverage": (["1", "3", "1,2", "0", "-1", "x", "", "1e9", "nan", "2000"] if cmd in ("run", "compare")
                      else ["2", "50", "0", "-3", "1e9", "x"]),
         "jobs": ["1", "0", "-1", "x"],
@@ -77,7 +79,8 @@ def values_for(command: tuple[str, ...], action: argparse.Action) -> list[str]:
                     else [str(DATASETS), "smalldata", "afile/sub", "afile", "emptydata"]),
         "account": ["account.json", "list.json", "latin1.json", "broken.json"] + PATHS_IN,
         "tiers": ["ccxt.json", "tiers.json", "list.json", "latin1.json", "account.json"] + PATHS_IN,
-        "file": ["tiers.json", "ccxt.json", "account.json", "latin1.json", "broken.json"] + PATHS_IN,
+        "file": ["tiers.json", "ccxt.json", "account.json", "latin1.json", "broken.json", "klines.csv",
+                 "bad.csv"] + PATHS_IN,
         "dir": (["DIR", "afile", "missing", "run", ""] if cmd == "data"
                 else ["run", "run/history.parquet", "truncated", "norunid", "notparquet"] + PATHS_IN),
     }
@@ -181,6 +184,10 @@ def workspace(tmp_path_factory):
         (here / "unreadable").write_text("{}")
         (here / "unreadable").chmod(0)
         (here / "list.json").write_text("[]")
+        (here / "klines.csv").write_text("1704067200000,42283.58,42554.57,42261.02,42475.23,1271.68,"
+                                         "1704067259999,0,0,0,0,0\n1704067260000,42475.23,42475.23,"
+                                         "42400.0,42410.0,300.1,1704067319999,0,0,0,0,0\n")
+        (here / "bad.csv").write_text("open,high\nx,y\n1,2,3\n")
         (here / "broken.json").write_text("{not json")
         (here / "latin1.json").write_bytes('{"caf\xe9": 1}'.encode("latin-1"))
         shutil.copy(ROOT / "examples" / "account.json", here / "account.json")

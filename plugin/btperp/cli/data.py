@@ -49,7 +49,7 @@ def register(sub) -> None:
                                      "into DATADIR/EXCHANGE/SYMBOL/<kind>-<timeframe>.parquet, merged with "
                                      "what is stored there; validated, written atomically. Detail data for "
                                      "--detail: e.g. --kind mark --timeframe 1m.")
-    kl.add_argument("file")
+    kl.add_argument("file", type=types.input_file, help="kline CSV file")
     kl.add_argument("--symbol", required=True, help="symbol (BTCUSDT or BTC/USDT:USDT)")
     kl.add_argument("--kind", required=True, choices=["ohlcv", "mark"], help="last-price or mark klines")
     kl.add_argument("--timeframe", required=True, help="the klines' interval (1m, 1h, ...)")
