@@ -508,35 +508,6 @@ def run_id_of(leverage: float) -> str:
     return f"{leverage:g}x"
 
 
-def _run_one(config_dict: dict, out: str | None) -> tuple[RunResult, list[tuple[type, str]]]:
-    """Worker entry point (module level, so a process pool can call it): the result and the
-    btperp warnings the run raised, which the parent shows once for all leverages."""
-    import warnings
-
-    from .errors import BtperpWarning
-    config = RunConfig(**config_dict)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", BtperpWarning)
-        result = run(config, out, run_id=run_id_of(config.leverage) if out is not None else None)
-    raised = [(w.category, str(w.message)) for w in caught if issubclass(w.category, BtperpWarning)]
-    return result, raised
-
-
-def _pool(jobs: int):
-    import concurrent.futures
-    import multiprocessing
-
-    # forkserver: workers fork from a clean server process (never from a parent whose pyarrow or
-    # backtrader threads might hold a lock), and the server imports btperp once for all of them
-    methods = multiprocessing.get_all_start_methods()
-    if "forkserver" in methods:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["btperp.backtest", "btperp.bt"])
-    else:
-        context = multiprocessing.get_context("spawn")
-    return concurrent.futures.ProcessPoolExecutor(max_workers=jobs, mp_context=context)
-
-
 @contextlib.contextmanager
 def _main_not_reimported():
     """Worker processes need btperp only (strategies travel by name, never pickled): while they
@@ -559,39 +530,40 @@ def _main_not_reimported():
 
 
 def compare(config: RunConfig, leverages: "str | Sequence[float]", out: "str | os.PathLike[str] | None" = None,
-            *, jobs: int | None = None, progress: bool = True) -> Comparison:
-    """The same run at each leverage (in ``jobs`` processes, default one per core); histories go to
-    ``out/history/run_id=<L>x/``. Rows come back in leverage order whatever the finishing order."""
+            *, jobs: int | None = None, progress: bool = True, engine: str = "local",
+            scheduler: str | None = None) -> Comparison:
+    """The same run at each leverage: a sweep over leverage (:mod:`btperp.sweep.engine`, in ``jobs``
+    processes, default one per core, or on Dask); histories go to ``out/history/run_id=<L>x/``.
+    Rows come back in leverage order whatever the finishing order."""
+    from .sweep.engine import default_workers, execute
+    from .sweep.task import run_task
+
     levels = parse_leverages(leverages)
     _check(config, levels)
     cls = load_strategy(config.strategy)               # errors before any process starts
     parse_params(cls, config.params)
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(levels)))
+    jobs = max(1, min(jobs or default_workers(), len(levels)))
     import multiprocessing
     if multiprocessing.current_process().daemon:        # inside a worker (a strategy file that
         jobs = 1                                          # runs a comparison when imported)
     out_s = str(out) if out is not None else None
-    configs = [config.with_leverage(L).to_dict() for L in levels]
+    tasks = [{"config": config.with_leverage(L).to_dict(), "run_id": run_id_of(L), "out": out_s,
+              "history": "keep" if out_s is not None else "none", "results": False, "curve": True,
+              "catch": False} for L in levels]
+    token = os.urandom(4).hex()                        # Dask keys of this comparison only
     results: dict[float, RunResult] = {}
     raised: dict[tuple[type, str], None] = {}
     from tqdm import tqdm
     bar = tqdm(total=len(levels), desc=f"compare {config.strategy} {config.symbol}", unit="run",
                disable=not progress, file=sys.stderr, leave=False)
     try:
-        if jobs == 1:
-            for c in configs:
-                results[c["leverage"]], caught = _run_one(c, out_s)
-                raised.update(dict.fromkeys(caught))
-                bar.update()
-        else:
-            import concurrent.futures
-            with _pool(jobs) as pool:
-                with _main_not_reimported():
-                    futures = {pool.submit(_run_one, c, out_s): c["leverage"] for c in configs}
-                for done in concurrent.futures.as_completed(futures):
-                    results[futures[done]], caught = done.result()
-                    raised.update(dict.fromkeys(caught))
-                    bar.update()
+        for i, outcome in execute(run_task, tasks, engine=engine, workers=jobs, scheduler=scheduler,
+                                  keys=[f"btperp-compare-{token}-{run_id_of(L)}" for L in levels]):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            results[levels[i]] = outcome["result"]
+            raised.update(dict.fromkeys(outcome["warnings"]))
+            bar.update()
     finally:
         bar.close()
     import warnings

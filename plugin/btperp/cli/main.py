@@ -18,9 +18,9 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import BtperpError, BtperpWarning
-from . import audit, backtest, calc, data, fetch, history
+from . import audit, backtest, calc, data, fetch, history, sweep
 
-COMMANDS = (calc, data, history, backtest, audit, fetch)
+COMMANDS = (calc, data, history, backtest, audit, fetch, sweep)
 DEBUG_ENV = "BTPERP_DEBUG"
 
 
