@@ -49,6 +49,13 @@ MARGIN_MODES = ("isolated", "cross")
 TRIGGERS = ("mark", "last")
 
 
+def _text(exc: InputError) -> str:
+    """An error's message without its own field prefix (the spec's field replaces it)."""
+    text = str(exc)
+    prefix = f"{exc.field}: " if getattr(exc, "field", None) else ""
+    return text[len(prefix):] if prefix and text.startswith(prefix) else text
+
+
 def _bad(source: str, key: str, message: str) -> InputError:
     error = InputError(f"{source}: {key}: {message}")
     error.field = key
@@ -248,7 +255,7 @@ def spec_from_mapping(mapping: Mapping[str, Any], source: str = "flags") -> Swee
     try:
         cls = load_strategy(strategy)
     except InputError as exc:
-        raise _bad(source, "strategy", str(exc)) from None
+        raise _bad(source, "strategy", _text(exc)) from None
     raw_params = mapping.get("params", {})
     if not isinstance(raw_params, Mapping):
         raise _bad(source, "params", "a table of name = values")
@@ -259,7 +266,7 @@ def spec_from_mapping(mapping: Mapping[str, Any], source: str = "flags") -> Swee
             typed = [parse_params(cls, {name: str(v) if isinstance(v, (bool, int, float)) else v})[name]
                      for v in values]
         except InputError as exc:
-            raise _bad(source, f"params.{name}", str(exc)) from None
+            raise _bad(source, f"params.{name}", _text(exc)) from None
         params[name] = list(dict.fromkeys(typed))
     leverages = []
     for v in expand_values(source, "leverages", mapping.get("leverages", [1])):
