@@ -19,6 +19,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
+	@echo "== A sweep: breakout entry channels x leverages x half-year windows (examples/sweep.toml) =="
+	$(BIN)/btperp sweep examples/sweep.toml --out out/sweep --no-progress
+	@echo
 	@echo "== Which leverage would a Donchian breakout have survived? BTCUSDT 4h, all bundled data =="
 	$(BIN)/btperp compare --strategy breakout --symbol BTCUSDT --timeframe 4h --out out/compare
 	@echo

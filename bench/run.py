@@ -326,8 +326,51 @@ def bench_detail() -> dict:
             "detail_overhead": round(f / p, 3)}
 
 
+def bench_sweep() -> dict:
+    """``btperp sweep`` on a Dask LocalCluster: 200 one-month 1h runs (the SMA crossover, 10 fast
+    periods x 5 leverages x January to April 2024 on BTCUSDT) on 1 worker, then on 2 (the cluster
+    started before the clock starts). Per-task overhead: the 1-worker wall time less the time the
+    runs themselves took (measured inside each task), per run: scheduling, moving the task and its
+    answer, writing the result row, the client's bookkeeping."""
+    import logging
+    import tempfile
+
+    from distributed import Client, LocalCluster
+
+    from btperp.sweep import spec_from_mapping
+    from btperp.sweep.runner import sweep
+
+    spec = spec_from_mapping({"strategy": "sma_cross", "params": {"pfast": {"from": 5, "to": 14}},
+                              "symbols": ["BTCUSDT"], "leverages": [1, 2, 3, 5, 10],
+                              "windows": {"start": "2024-01-01", "end": "2024-04-30", "length": "1mo"}})
+    runs = len(spec.configs())
+    assert runs == 200
+    wall, inside = {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for workers in (1, 2):
+            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                              dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+                    Client(cluster) as client:
+                client.run(lambda: __import__("btperp.sweep.task"))          # workers warm
+                start = time.perf_counter()
+                outcome = sweep(spec, f"{tmp}/{workers}", engine="dask", client=client, progress=False,
+                                report=False)
+                wall[workers] = time.perf_counter() - start
+            assert outcome.done == runs, outcome
+            inside[workers] = float(outcome.table["seconds"].sum())
+    mean_run = inside[1] / runs
+    overhead = (wall[1] - inside[1]) / runs
+    print(f"  sweep, {runs} one-month 1h runs on a LocalCluster: 1 worker {wall[1]:.1f} s, 2 workers "
+          f"{wall[2]:.1f} s; mean run {mean_run * 1e3:.0f} ms, per-task overhead {overhead * 1e3:.1f} ms",
+          flush=True)
+    return {"sweep_1worker_s": round(wall[1], 2), "sweep_2workers_s": round(wall[2], 2),
+            "sweep_speedup_2workers": round(wall[1] / wall[2], 2),
+            "sweep_mean_run_ms": round(mean_run * 1e3, 1),
+            "sweep_overhead_ms_per_task": round(overhead * 1e3, 1)}
+
+
 BENCHMARKS = [bench_margin, bench_load, bench_preload, bench_broker_loop, bench_history, bench_compare,
-              bench_audit, bench_detail]
+              bench_audit, bench_detail, bench_sweep]
 
 
 def main() -> int:

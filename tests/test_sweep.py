@@ -23,8 +23,8 @@ from btperp.sweep.runner import sweep
 
 pytestmark = pytest.mark.filterwarnings("ignore::btperp.errors.EarliestTableAssumed")
 
-#: ETHUSDT through the 19 May 2021 crash, two one-week walk-forward windows
-CRASH = {"start": "2021-05-13", "end": "2021-05-26", "length": "7d"}
+#: ETHUSDT around the 19 May 2021 crash, two three-day walk-forward windows
+CRASH = {"start": "2021-05-17", "end": "2021-05-22", "length": "3d"}
 FIGURES = [c for c in SUMMARY_COLUMNS if c not in ("strategy", "symbol", "leverage", "margin_mode",
                                                    "history_dir")]
 
@@ -211,14 +211,14 @@ def _descendants(pid: int) -> list:
 
 def _kill_client_mid_sweep(tmp_path, engine: str) -> tuple[Path, Path, dict]:
     spec = tmp_path / "spec.toml"
-    spec.write_text('strategy = "sma_cross"\nsymbols = ["BTCUSDT"]\nleverages = [1, 2, 3, 5, 10, 20]\n'
-                    '[params]\npfast = [5, 10]\n[windows]\nstart = "2024-01-01"\nend = "2024-01-10"\n')
+    spec.write_text('strategy = "sma_cross"\nsymbols = ["BTCUSDT"]\nleverages = [1, 2, 3]\n'
+                    '[params]\npfast = [5, 10]\n[windows]\nstart = "2024-01-01"\nend = "2024-01-05"\n')
     out = tmp_path / "sw"
     client = subprocess.Popen([sys.executable, "-m", "btperp.cli.main", "sweep", str(spec), "--out", str(out),
                                "--engine", engine, "--workers", "2", "--no-progress"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while len(list(out.glob("results/run_id=*/result.parquet"))) < 2 and time.monotonic() < deadline:
+    while not any(out.glob("results/run_id=*/result.parquet")) and time.monotonic() < deadline:
         assert client.poll() is None, "the sweep ended before it was killed"
         time.sleep(0.05)
     children = _descendants(client.pid)
@@ -236,15 +236,15 @@ def _kill_client_mid_sweep(tmp_path, engine: str) -> tuple[Path, Path, dict]:
 
 def test_kill_9_of_a_local_sweep_leaves_no_process_and_a_rerun_runs_only_the_missing(tmp_path, capsys):
     spec, out, done = _kill_client_mid_sweep(tmp_path, "local")
-    assert 2 <= len(done) < 12
+    assert 1 <= len(done) < 6
     assert cli(["sweep", str(spec), "--out", str(out), "--engine", "local", "--workers", "2",
                 "--no-progress", "--json"]) == 0
     answer = json.loads(capsys.readouterr().out)
-    assert (answer["runs"], answer["skipped"], answer["done"]) == (12, len(done), 12 - len(done))
+    assert (answer["runs"], answer["skipped"], answer["done"]) == (6, len(done), 6 - len(done))
     after = {p.parent.name: p.stat().st_mtime_ns for p in out.glob("results/run_id=*/result.parquet")}
-    assert len(after) == 12 and all(after[k] == v for k, v in done.items())   # not run again
+    assert len(after) == 6 and all(after[k] == v for k, v in done.items())   # not run again
 
 
 def test_kill_9_of_a_dask_sweep_leaves_no_process(tmp_path):
     _, out, done = _kill_client_mid_sweep(tmp_path, "dask")
-    assert len(done) >= 2
+    assert len(done) >= 1
