@@ -82,6 +82,9 @@ def register(sub) -> None:
     _common(cmp, "comma-separated leverages (default 1,2,3,5,10,20,50)", "1,2,3,5,10,20,50")
     cmp.add_argument("--out", default="out/compare", type=types.output_dir, help="directory for the results (default out/compare)")
     cmp.add_argument("--jobs", type=types.positive_int, default=None, help="processes (default: one per core)")
+    cmp.add_argument("--engine", default="local", choices=["local", "dask"],
+                     help="local processes (default) or Dask, as btperp sweep")
+    cmp.add_argument("--scheduler", metavar="ADDRESS", help="with --engine dask: an existing scheduler")
     cmp.add_argument("--no-progress", action="store_true", help="no progress bar")
     cmp.set_defaults(run=run_compare)
 
@@ -149,7 +152,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from ..backtest import compare, to_json_rows
     from ..report import write_comparison
     comparison = compare(_config(args, 1.0), args.leverage, args.out, jobs=args.jobs,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, engine=args.engine, scheduler=args.scheduler)
     paths = write_comparison(comparison, args.out)
     if args.json:
         print_json(to_json_rows(comparison.rows()))

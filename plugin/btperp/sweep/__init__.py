@@ -10,6 +10,8 @@ the worker that ran it into a hive-partitioned Parquet dataset (``results/run_id
 """
 
 from .spec import SweepSpec, load_spec, run_id, spec_from_mapping
+from .runner import SweepOutcome, sweep
 from .task import read_results, run_task
 
-__all__ = ["SweepSpec", "load_spec", "spec_from_mapping", "run_id", "run_task", "read_results"]
+__all__ = ["SweepSpec", "SweepOutcome", "load_spec", "spec_from_mapping", "run_id", "run_task",
+           "read_results", "sweep"]

@@ -87,8 +87,10 @@ def _heatmap(values, title: str, cmap: str, fmt, *, centered: bool = False):
         for r in range(rows):
             for c in range(cols):
                 v = data[r, c]
+                shade = image.cmap(image.norm(v)) if math.isfinite(v) else (1, 1, 1, 1)
+                dark = 0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2] < 0.5
                 ax.text(c, r, "–" if not math.isfinite(v) else fmt(v), ha="center", va="center",
-                        fontsize=7, color="black")
+                        fontsize=7, color="white" if dark else "black")
     fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
     fig.tight_layout()
     return fig

@@ -8,11 +8,12 @@ import json
 import sys
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from .engine import execute
 from .spec import SweepSpec, run_id
-from .task import completed, put_bytes, read_results, result_row, run_task, write_result
+from .task import completed, is_url, put_bytes, read_results, result_row, run_task, write_result
 
 #: Above this many runs to do, ``engine="auto"`` picks Dask.
 AUTO_DASK_RUNS = 500
@@ -44,7 +45,7 @@ def sweep(spec: SweepSpec, out: str, *, engine: str = "auto", workers: int | Non
     """Every run of ``spec`` whose id has no ``ok`` result under ``out`` (runs that failed are run
     again); each result is written by the task that ran it. ``on_result(run_id, row)`` is called in
     this process as each finishes."""
-    out = str(out)
+    out = str(out) if is_url(out) else str(Path(out).resolve())      # workers may have another cwd
     configs = spec.configs()
     ids = [run_id(c) for c in configs]
     put_bytes(out, SPEC_FILE, json.dumps({"spec": spec.to_dict(), "run_ids": ids}, indent=1,

@@ -117,7 +117,10 @@ def run_id(config) -> str:
 
 def read_toml(path: "str | Path") -> dict:
     """The spec file as a mapping; a missing or malformed file is an error naming it."""
-    import tomllib
+    try:
+        import tomllib
+    except ImportError:                    # Python 3.10
+        import tomli as tomllib
     path = Path(path)
     if not path.is_file():
         raise InputError(f"no sweep spec {path}", field="spec")
