@@ -373,6 +373,9 @@ def bench_sweep() -> dict:
             "sweep_speedup_2workers": round(one / two, 2),
             "sweep_mean_run_ms": round(mean_run * 1e3, 1),
             "sweep_mean_run_2workers_ms": round(mean_run_2 * 1e3, 1),
+            # share of the 2-worker wall time the workers spent in runs: near 1, the engine kept both
+            # busy, and a speedup short of 2 is the machine (the runs themselves got slower)
+            "sweep_worker_busy_2workers": round(inside[2][best[2]] / (2 * two), 3),
             "sweep_overhead_ms_per_task": round(overhead * 1e3, 1)}
 
 
