@@ -9,7 +9,8 @@
     margin_modes = ["isolated"]           # isolated, cross
     exchange = "binance-usdm"
     cash = 10000
-    trigger = "mark"
+    trigger = "mark"                      # or "last"
+    intrabar = "path"                     # or "adverse": which extreme of a bar comes first
     stake = 95
     history = false                       # write each run's margin history and events
 
@@ -43,10 +44,11 @@ from typing import Any, Mapping, Sequence
 from ..errors import InputError
 
 KEYS = ("strategy", "params", "symbols", "timeframes", "leverages", "margin_modes", "windows",
-        "exchange", "cash", "trigger", "stake", "datadir", "history")
+        "exchange", "cash", "trigger", "intrabar", "stake", "datadir", "history")
 WINDOW_KEYS = ("start", "end", "length", "step", "list")
 MARGIN_MODES = ("isolated", "cross")
 TRIGGERS = ("mark", "last")
+INTRABAR = ("path", "adverse")
 
 
 def _text(exc: InputError) -> str:
@@ -77,6 +79,7 @@ class SweepSpec:
     exchange: str = "binance-usdm"
     cash: float = 10_000.0
     trigger: str = "mark"
+    intrabar: str = "path"
     stake: float = 95.0
     datadir: str | None = None
     history: bool = False
@@ -94,7 +97,8 @@ class SweepSpec:
             out.append(RunConfig(strategy=self.strategy, params=dict(zip(names, values)), symbol=symbol,
                                  exchange=self.exchange, timeframe=timeframe, start=start, end=end,
                                  leverage=float(leverage), margin_mode=mode, cash=float(self.cash),
-                                 trigger=self.trigger, stake=float(self.stake), datadir=self.datadir))
+                                 trigger=self.trigger, intrabar=self.intrabar, stake=float(self.stake),
+                                 datadir=self.datadir))
         return out
 
     def to_dict(self) -> dict:
@@ -289,6 +293,9 @@ def spec_from_mapping(mapping: Mapping[str, Any], source: str = "flags") -> Swee
     trigger = mapping.get("trigger", "mark")
     if trigger not in TRIGGERS:
         raise _bad(source, "trigger", f"{trigger!r}: use mark or last")
+    intrabar = mapping.get("intrabar", "path")
+    if intrabar not in INTRABAR:
+        raise _bad(source, "intrabar", f"{intrabar!r}: use path or adverse")
     stake = _number(source, "stake", mapping.get("stake", 95.0))
     if stake > 100:
         raise _bad(source, "stake", f"{stake!r}: a percent in (0, 100]")
@@ -317,7 +324,8 @@ def spec_from_mapping(mapping: Mapping[str, Any], source: str = "flags") -> Swee
                      leverages=sorted(set(leverages)), margin_modes=list(dict.fromkeys(modes)),
                      windows=list(dict.fromkeys(windows(source, mapping.get("windows")))),
                      exchange=exchange, cash=float(_number(source, "cash", mapping.get("cash", 10_000.0))),
-                     trigger=trigger, stake=float(stake), datadir=datadir, history=history, source=source)
+                     trigger=trigger, intrabar=intrabar, stake=float(stake), datadir=datadir,
+                     history=history, source=source)
 
 
 def load_spec(path: "str | Path | None" = None, overrides: Mapping[str, Any] | None = None) -> SweepSpec:
