@@ -68,9 +68,10 @@ def sweep(spec: SweepSpec, out: str, *, engine: str = "auto", workers: int | Non
         for k, result in execute(run_task, tasks, engine=chosen, workers=workers, scheduler=scheduler,
                                  keys=keys, client=client):
             i = todo[k]
-            if isinstance(result, BaseException):     # the engine lost the task: recorded here
+            if isinstance(result, BaseException):     # the engine lost the task: recorded here,
                 row = result_row(configs[i].to_dict(), None, f"{type(result).__name__}: {result}")
-                write_result(out, ids[i], row)
+                if completed(out, ids[i]).get(ids[i]) != "ok":   # unless its worker wrote it first
+                    write_result(out, ids[i], row)
                 result = {"status": "error", "row": row, "warnings": []}
             raised.update(dict.fromkeys(result["warnings"]))
             if result["status"] == "ok":

@@ -135,23 +135,24 @@ def write_result(out: "str | os.PathLike[str]", run_id: str, row: Mapping[str, A
     return put_bytes(out, f"{RESULTS}/run_id={run_id}/{RESULT_FILE}", buffer.getvalue())
 
 
-def results_dataset(out: "str | os.PathLike[str]"):
-    """The ``results/`` dataset under ``out`` (pyarrow, hive partitioning), or None if empty."""
+def results_dataset(out: "str | os.PathLike[str]", run_id: str = "*"):
+    """The ``results/`` dataset under ``out`` (pyarrow, hive partitioning; one run's with
+    ``run_id``), or None if empty."""
     import pyarrow.dataset as ds
     fs, root = filesystem(out)
     base = f"{root.rstrip('/')}/{RESULTS}"
     if not fs.isdir(base):
         return None
-    files = [p for p in fs.glob(f"{base}/run_id=*/{RESULT_FILE}")]
+    files = [p for p in fs.glob(f"{base}/run_id={run_id}/{RESULT_FILE}")]
     if not files:
         return None
     return ds.dataset(files, filesystem=fs, format="parquet",
                       partitioning=ds.partitioning(flavor="hive"), partition_base_dir=base)
 
 
-def completed(out: "str | os.PathLike[str]") -> dict[str, str]:
-    """``run_id → status`` of the runs with a result under ``out``."""
-    data = results_dataset(out)
+def completed(out: "str | os.PathLike[str]", run_id: str = "*") -> dict[str, str]:
+    """``run_id → status`` of the runs with a result under ``out`` (or of ``run_id`` alone)."""
+    data = results_dataset(out, run_id)
     if data is None:
         return {}
     table = data.to_table(columns=["run_id", "status"])
