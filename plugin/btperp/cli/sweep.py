@@ -46,6 +46,7 @@ def register(sub) -> None:
     p.add_argument("--trigger", choices=["mark", "last"], help="price that liquidates (default mark)")
     p.add_argument("--intrabar", choices=["path", "adverse"],
                    help="which extreme of a bar comes first (default path; see btperp run --help)")
+    p.add_argument("--detail", metavar="TIMEFRAME", help="replay bars on stored finer bars (see btperp run --help)")
     p.add_argument("--stake", type=float, help="percent of the balance each entry puts up (default 95)")
     p.add_argument("--datadir", help="datasets folder (default: the bundled datasets/)")
     p.add_argument("--history", action="store_true", default=None,
@@ -112,7 +113,7 @@ def overrides(args: argparse.Namespace) -> dict:
               if getattr(args, a)}
     if window:
         out["windows"] = window
-    for key in ("exchange", "cash", "trigger", "intrabar", "stake", "datadir", "history"):
+    for key in ("exchange", "cash", "trigger", "intrabar", "detail", "stake", "datadir", "history"):
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
     return out

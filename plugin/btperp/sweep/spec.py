@@ -11,6 +11,7 @@
     cash = 10000
     trigger = "mark"                      # or "last"
     intrabar = "path"                     # or "adverse": which extreme of a bar comes first
+    # detail = "1m"                       # replay bars on stored finer bars (btperp run --detail)
     stake = 95
     history = false                       # write each run's margin history and events
 
@@ -44,7 +45,7 @@ from typing import Any, Mapping, Sequence
 from ..errors import InputError
 
 KEYS = ("strategy", "params", "symbols", "timeframes", "leverages", "margin_modes", "windows",
-        "exchange", "cash", "trigger", "intrabar", "stake", "datadir", "history")
+        "exchange", "cash", "trigger", "intrabar", "detail", "stake", "datadir", "history")
 WINDOW_KEYS = ("start", "end", "length", "step", "list")
 MARGIN_MODES = ("isolated", "cross")
 TRIGGERS = ("mark", "last")
@@ -80,6 +81,7 @@ class SweepSpec:
     cash: float = 10_000.0
     trigger: str = "mark"
     intrabar: str = "path"
+    detail: str | None = None
     stake: float = 95.0
     datadir: str | None = None
     history: bool = False
@@ -97,7 +99,8 @@ class SweepSpec:
             out.append(RunConfig(strategy=self.strategy, params=dict(zip(names, values)), symbol=symbol,
                                  exchange=self.exchange, timeframe=timeframe, start=start, end=end,
                                  leverage=float(leverage), margin_mode=mode, cash=float(self.cash),
-                                 trigger=self.trigger, intrabar=self.intrabar, stake=float(self.stake),
+                                 trigger=self.trigger, intrabar=self.intrabar, detail=self.detail,
+                                 stake=float(self.stake),
                                  datadir=self.datadir))
         return out
 
@@ -296,6 +299,14 @@ def spec_from_mapping(mapping: Mapping[str, Any], source: str = "flags") -> Swee
     intrabar = mapping.get("intrabar", "path")
     if intrabar not in INTRABAR:
         raise _bad(source, "intrabar", f"{intrabar!r}: use path or adverse")
+    detail = mapping.get("detail")
+    if detail is not None:
+        if not isinstance(detail, str):
+            raise _bad(source, "detail", f"{detail!r}: a timeframe of stored finer bars, e.g. 1m")
+        try:
+            parse_timeframe(detail)
+        except Exception as exc:  # noqa: BLE001 - DataError: reported with the field
+            raise _bad(source, "detail", str(exc)) from None
     stake = _number(source, "stake", mapping.get("stake", 95.0))
     if stake > 100:
         raise _bad(source, "stake", f"{stake!r}: a percent in (0, 100]")
@@ -324,7 +335,7 @@ def spec_from_mapping(mapping: Mapping[str, Any], source: str = "flags") -> Swee
                      leverages=sorted(set(leverages)), margin_modes=list(dict.fromkeys(modes)),
                      windows=list(dict.fromkeys(windows(source, mapping.get("windows")))),
                      exchange=exchange, cash=float(_number(source, "cash", mapping.get("cash", 10_000.0))),
-                     trigger=trigger, intrabar=intrabar, stake=float(stake), datadir=datadir,
+                     trigger=trigger, intrabar=intrabar, detail=detail, stake=float(stake), datadir=datadir,
                      history=history, source=source)
 
 
