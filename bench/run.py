@@ -356,7 +356,7 @@ def bench_sweep() -> dict:
                     client.run(lambda: __import__("btperp.sweep.task"))          # workers warm
                     start = time.perf_counter()
                     outcome = sweep(spec, f"{tmp}/{workers}-{rep}", engine="dask", client=client,
-                                    progress=False, report=False)
+                                    progress=False)
                     wall[workers].append(time.perf_counter() - start)
                 assert outcome.done == runs, outcome
                 inside[workers].append(float(outcome.table["seconds"].sum()))

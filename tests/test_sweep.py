@@ -18,7 +18,7 @@ import pytest
 
 from btperp.backtest import SUMMARY_COLUMNS, run
 from btperp.cli.main import main as cli
-from btperp.errors import InputError
+from btperp.report import write_sweep_report
 from btperp.sweep import load_spec, read_results, run_id, spec_from_mapping
 from btperp.sweep.runner import sweep
 
@@ -128,6 +128,7 @@ def test_dask_sweep_of_24_runs_equals_the_runs_done_serially(tmp_path, dask2):
                               "margin_modes": ["isolated", "cross"], "windows": CRASH})
     outcome = sweep(spec, str(tmp_path / "sw"), engine="dask", client=client, progress=False)
     assert (outcome.runs, outcome.done, outcome.failed, outcome.skipped) == (24, 24, 0, 0)
+    write_sweep_report(outcome.table, outcome.out, spec)
     table = pd.read_parquet(tmp_path / "sw" / "results")            # a hive-partitioned dataset
     assert len(table) == 24 and table["run_id"].astype(str).nunique() == 24
     assert set(table["status"]) == {"ok"} and table["liquidations"].sum() > 0
@@ -162,7 +163,7 @@ def test_a_worker_killed_mid_sweep_still_completes_each_run_once(tmp_path, dask2
             killed.append(pids[0])
 
     outcome = sweep(spec, str(tmp_path / "sw"), engine="dask", client=client, progress=False,
-                    report=False, on_result=kill_one)
+                    on_result=kill_one)
     assert killed
     with contextlib.suppress(psutil.NoSuchProcess):                 # gone, or a zombie of its nanny
         assert psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE
@@ -180,6 +181,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, dask2, capsys
     out = tmp_path / "sw"
     outcome = sweep(spec, str(out), engine="dask", client=client, progress=False)
     assert (outcome.done, outcome.failed) == (2, 2)
+    write_sweep_report(outcome.table, outcome.out, spec)
     table = read_results(out)
     failed = table[table["status"] == "error"]
     assert failed["param_boom"].tolist() == [True, True]
@@ -199,7 +201,7 @@ def test_a_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path, dask2, capsys
     assert cli(["sweep", "show", str(out), "--sort", "nope"]) == 2
     assert "no column 'nope'" in capsys.readouterr().err
     # a rerun runs the failed ones again and skips the rest
-    again = sweep(spec, str(out), engine="local", workers=1, progress=False, report=False)
+    again = sweep(spec, str(out), engine="local", workers=1, progress=False)
     assert (again.done, again.failed, again.skipped) == (0, 2, 2)
 
 

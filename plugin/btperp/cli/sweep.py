@@ -135,16 +135,20 @@ def run_sweep(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, flags)
     outcome = sweep(spec, args.out, engine=args.engine, workers=args.workers, scheduler=args.scheduler,
                     progress=not args.no_progress)
+    report = {}
+    if len(outcome.table):
+        from ..report.sweep import write_sweep_report
+        report = write_sweep_report(outcome.table, outcome.out, spec)
     if args.json:
         print_json({"out": outcome.out, "runs": outcome.runs, "done": outcome.done,
-                    "failed": outcome.failed, "skipped": outcome.skipped, "report": outcome.report})
+                    "failed": outcome.failed, "skipped": outcome.skipped, "report": report})
         return 0
     print(f"{outcome.runs} runs: {outcome.done} done, {outcome.failed} failed, {outcome.skipped} "
           f"already complete (skipped)")
     if len(outcome.table):
         print(_table(outcome.table, "total_return", False, limit=10))
-    if outcome.report:
-        print(f"report: {outcome.report['html']} (table: btperp sweep show {outcome.out})")
+    if report:
+        print(f"report: {report['html']} (table: btperp sweep show {outcome.out})")
     return 0
 
 
@@ -174,7 +178,7 @@ def _sorted(frame, figure: str, ascending: bool):
 
 
 def _table(frame, figure: str, ascending: bool, limit: int | None = None) -> str:
-    from ..sweep.report import set_columns
+    from ..report.sweep import set_columns
     rows = _sorted(frame, figure, ascending)
     if limit:
         rows = rows.head(limit)

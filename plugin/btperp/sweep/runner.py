@@ -1,5 +1,5 @@
 """Run a sweep: skip the run ids already complete under ``out``, run the rest on an engine, show
-progress, then write the report."""
+progress. (The report is :func:`btperp.report.write_sweep_report`, a layer above this one.)"""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import json
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,7 +22,7 @@ SPEC_FILE = "sweep.json"
 
 @dataclass
 class SweepOutcome:
-    """What a sweep did: counts, the results table (every run under ``out``) and the report's files."""
+    """What a sweep did: counts and the results table (every run of the spec under ``out``)."""
 
     out: str
     runs: int
@@ -30,7 +30,6 @@ class SweepOutcome:
     failed: int = 0
     skipped: int = 0
     table: Any = None
-    report: dict[str, str] = field(default_factory=dict)
 
 
 def choose_engine(engine: str, todo: int, scheduler: str | None) -> str:
@@ -40,7 +39,7 @@ def choose_engine(engine: str, todo: int, scheduler: str | None) -> str:
 
 
 def sweep(spec: SweepSpec, out: str, *, engine: str = "auto", workers: int | None = None,
-          scheduler: str | None = None, progress: bool = True, report: bool = True, client=None,
+          scheduler: str | None = None, progress: bool = True, client=None,
           on_result: Callable[[str, dict], None] | None = None) -> SweepOutcome:
     """Every run of ``spec`` whose id has no ``ok`` result under ``out`` (runs that failed are run
     again); each result is written by the task that ran it. ``on_result(run_id, row)`` is called in
@@ -91,9 +90,6 @@ def sweep(spec: SweepSpec, out: str, *, engine: str = "auto", workers: int | Non
     if len(table):
         table = table[table["run_id"].isin(set(ids))].reset_index(drop=True)
     outcome.table = table
-    if report and len(table):
-        from .report import write_sweep_report
-        outcome.report = write_sweep_report(table, out, spec)
     return outcome
 
 

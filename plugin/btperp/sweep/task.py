@@ -30,8 +30,8 @@ SETTINGS = ("strategy", "params", "symbol", "exchange", "timeframe", "start", "e
             "margin_mode", "cash", "trigger", "intrabar", "detail", "stake")
 #: Columns of the summary that are settings already (the summary's own spelling is dropped).
 _SUMMARY_SETTINGS = {"strategy", "symbol", "leverage", "margin_mode"}
-_STRING_FIGURES = {"first_bar", "last_bar", "first_liquidation", "history_dir"}
-_INT_FIGURES = {"bars", "trades", "liquidations"}
+_STRING_FIGURES = {"first_bar", "last_bar", "first_liquidation", "refusal_reason", "history_dir"}
+_INT_FIGURES = {"bars", "trades", "liquidations", "refused_orders"}     # the rest: float64
 
 
 # --- where things go -------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .task import put_bytes
+from ..sweep.task import put_bytes
 
 SET_COLUMNS = ("symbol", "timeframe", "margin_mode")
 
