@@ -59,6 +59,12 @@ def values_for(command: tuple[str, ...], action: argparse.Action) -> list[str]:
         "timeframe": ["1h", "4h", "1d", "7x", "0h", "", "1m"],
         "detail": ["1m", "5m", "1h", "7x", ""],
         "kind": ["ohlcv", "mark", "nope"],
+        "spec": ["nope.toml", "", "show"],
+        "scheduler": ["nope", "", "tcp://host"],
+        "margin_mode": ["isolated", "cross", "isolated,cross", "nope"],
+        "window_length": ["3d", "1mo", "0d", "x"],
+        "window_step": ["1d", "x"],
+        "sort": ["total_return", "nope"],
         "leverage": (["1", "3", "1,2", "0", "-1", "x", "", "1e9", "nan", "2000"] if cmd in ("run", "compare")
                      else ["2", "50", "0", "-3", "1e9", "x"]),
         "jobs": ["1", "0", "-1", "x"],
@@ -112,7 +118,8 @@ def values_for(command: tuple[str, ...], action: argparse.Action) -> list[str]:
 #: Arguments always given (so a valid line stays cheap): short windows, one process, an end date.
 ALWAYS = {("run", "start"), ("run", "end"), ("compare", "start"), ("compare", "end"),
           ("compare", "jobs"), ("compare", "leverage"), ("compare", "no_progress"),
-          ("position", "end"), ("data", "datadir"), ("fetch", "exchange")}
+          ("position", "end"), ("data", "datadir"), ("fetch", "exchange"),
+          ("sweep", "start"), ("sweep", "end"), ("sweep", "workers"), ("sweep", "no_progress")}
 
 
 def command_lines() -> st.SearchStrategy[list[str]]:

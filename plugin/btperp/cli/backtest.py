@@ -84,7 +84,9 @@ def register(sub) -> None:
     cmp.add_argument("--jobs", type=types.positive_int, default=None, help="processes (default: one per core)")
     cmp.add_argument("--engine", default="local", choices=["local", "dask"],
                      help="local processes (default) or Dask, as btperp sweep")
-    cmp.add_argument("--scheduler", metavar="ADDRESS", help="with --engine dask: an existing scheduler")
+    from .sweep import scheduler_address
+    cmp.add_argument("--scheduler", metavar="ADDRESS", type=scheduler_address,
+                     help="with --engine dask: an existing scheduler, tcp://host:8786")
     cmp.add_argument("--no-progress", action="store_true", help="no progress bar")
     cmp.set_defaults(run=run_compare)
 

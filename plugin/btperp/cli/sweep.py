@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from . import args as types
 from .format import fmt_number, print_json, table
 
 EXAMPLES = """\
@@ -42,12 +43,12 @@ def register(sub) -> None:
     p.add_argument("--window-length", help="rolling windows of this length (30d, 2w, 6mo, 1y)")
     p.add_argument("--window-step", help="rolling windows start this far apart (default: the length)")
     p.add_argument("--exchange", help="exchange (default binance-usdm)")
-    p.add_argument("--cash", type=float, help="starting balance, USDT (default 10000)")
+    p.add_argument("--cash", type=types.positive_float, help="starting balance, USDT (default 10000)")
     p.add_argument("--trigger", choices=["mark", "last"], help="price that liquidates (default mark)")
     p.add_argument("--intrabar", choices=["path", "adverse"],
                    help="which extreme of a bar comes first (default path; see btperp run --help)")
     p.add_argument("--detail", metavar="TIMEFRAME", help="replay bars on stored finer bars (see btperp run --help)")
-    p.add_argument("--stake", type=float, help="percent of the balance each entry puts up (default 95)")
+    p.add_argument("--stake", type=types.percent, help="percent of the balance each entry puts up (default 95)")
     p.add_argument("--datadir", help="datasets folder (default: the bundled datasets/)")
     p.add_argument("--history", action="store_true", default=None,
                    help="write each run's margin history and events (OUT/history/, OUT/events/)")
@@ -55,14 +56,22 @@ def register(sub) -> None:
                    help="folder or fsspec URL the workers can reach, e.g. s3://bucket/x (default out/sweep)")
     p.add_argument("--engine", default="auto", choices=["auto", "local", "dask"],
                    help="local processes, or Dask (auto: Dask with --scheduler or above 500 runs)")
-    p.add_argument("--workers", type=int, help="processes / LocalCluster workers (default: one per core)")
-    p.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, tcp://host:8786")
+    p.add_argument("--workers", type=types.positive_int, help="processes / LocalCluster workers (default: one per core)")
+    p.add_argument("--scheduler", metavar="ADDRESS", type=scheduler_address, help="an existing Dask scheduler, tcp://host:8786")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print JSON (runs, or with show: rows)")
     p.add_argument("--sort", default="total_return", metavar="FIGURE",
                    help="show: sort by this column, largest first (default total_return)")
     p.add_argument("--ascending", action="store_true", help="show: smallest first")
     p.set_defaults(run=run_sweep)
+
+
+def scheduler_address(text: str) -> str:
+    """A Dask scheduler's address: ``tcp://HOST:PORT`` (or tls://, ws://, wss://)."""
+    import re
+    if not re.fullmatch(r"(tcp|tls|ws|wss)://[^\s/:]+:\d{1,5}", text.strip()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a scheduler address like tcp://host:8786")
+    return text.strip()
 
 
 def _split(text: str) -> list[str]:
