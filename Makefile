@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SHARED ?= ../shared/data/binance-usdm
 
-.PHONY: install test demo bench datasets clean
+.PHONY: install test demo bench datasets mutation clean
 
 install: $(STAMP)
 
@@ -57,6 +57,19 @@ datasets: $(STAMP)
 	$(BIN)/btperp data import-tiers $(SHARED)/tier_history.json --exchange binance-usdm
 	$(BIN)/btperp data import-klines $(SHARED)/mark-1m/ETHUSDT-mark-1m-2021-05-19.csv \
 	    --symbol ETHUSDT --kind mark --timeframe 1m --exchange binance-usdm
+
+# Developers only (not in CI): mutation testing of the pure core with mutmut (see README).
+# mutmut imports mutated code from src/, so the package is copied to build/mutation/src/btperp.
+MUT := build/mutation
+mutation: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -rf $(MUT) && mkdir -p $(MUT)/src
+	cp -r plugin/btperp $(MUT)/src/btperp
+	cp -r tests strategies examples pyproject.toml $(MUT)/
+	ln -s $(CURDIR)/datasets $(MUT)/datasets
+	cd $(MUT) && BTPERP_DATASETS=$(CURDIR)/datasets BTPERP_HYPOTHESIS=mutation \
+	    $(CURDIR)/$(BIN)/mutmut run --max-children $${MUTATION_JOBS:-2}
+	cd $(MUT) && $(CURDIR)/$(BIN)/mutmut results
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build plugin/*.egg-info

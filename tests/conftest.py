@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,10 @@ DATASETS = ROOT / "datasets"
 # No deadlines: property tests check outcomes, never speed (speed lives in `make bench`).
 settings.register_profile("btperp", deadline=None, max_examples=300,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("btperp")
+# `make mutation` runs the core's tests once per mutant: fewer, fixed examples.
+settings.register_profile("mutation", parent=settings.get_profile("btperp"), max_examples=40,
+                          derandomize=True, database=None)
+settings.load_profile(os.environ.get("BTPERP_HYPOTHESIS", "btperp"))
 
 
 @pytest.fixture(scope="session")
