@@ -42,7 +42,15 @@ def test_eth_2x_survives_the_mark_but_not_a_last_price_trigger():
     # the last price wicked to 1400.73, the mark bottomed at 1764.26, the liquidation price between
     assert last.bar["last"]["low"] == 1400.73
     assert last.bar["mark"]["low"] == pytest.approx(1764.26, abs=0.01)
-    assert 1400.73 < last.liquidation_price < 1764.26
+    # README: liquidated in the 13:00 bar at 1,654.23 (tier 1, 0.5 %): size 2000 / 3283.23, margin
+    # 1000 less the four funding events after the entry (08:00, 16:00, 00:00, 08:00)
+    frame = btperp.load("ETHUSDT", start="2021-05-18 01:00", end="2021-05-19 13:00")
+    size = 2000 / 3283.23
+    margin = 1000 - size * frame["funding_per_unit"].sum()
+    assert last.liquidation_price == pytest.approx((size * 3283.23 - margin) / (size * 0.995), rel=1e-12)
+    assert round(last.liquidation_price, 2) == 1654.23
+    assert last.bankruptcy_price == pytest.approx(3283.23 - margin / size, rel=1e-12)
+    assert a.other_trigger["liquidation_price"] == pytest.approx(last.liquidation_price, rel=1e-12)
 
 
 def test_eth_3x_is_liquidated_by_the_mark_in_the_12_00_bar():
@@ -381,7 +389,12 @@ def test_history_audit_without_market_data_says_so(tmp_path):
     (a,) = report_audit_history(tmp_path / "h", plots=tmp_path / "png")
     assert a.other_verdict == "unknown" and a.plot is None
     assert "no market data for TEST/USDT:USDT" in a.notes[0]
-    assert a.equity == pytest.approx(a.maintenance_margin, rel=1e-9) or a.gap
+    # long 10 at 100 (5x: margin 200), 0.5 %: LP = (200 − 1000) / (10 × 0.005 − 10) = 80.40,
+    # reached by the 02:00 bar's fall from 100 to 80 (no gap)
+    assert not a.gap and a.time == "2024-01-01 02:00"
+    assert a.liquidation_price == pytest.approx((200 - 1000) / (10 * 0.005 - 10), rel=1e-12)
+    assert a.equity == pytest.approx(a.maintenance_margin, rel=1e-9)
+    assert a.maintenance_margin == pytest.approx(10 * a.liquidation_price * 0.005, rel=1e-12)
 
 
 def test_history_audit_of_a_run_without_liquidations(tmp_path, capsys):

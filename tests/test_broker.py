@@ -52,6 +52,18 @@ def run_eth(leverage, **options):
     return strat, broker, caught
 
 
+def eth_size_and_margin(leverage, through):
+    """Size and isolated margin of the 2021-05-18 long after the funding events up to ``through``
+    (the raw funding rates times the mark at each event, from the bundled files)."""
+    folder = btperp.io.paths.exchange_dir("binance-usdm") / "ETHUSDT"
+    funding = pd.read_parquet(folder / "funding.parquet")
+    marks = pd.read_parquet(folder / "mark-1h.parquet").set_index("time")["open"]
+    paid = funding[(funding.time > "2021-05-18 00:00") & (funding.time <= through)]
+    size = 1000.0 * leverage / 3283.23
+    per_unit = (paid["rate"].to_numpy() * marks.loc[paid["time"].dt.floor("h")].to_numpy()).sum()
+    return size, size * 3283.23 / leverage - size * per_unit
+
+
 def test_eth_3x_is_liquidated_in_the_2021_05_19_12h_bar():
     strat, broker, caught = run_eth(3)
     entry, liq = strat.fills
@@ -65,10 +77,17 @@ def test_eth_3x_is_liquidated_in_the_2021_05_19_12h_bar():
     record = broker.liquidations[0]
     # the earliest known table (2022-02-05) is assumed, with a warning: ETH tier 1 0.5 %
     assert any(issubclass(w.category, EarliestTableAssumed) for w in caught)
-    assert 2190 < record.trigger_price < 2210
+    # by hand: size 3000 / 3283.23, margin 1000 less the funding of the four events after the
+    # entry (each: size × rate × mark), LP = (size × entry − margin) / (size × (1 − 0.005))
+    size, margin = eth_size_and_margin(3, "2021-05-19 12:00")
+    lp = (size * 3283.23 - margin) / (size * (1 - 0.005))
+    assert record.trigger_price == pytest.approx(lp, rel=1e-12)
+    assert round(record.trigger_price, 2) == 2204.18                  # README
     frame = btperp.load("ETHUSDT", start="2021-05-19 11:00", end="2021-05-19 12:00")
     assert frame["mark_low"].iloc[0] > record.trigger_price >= frame["mark_low"].iloc[1]
     # bankruptcy fill: the trader loses exactly the position's isolated margin (1000 less funding paid)
+    assert record.fill_price == pytest.approx(3283.23 - margin / size, rel=1e-12)
+    assert (round(record.fill_price, 2), round(record.loss, 2)) == (2193.16, 996.04)    # README demo
     assert record.fill_price == pytest.approx(record.bankruptcy_price)
     assert broker.getvalue() == pytest.approx(1010.0 - 1000.0 - broker.trading_fees, rel=1e-12)
 
@@ -77,11 +96,19 @@ def test_eth_2x_survives_on_the_mark_but_the_last_price_liquidates_it_at_13h():
     strat, broker, _ = run_eth(2)
     assert broker.liquidations == [] and len(strat.fills) == 1
     state = broker.get_margin_state(strat.data)
-    assert state.liquidation_price < 1764.26 < 1800            # mark low 1764.26 never reached it
+    size, margin = eth_size_and_margin(2, "2021-05-21 00:00")      # the last bar; funding received
+    assert state.liquidation_price == pytest.approx((size * 3283.23 - margin) / (size * 0.995), rel=1e-12)
+    assert round(state.liquidation_price, 2) == 1645.51                # README demo
+    frame = btperp.load("ETHUSDT", start="2021-05-18", end="2021-05-21")
+    assert frame["mark_low"].min() == pytest.approx(1764.26, abs=0.005)   # never reached it
     strat, broker, _ = run_eth(2, trigger="last")
     (record,) = broker.liquidations
     assert record.time == dt.datetime(2021, 5, 19, 13, tzinfo=dt.timezone.utc)
-    assert record.trigger == "last" and 1400.73 <= record.trigger_price
+    size, margin = eth_size_and_margin(2, "2021-05-19 13:00")
+    assert record.trigger == "last"
+    assert record.trigger_price == pytest.approx((size * 3283.23 - margin) / (size * 0.995), rel=1e-12)
+    assert round(record.trigger_price, 2) == 1654.23 and record.last_price == 1400.73   # README
+    assert round(record.fill_price, 2) == 1645.95 and round(record.loss, 2) == 997.36
 
 
 # --- the SMA crossover of backtrader's documentation, unchanged ---------------------------------

@@ -77,7 +77,16 @@ def test_at_date_uses_the_table_in_force_and_flags_assumptions(capsys):
     new, _ = run_json(capsys, *args, "--at", "2024-10-01")
     assert old["positions"][0]["tier_table_observed"] == "2022-02-05"
     assert new["positions"][0]["tier_table_observed"] == "2024-05-30"
-    assert old["positions"][0]["maintenance_margin_rate"] != new["positions"][0]["maintenance_margin_rate"]
+    # 20 BTC at 20,000 = 400,000 of notional. datasets/binance-usdm/tier_history.json: on 2022-02-05
+    # tier 3 (250k to 1M) at 1 %, cum 1,300; on 2024-05-30 tier 2 (50k to 600k) at 0.5 %, cum 50
+    o, n = old["positions"][0], new["positions"][0]
+    assert (o["tier"], o["maintenance_margin_rate"], o["maintenance_amount"]) == (3, 0.01, 1300)
+    assert (n["tier"], n["maintenance_margin_rate"], n["maintenance_amount"]) == (2, 0.005, 50)
+    assert o["maintenance_margin"] == pytest.approx(400_000 * 0.01 - 1_300)
+    assert n["maintenance_margin"] == pytest.approx(400_000 * 0.005 - 50)
+    # isolated margin 40,000 (10x): LP = (40,000 + cum − 400,000) / (20 × MMR − 20)
+    assert o["liquidation_price"] == pytest.approx((40_000 + 1_300 - 400_000) / (20 * 0.01 - 20), rel=1e-12)
+    assert n["liquidation_price"] == pytest.approx((40_000 + 50 - 400_000) / (20 * 0.005 - 20), rel=1e-12)
     early, err = run_json(capsys, *args, "--at", "2021-05-19")
     assert early["positions"][0]["tier_table_assumed"] is True
     assert "before the first known tier table" in err
