@@ -14,7 +14,7 @@ DATASETS = ROOT / "datasets"
 settings.register_profile("btperp", deadline=None, max_examples=300,
                           suppress_health_check=[HealthCheck.too_slow])
 # `make mutation` runs the core's tests once per mutant: fewer, fixed examples.
-settings.register_profile("mutation", parent=settings.get_profile("btperp"), max_examples=40,
+settings.register_profile("mutation", parent=settings.get_profile("btperp"), max_examples=25,
                           derandomize=True, database=None)
 settings.load_profile(os.environ.get("BTPERP_HYPOTHESIS", "btperp"))
 

@@ -1,0 +1,265 @@
+"""The pure core's smaller functions, each pinned to a value worked out by hand (what mutation
+testing found unchecked): vectorized liquidation prices, sizing, tier tables' shapes and caps,
+settlement edge cases, and the exact words of the errors users read."""
+
+import math
+from datetime import date, datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+from perpkit import table
+
+from btperp.errors import InputError, LeverageError, TierTableError
+from btperp.liquidation import GroupLeg, settle, settle_group
+from btperp.margin import (Side, bankruptcy_price, check_leverage, liquidation_price, linear_root,
+                           maintenance_margin_array, make_position, margin_ratio, max_open_size,
+                           solve_price_array)
+from btperp.rules import get_rulebook
+from btperp.tiers import Tier, TierHistory, TierTable
+
+BINANCE, BYBIT = get_rulebook("binance-usdm"), get_rulebook("bybit")
+#: 1 % to 1,000 (50x), 2.5 % to 5,000 (20x, cum 15), 5 % above (10x, cum 15 + 5,000 × 2.5 % = 140)
+T = table((0, 1_000, 0.01, 50), (1_000, 5_000, 0.025, 20), (5_000, math.inf, 0.05, 10))
+
+
+# --- vectorized liquidation prices ----------------------------------------------------------
+
+def test_solve_price_array_by_hand():
+    side = [1, -1, 1, 1, -1]
+    size = [20.0, 20.0, 5.0, 100.0, 100.0]
+    entry = [100.0] * 5
+    margin = [200.0, 200.0, 600.0, 1_000.0, 1_000.0]
+    lp, k = solve_price_array(BINANCE, T, side, size, entry, [10, 10, 1, 10, 10], margin, 0.0)
+    expected = [
+        (200 + 15 - 2_000) / (20 * 0.025 - 20),        # long, tier 2 at LP: 91.54
+        (200 + 15 + 2_000) / (20 * 0.025 + 20),        # short, tier 2: 108.05
+        math.nan,                                      # 600 of margin on 500 of notional: never
+        (1_000 + 140 - 10_000) / (100 * 0.05 - 100),   # long, tier 3: 93.26
+        (1_000 + 140 + 10_000) / (100 * 0.05 + 100),   # short, tier 3: 106.10
+    ]
+    np.testing.assert_allclose(lp, expected, rtol=1e-12)
+    assert k.tolist() == [1, 1, -1, 2, 2]
+    # a reference price far away does not change a unique root
+    lp2, _ = solve_price_array(BINANCE, T, side, size, entry, [10, 10, 1, 10, 10], margin, 0.0,
+                               reference_price=500.0)
+    np.testing.assert_allclose(lp2, expected, rtol=1e-12)
+
+
+def test_solve_price_array_bybit_uses_the_tier_at_entry():
+    one = TierTable.single(0.005)
+    lp, k = solve_price_array(BYBIT, one, [1, -1, 1], [1.0, 1.0, 1.0], [20_000.0, 20_000.0, 100.0],
+                              [50, 50, 1], [400.0, 400.0, 200.0], 0.0)
+    # 20,000 ∓ (400 − 100); a long with 200 of margin on 100 of notional is never liquidated
+    np.testing.assert_allclose(lp, [19_700, 20_300, math.nan], rtol=1e-12)
+    assert k.tolist() == [0, 0, -1]
+
+
+def test_maintenance_margin_array_by_hand():
+    idx, mm = maintenance_margin_array(BINANCE, T, [1, -1, 1], [2, 20, 100], [100, 100, 100],
+                                       [100, 100, 100], [10, 10, 10], 0.0)
+    assert idx.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(mm, [200 * 0.01, 2_000 * 0.025 - 15, 10_000 * 0.05 - 140], rtol=1e-12)
+    idx, mm = maintenance_margin_array(BINANCE, T, 1, 10, 100, [50, 120, 600], 10, 0.0)   # ints
+    assert idx.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(mm, [5.0, 1_200 * 0.025 - 15, 6_000 * 0.05 - 140], rtol=1e-12)
+
+
+def test_linear_root():
+    assert linear_root(10, -2) == 5.0 and isinstance(linear_root(10, -2), float)
+    assert math.isnan(linear_root(1, 0))
+    np.testing.assert_allclose(linear_root([10, 3, 1], [-2, 1, 0]), [5.0, -3.0, math.nan])
+    np.testing.assert_allclose(linear_root(np.array([4, 4]), np.array([1, 2])), [-4.0, -2.0])
+    with np.errstate(all="raise"):          # no warning escapes for a zero slope
+        assert math.isnan(linear_root(np.array([1.0]), np.array([0.0]))[0])
+
+
+def test_margin_ratio_by_hand():
+    assert margin_ratio(5, 20) == 0.25 and isinstance(margin_ratio(5, 20), float)
+    assert margin_ratio(5, 0) == math.inf and margin_ratio(5, -1) == math.inf
+    np.testing.assert_allclose(margin_ratio([1, 2, 3], [4, 0, 6]), [0.25, math.inf, 0.5])
+
+
+# --- sizing --------------------------------------------------------------------------------
+
+def test_max_open_size_by_hand():
+    # 1,000 of balance at 100, 10x, taker 0.05 %: each unit costs 100 / 10 + 100 × 0.0005 = 10.05
+    assert max_open_size(1_000, 100, 10, 0.0005) == pytest.approx(1_000 / 10.05, rel=1e-15)
+    assert max_open_size(1_000, 100, 10, 0.0005, max_notional=5_000) == 50.0
+    assert max_open_size(-5, 100, 10, 0.0005) == 0.0
+    assert max_open_size(0.5, 0.5, 1, 0.0) == 1.0                 # a price below 1 is a price
+    assert max_open_size(10, 100, 0.5, 0.0) == pytest.approx(0.05)  # and a leverage below 1
+    for price, lev in ((0, 10), (-1, 10), (100, 0), (100, -2)):
+        with pytest.raises(ValueError, match=f"price and leverage must be positive, got {price} and {lev}"):
+            max_open_size(100, price, lev, 0.0)
+
+
+# --- single-position calculators ------------------------------------------------------------
+
+def test_bankruptcy_and_liquidation_price_of_one_position():
+    one = TierTable.single(0.004)
+    # Binance FAQ numbers: long 0.02 at 50,000 with 500: bankruptcy 25,000; short: 75,000
+    assert bankruptcy_price("binance-usdm", "long", 0.02, 50_000, margin=500, tiers=one) == pytest.approx(25_000)
+    assert bankruptcy_price("binance-usdm", "short", 0.02, 50_000, margin=500, tiers=one) == pytest.approx(75_000)
+    assert bankruptcy_price("binance-usdm", "long", 0.02, 50_000, leverage=4, tiers=one) == pytest.approx(37_500)
+    # Bybit reserves the fee to close: bankruptcy 20,000 × (1 − 1/50) = 19,600 whatever the fee
+    b = TierTable.single(0.005)
+    assert bankruptcy_price("bybit", "long", 1, 20_000, leverage=50, tiers=b) == pytest.approx(19_600)
+    assert bankruptcy_price("bybit", "long", 1, 20_000, leverage=50, tiers=b, taker_fee=0.001) == pytest.approx(19_600)
+    # the fee to close is in both margins and cancels in the liquidation price
+    assert liquidation_price("bybit", "long", 1, 20_000, leverage=50, tiers=b) == pytest.approx(19_700)
+    assert liquidation_price("bybit", "long", 1, 20_000, leverage=50, tiers=b, taker_fee=0.01) == pytest.approx(19_700)
+    assert liquidation_price("binance-usdm", "long", 1, 100, leverage=1, tiers=one) is None
+
+
+def test_check_leverage_returns_the_tier_and_names_the_field():
+    pos = make_position("X", "long", 20, 100, tiers=T, leverage=20)          # 2,000: tier 2, 20x max
+    assert check_leverage(BINANCE, pos).tier == 2
+    pos = make_position("X", "long", 20, 100, tiers=T, leverage=25)
+    with pytest.raises(LeverageError) as info:
+        check_leverage(BINANCE, pos)
+    assert str(info.value) == "leverage: 25x is above the 20x that tier 2 allows for a notional of 2,000.00"
+    assert info.value.field == "leverage"
+    with pytest.raises(LeverageError, match="^positions.0..leverage: 25x"):
+        check_leverage(BINANCE, pos, "positions[0].leverage")
+    # Bybit: the tier of the notional at the entry price
+    bybit_table = table((0, 1_000, 0.01, 50), (1_000, math.inf, 0.02, 10))
+    assert check_leverage(BYBIT, make_position("X", "short", 20, 100, tiers=bybit_table, leverage=10)).tier == 2
+
+
+def test_side():
+    assert str(Side.LONG) == "long" and str(Side.SHORT) == "short"
+    assert [Side.parse(x) for x in ("buy", "+1", 1, "SELL", " -1 ")] == [1, 1, 1, -1, -1]
+    with pytest.raises(InputError) as info:
+        Side.parse("up", field="positions[2].side")
+    assert str(info.value) == "positions[2].side: must be 'long' or 'short', got 'up'"
+
+
+# --- settlement edge cases ------------------------------------------------------------------
+
+def test_settle_group_weights():
+    # no maintenance margin anywhere: equal shares of the equity 100 + 10 − 10 = 100
+    legs = [GroupLeg(1, 1.0, 100.0, 110.0, 0.0), GroupLeg(-1, 1.0, 100.0, 110.0, 0.0)]
+    a, b = settle_group(legs, 100.0)
+    assert a.fill_price == pytest.approx(100 - (50 - 10))          # share 50, its PnL +10
+    assert b.fill_price == pytest.approx(100 + (50 + 10))          # share 50, its PnL −10
+    # maintenance margins below 1 still weigh (0.2 and 0.6: a quarter and three quarters)
+    legs = [GroupLeg(1, 1.0, 100.0, 100.0, 0.2), GroupLeg(1, 1.0, 100.0, 100.0, 0.6)]
+    a, b = settle_group(legs, 8.0)
+    assert (a.fill_price, b.fill_price) == (pytest.approx(98.0), pytest.approx(94.0))
+    assert settle_group([], 10.0) == []
+    # the fee policy's rate defaults to 0 and is passed to every leg
+    (c,) = settle_group([GroupLeg(1, 1.0, 100.0, 95.0, 1.0)], 10.0, policy="fee")
+    assert c.fee == 0 and c.balance_after == pytest.approx(5.0)
+    (c,) = settle_group([GroupLeg(1, 1.0, 100.0, 95.0, 1.0)], 10.0, policy="fee", fee_rate=0.01)
+    assert c.fee == pytest.approx(0.95) and c.balance_after == pytest.approx(4.05)
+
+
+def test_settle_fee_policy_at_exactly_zero_equity_and_the_loss():
+    s = settle(1, 1.0, 100.0, 90.0, 10.0, policy="fee", fee_rate=0.0125)
+    assert s.fill_price == 90.0 and s.fee == 0.0 and s.balance_after == 0.0 and s.loss == 10.0
+    s = settle(-1, 2.0, 100.0, 104.0, 10.0, policy="fee", fee_rate=0.0125)
+    # equity at the trigger 10 − 8 = 2: the fee (2 × 104 × 1.25 % = 2.6) is capped at it
+    assert s.realized_pnl == -8.0 and s.fee == pytest.approx(2.0) and s.balance_after == 0.0
+    assert s.loss == pytest.approx(10.0) and s.equity_at_trigger == pytest.approx(2.0)
+    s = settle(-1, 2.0, 100.0, 101.0, 10.0, policy="fee", fee_rate=0.0125)
+    assert s.fee == pytest.approx(2 * 101 * 0.0125) and s.loss == pytest.approx(2 + 2.525)
+    assert s.balance_after == pytest.approx(10 - 2 - 2.525)
+
+
+# --- tier tables ---------------------------------------------------------------------------------
+
+def test_tier_to_ccxt_and_back():
+    tier = T.tiers[1]
+    assert tier.to_ccxt() == {"tier": 2, "minNotional": 1_000.0, "maxNotional": 5_000.0,
+                              "maintenanceMarginRate": 0.025, "maxLeverage": 20.0,
+                              "cum": pytest.approx(15.0)}
+    assert T.tiers[2].to_ccxt()["maxNotional"] is None
+    assert T.to_ccxt()[0] == {"tier": 1, "minNotional": 0.0, "maxNotional": 1_000.0,
+                              "maintenanceMarginRate": 0.01, "maxLeverage": 50.0, "cum": 0.0}
+    assert TierTable.from_ccxt(T.to_ccxt()) == T
+
+
+def test_history_to_snapshots():
+    history = TierHistory([("2024-01-02", T), (date(2023, 3, 4), TierTable.single(0.02))])
+    snaps = history.to_snapshots()
+    assert [s["observed"] for s in snaps] == ["2023-03-04", "2024-01-02"]
+    assert snaps[1]["tiers"] == T.to_ccxt()
+    assert TierHistory.from_snapshots(snaps).versions[1][1] == T
+
+
+BINANCE_RAW = [{"symbol": "ETHUSDT", "brackets": [
+    {"bracket": 1, "initialLeverage": 100, "notionalCap": 10000, "notionalFloor": 0,
+     "maintMarginRatio": 0.005, "cum": 0.0},
+    {"bracket": 2, "initialLeverage": 75, "notionalCap": 100000, "notionalFloor": 10000,
+     "maintMarginRatio": 0.0065, "cum": 15.0}]},
+    {"symbol": "BTCUSDT", "brackets": [
+        {"bracket": 1, "initialLeverage": 125, "notionalCap": 50000, "notionalFloor": 0,
+         "maintMarginRatio": 0.004, "cum": 0.0}]}]
+
+
+def test_binance_brackets_by_symbol():
+    eth = TierTable.from_binance_brackets(BINANCE_RAW, symbol="ETHUSDT", source="answer.json")
+    assert eth.symbol == "ETHUSDT" and eth.source == "answer.json"
+    assert [t.tier for t in eth.tiers] == [1, 2]
+    assert eth.tiers[1] == Tier(2, 10_000.0, 100_000.0, 0.0065, 75.0, 15.0)
+    one = TierTable.from_binance_brackets(BINANCE_RAW[1])
+    assert one.symbol == "BTCUSDT" and one.tiers[0].max_leverage == 125
+    with pytest.raises(TierTableError) as info:
+        TierTable.from_binance_brackets(BINANCE_RAW, symbol="SOLUSDT", source="answer.json")
+    assert str(info.value) == "answer.json: expected one bracket set for symbol 'SOLUSDT', found 0"
+    with pytest.raises(TierTableError, match="found 2"):
+        TierTable.from_binance_brackets(BINANCE_RAW)
+    with pytest.raises(TierTableError) as info:
+        TierTable.from_binance_brackets({"symbol": "X", "brackets": []}, source="answer.json")
+    assert str(info.value) == "answer.json: no 'brackets' in the answer"
+
+
+def test_single_tier_table():
+    one = TierTable.single(0.02, 5.0, 40, symbol="X/USDT:USDT")
+    assert one.tiers == (Tier(1, 0.0, math.inf, 0.02, 40.0, 5.0),)
+    assert one.symbol == "X/USDT:USDT" and one.source == "explicit rate"
+    assert TierTable.single(0.02, source="cli").source == "cli"
+    assert one.maintenance_margin(1_000) == pytest.approx(15.0)       # 1,000 × 2 % − 5, unchecked
+
+
+def test_caps_and_lookups():
+    assert [T.max_notional_for(x) for x in (1, 10, 10.5, 20, 21, 50, 51)] == [
+        math.inf, math.inf, 5_000, 5_000, 1_000, 1_000, 0.0]
+    assert T.max_leverage_at(999.99) == 50 and T.max_leverage_at(1_000) == 20
+    assert T.max_leverage_at(1e9) == 10
+    assert T.lookup_index([0, 999.999, 1_000, 5_000, 1e12]).tolist() == [0, 0, 1, 2, 2]
+    assert T.lookup_index(np.array([1_000], dtype=np.int64)).tolist() == [1]
+    rates, amounts = T.rates_and_amounts([500, 2_000, 9_000])
+    assert rates.tolist() == [0.01, 0.025, 0.05] and amounts.tolist() == pytest.approx([0.0, 15.0, 140.0])
+    assert T.maintenance_margin(2_000) == pytest.approx(2_000 * 0.025 - 15)
+    with pytest.raises(ValueError, match="notional must be a non-negative number, got -1"):
+        T.lookup(-1)
+
+
+def test_table_equality():
+    same = table((0, 1_000, 0.01, 50), (1_000, 5_000, 0.025, 20), (5_000, math.inf, 0.05, 10))
+    other = TierTable.single(0.01)
+    assert same == T and hash(same) == hash(T) and {T: 1}[same] == 1
+    assert T != other and T != "T" and (T == T.tiers) is False
+    assert len(T) == 3 and list(T) == list(T.tiers)
+    assert repr(T) == "TierTable('TEST/USDT:USDT', 3 tiers)"
+
+
+def test_history_dates():
+    history = TierHistory([(datetime(2024, 1, 1, tzinfo=timezone.utc), T),
+                           ("2024-02-01T00:00Z", TierTable.single(0.02))], symbol="X")
+    assert history.at("2024-01-31 23:59").table == T
+    assert history.at(pd.Timestamp("2024-02-01", tz="UTC")).table.tiers[0].maintenance_margin_rate == 0.02
+    assert history.at(date(2024, 2, 1)).observed == datetime(2024, 2, 1, tzinfo=timezone.utc)
+    # an aware time elsewhere is converted: 2024-02-01 00:30 at +01:00 is 2024-01-31 23:30 UTC
+    assert history.at("2024-02-01T00:30+01:00").table == T
+    with pytest.raises(InputError, match="cannot read the date 'soon'; write it as YYYY-MM-DD"):
+        history.at("soon")
+    with pytest.raises(TypeError, match="not a date or time: 5"):
+        history.at(5)
+    with pytest.raises(TierTableError, match="X: two tables observed at 2024-01-01"):
+        TierHistory([("2024-01-01", T), ("2024-01-01", T)], symbol="X")
+    with pytest.raises(TierTableError, match="a tier history needs at least one table"):
+        TierHistory([])
+    assert TierHistory.constant(T).at("1999-01-01").assumed is False
