@@ -9,3 +9,11 @@ class BuyOnce(bt.Strategy):
     def next(self):
         if len(self) == 1:
             self.buy()
+
+
+class BuyOwnSize(bt.Strategy):
+    """Buys 0.05 units at the first bar (its own size, whatever the sizer) and holds."""
+
+    def next(self):
+        if len(self) == 1:
+            self.buy(size=0.05)
