@@ -50,14 +50,23 @@ class FakeExchange:
     ``bars`` hourly candles from ``start`` (ms); ``missing`` bar indices the exchange does not have
     (real gaps); funding every ``funding_hours`` hours, served from bar ``funding_from`` on (OKX
     keeps three months). ``fail`` queues HTTP statuses to answer instead, per path (the URL's last
-    segment, see ``PATHS``): ``{"klines": [429, 503]}``; ``down_after`` answers 503 to every call
-    of a path after the first n; ``malformed`` breaks the page of the n-th call of a path.
+    segment, see ``PATHS``): ``{"klines": [429, 503]}``; ``raise_on`` queues exceptions the HTTP
+    layer raises instead of answering (``requests.ConnectionError``, ``requests.ReadTimeout``: a
+    dropped connection, a timeout); ``down_after`` answers 503 to every call of a path after the
+    first n; ``malformed`` breaks the page of the n-th call of a path; ``echo_headers`` makes the
+    5xx pages echo the request's headers (as some gateways do: API keys in an error text).
+
+    ``CAPS``: the largest ``limit`` each path accepts, from the exchange's documentation (not from
+    btperp's table); a request above it is refused as the exchange refuses it (``OVER_CAP``).
     """
 
     HOST = ""
     PATHS: dict[str, str] = {}          # series -> the path answering it
     FUNDING_DELAY_MS = 0                # how late after the hour the exchange stamps funding
     RATE_LIMITED: object = None         # the body of a 429
+    CAPS: dict[str, int] = {}           # path -> documented maximum of ``limit``
+    DEFAULTS: dict[str, int] = {}       # path -> documented default of ``limit``
+    OVER_CAP: tuple[int, object] = (400, None)    # (HTTP status, body) of a refused limit
 
     def __init__(self, start: int, bars: int, *, missing=(), funding_hours: int = 8, funding_from: int = 0,
                  seed: int = 3):
@@ -79,6 +88,8 @@ class FakeExchange:
         self.events = [(int(t[i]), f"{rng.normal(1e-4, 1e-4):.8f}") for i in range(bars)
                        if i % funding_hours == 0 and i >= funding_from]
         self.fail: dict[str, list[int]] = {}
+        self.raise_on: dict[str, list[type]] = {}
+        self.echo_headers = False
         self.malformed: dict[str, int] = {}
         self.down_after: dict[str, int] = {}
         self.calls: list[str] = []
@@ -106,11 +117,18 @@ class FakeExchange:
         self.queries.append((path, q))
         if parsed.netloc != self.HOST:
             raise AssertionError(f"unexpected host in {url}")
+        if self.raise_on.get(path):
+            error = self.raise_on[path].pop(0)
+            raise error(f"simulated {error.__name__} for {url}")
         if path in self.down_after and self.calls.count(path) > self.down_after[path]:
             return _response(url, 503, "<html><body>503 Service Temporarily Unavailable</body></html>")
         if self.fail.get(path):
             status = self.fail[path].pop(0)
-            body = self.RATE_LIMITED if status == 429 else "<html><body>Bad Gateway</body></html>"
+            echo = f" request headers: {dict(headers or {})}" if self.echo_headers else ""
+            body = self.RATE_LIMITED if status == 429 else f"<html><body>Bad Gateway{echo}</body></html>"
+            return _response(url, status, body)
+        if path in self.CAPS and "limit" in q and not 1 <= int(q["limit"]) <= self.CAPS[path]:
+            status, body = self.OVER_CAP
             return _response(url, status, body)
         broken = self.malformed.get(path) == self.calls.count(path)
         answer = self.answer(parsed.path, path, q, headers or {}, broken)
@@ -139,6 +157,13 @@ class FakeBinance(FakeExchange):
     PATHS = {"ohlcv": "klines", "mark": "markPriceKlines", "funding": "fundingRate", "markets": "exchangeInfo"}
     FUNDING_DELAY_MS = 7
     RATE_LIMITED = {"code": -1003, "msg": "Too many requests."}
+    # developers.binance.com, USDⓈ-M Futures market data: "Kline/Candlestick Data" and "Mark Price
+    # Kline/Candlestick Data": limit "Default 500; max 1500"; "Get Funding Rate History": limit
+    # "Default 100; max 1000". An invalid parameter is HTTP 400 with error -1130 (Error Codes:
+    # "-1130 INVALID_PARAMETER Data sent for parameter '%s' is not valid.").
+    CAPS = {"klines": 1500, "markPriceKlines": 1500, "fundingRate": 1000}
+    DEFAULTS = {"klines": 500, "markPriceKlines": 500, "fundingRate": 100}
+    OVER_CAP = (400, {"code": -1130, "msg": "Data sent for parameter 'limit' is not valid."})
 
     def __init__(self, start: int, bars: int, **kw):
         super().__init__(start, bars, **kw)
@@ -156,9 +181,8 @@ class FakeBinance(FakeExchange):
         if path in ("klines", "markPriceKlines", "fundingRate"):
             rows = {"klines": self.klines, "markPriceKlines": self.mark, "fundingRate": self.funding}[path]
             key = (lambda r: r["fundingTime"]) if path == "fundingRate" else (lambda r: r[0])
-            cap = 1000 if path == "fundingRate" else 1500
             page = self._window(rows, key, int(q.get("startTime", 0)), int(q.get("endTime", FAR)),
-                                min(int(q.get("limit", 500)), cap), newest_first=False)
+                                int(q.get("limit", self.DEFAULTS[path])), newest_first=False)
             if broken and page:
                 page = ([list(page[0][:3])] if path != "fundingRate" else
                         [{"symbol": "BTCUSDT", "fundingTime": "soon", "fundingRate": "0.0001"}] + page[1:])
@@ -179,6 +203,13 @@ class FakeBybit(FakeExchange):
     PATHS = {"ohlcv": "kline", "mark": "mark-price-kline", "funding": "history", "markets": "instruments-info"}
     RATE_LIMITED = {"retCode": 10006, "retMsg": "Too many visits!", "result": {}, "retExtInfo": {},
                     "time": 1735689600000}
+    # bybit-exchange.github.io/docs/v5: "Get Kline" and "Get Mark Price Kline": limit "[1, 1000].
+    # Default: 200"; "Get Funding Rate History": limit "[1, 200]. Default: 200". Out of range:
+    # retCode 10001 (v5 error codes: "Request parameter error").
+    CAPS = {"kline": 1000, "mark-price-kline": 1000, "history": 200}
+    DEFAULTS = {"kline": 200, "mark-price-kline": 200, "history": 200}
+    OVER_CAP = (200, {"retCode": 10001, "retMsg": "Request parameter error: limit", "result": {},
+                      "retExtInfo": {}, "time": 1735689600000})
 
     def __init__(self, start: int, bars: int, **kw):
         super().__init__(start, bars, **kw)
@@ -199,7 +230,7 @@ class FakeBybit(FakeExchange):
             assert q["symbol"] == "BTCUSDT" and q["category"] == "linear" and q["interval"] == "60", q
             rows = self.candles if path == "kline" else self.marks
             page = self._window(rows, lambda r: r[0], int(q.get("start", 0)), int(q.get("end", FAR)),
-                                min(int(q.get("limit", 200)), 1000), newest_first=True)
+                                int(q.get("limit", self.DEFAULTS[path])), newest_first=True)
             page = [[str(r[0]), *r[1:], *(["1000.0"] if path == "kline" else [])] for r in page]
             if broken and page:
                 page[0] = page[0][:3]
@@ -210,7 +241,8 @@ class FakeBybit(FakeExchange):
                 return {"retCode": 10001, "retMsg": "Only startTime is passed, endTime is required",
                         "result": {}, "retExtInfo": {}, "time": 1735689600000}
             page = self._window(self.events, lambda r: r[0], int(q.get("startTime", 0)),
-                                int(q.get("endTime", FAR)), min(int(q.get("limit", 200)), 200), newest_first=True)
+                                int(q.get("endTime", FAR)), int(q.get("limit", self.DEFAULTS[path])),
+                                newest_first=True)
             page = [{"symbol": "BTCUSDT", "fundingRate": r, "fundingRateTimestamp": str(t)} for t, r in page]
             if broken and page:
                 page[0] = {"symbol": "BTCUSDT", "fundingRate": "0.0001", "fundingRateTimestamp": "soon"}
@@ -230,15 +262,22 @@ class FakeOKX(FakeExchange):
     PATHS = {"ohlcv": "history-candles", "mark": "history-mark-price-candles",
              "funding": "funding-rate-history", "markets": "instruments"}
     RATE_LIMITED = {"code": "50011", "msg": "Too Many Requests", "data": []}
+    # okx.com/docs-v5: "Get candlesticks history" and "Get mark price candlesticks history": limit
+    # "The maximum is 100; The default is 100"; "Get funding rate history": "The maximum is 400;
+    # The default is 400". A bad parameter: code 51000 ("Parameter {param0} error").
+    CAPS = {"history-candles": 100, "history-mark-price-candles": 100, "funding-rate-history": 400}
+    DEFAULTS = CAPS
+    OVER_CAP = (400, {"code": "51000", "msg": "Parameter limit error", "data": []})
 
     def __init__(self, start: int, bars: int, **kw):
         super().__init__(start, bars, **kw)
         self.instruments = {kind: _canned("okx", f"instruments-{kind}.json") for kind in ("SWAP", "FUTURES")}
 
-    def _page(self, rows, q, cap):
+    def _page(self, rows, q, path):
         lo = int(q.get("before", -1)) + 1
         hi = int(q.get("after", FAR)) - 1
-        return self._window(rows, lambda r: r[0], lo, hi, min(int(q.get("limit", cap)), cap), newest_first=True)
+        return self._window(rows, lambda r: r[0], lo, hi, int(q.get("limit", self.DEFAULTS[path])),
+                            newest_first=True)
 
     def answer(self, full_path, path, q, headers, broken):
         if full_path == "/api/v5/public/instruments":
@@ -248,9 +287,9 @@ class FakeOKX(FakeExchange):
             if path == "history-candles":
                 # vol in contracts (ctVal 0.01 BTC), volCcy in BTC, volCcyQuote in USDT, confirm
                 page = [[str(t), o, h, lo, c, f"{float(v) * 100:.1f}", v, f"{float(v) * float(c):.2f}", "1"]
-                        for t, o, h, lo, c, v in self._page(self.candles, q, 100)]
+                        for t, o, h, lo, c, v in self._page(self.candles, q, path)]
             else:
-                page = [[str(t), o, h, lo, c, "1"] for t, o, h, lo, c in self._page(self.marks, q, 100)]
+                page = [[str(t), o, h, lo, c, "1"] for t, o, h, lo, c in self._page(self.marks, q, path)]
             if broken and page:
                 page[0] = page[0][:3]
             return {"code": "0", "msg": "", "data": page}
@@ -258,7 +297,7 @@ class FakeOKX(FakeExchange):
             assert q["instId"] == "BTC-USDT-SWAP", q
             page = [{"formulaType": "noRate", "fundingRate": r, "fundingTime": str(t), "instId": "BTC-USDT-SWAP",
                      "instType": "SWAP", "method": "current_period", "realizedRate": r}
-                    for t, r in self._page(self.events, q, 400)]
+                    for t, r in self._page(self.events, q, path)]
             if broken and page:
                 page[0] = dict(page[0], fundingTime="soon")
             return {"code": "0", "msg": "", "data": page}

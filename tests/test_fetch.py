@@ -355,3 +355,90 @@ def test_by_default_signed_tiers_are_skipped_without_keys_and_fetched_with_them(
     with_keys = _fetcher(_fake("binance-usdm", 50), tmp_path / "b").fetch(["BTCUSDT"], since="2024-01-01")
     assert with_keys[-1].series == "tiers" and with_keys[-1].added == 1
     assert (tmp_path / "b" / "binance-usdm" / "tier_history.json").exists()
+
+
+# --- the fakes behave like the exchanges: dropped connections, timeouts, documented page caps ------
+
+import dataclasses  # noqa: E402
+
+import requests  # noqa: E402
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_dropped_connections_and_timeouts_are_retried(tmp_path, exchange):
+    fake = _fake(exchange, 300)
+    fake.raise_on[fake.PATHS["ohlcv"]] = [requests.ConnectionError, requests.ReadTimeout]
+    fake.raise_on[fake.PATHS["funding"]] = [requests.ConnectTimeout]
+    f = _fetcher(fake, tmp_path, exchange=exchange)
+    f.fetch(["BTC/USDT:USDT"], since="2024-01-01", what=["ohlcv", "funding"])
+    assert f.sleeps[:3] == [1.0, 2.0, 1.0]                 # backoff per failed call, then success
+    for kind in ("ohlcv", "funding"):
+        np.testing.assert_array_equal(_as_rows(_stored(tmp_path, kind, exchange=exchange)), fake.expected(kind))
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_timeouts_give_up_naming_the_series_and_the_page(tmp_path, exchange):
+    fake = _fake(exchange, 300)
+    fake.raise_on[fake.PATHS["ohlcv"]] = [requests.ReadTimeout] * 5
+    f = _fetcher(fake, tmp_path, exchange=exchange, retries=2)
+    with pytest.raises(FetchError, match=r"BTC/USDT:USDT ohlcv 1h: page from 2024-01-01 00:00 failed "
+                                         r"after 3 attempts: RequestTimeout"):
+        f.fetch(["BTC/USDT:USDT"], since="2024-01-01", what=["ohlcv"])
+    assert f.sleeps == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("exchange", EXCHANGES)
+def test_page_sizes_are_within_the_documented_caps(tmp_path, exchange):
+    """The fakes' caps are the exchanges' documented maxima (tests/fakex.py cites them); every
+    request a download sends is within them, or the fake refuses it as the exchange would."""
+    fake = _fake(exchange, 2500)
+    v = VENUES[exchange]
+    assert v.ohlcv_page <= fake.CAPS[fake.PATHS["ohlcv"]] and v.ohlcv_page <= fake.CAPS[fake.PATHS["mark"]]
+    assert v.funding_page <= fake.CAPS[fake.PATHS["funding"]]
+    _fetcher(fake, tmp_path, exchange=exchange).fetch(["BTC/USDT:USDT"], since="2024-01-01",
+                                                      what=["ohlcv", "mark", "funding"])
+    limits = [(p, int(q["limit"])) for p, q in fake.queries if "limit" in q and p in fake.CAPS]
+    assert limits and all(limit <= fake.CAPS[p] for p, limit in limits)
+
+
+@pytest.mark.parametrize("exchange,series", [("binance-usdm", "funding"), ("bybit", "ohlcv"),
+                                             ("bybit", "funding"), ("okx", "ohlcv"), ("okx", "funding")])
+def test_a_page_above_the_documented_cap_is_refused(tmp_path, monkeypatch, exchange, series):
+    """Binance -1130 (HTTP 400), Bybit retCode 10001, OKX 51000: an error, never a clipped page.
+    (Binance's klines are clipped to 1500 by ccxt itself before they reach the exchange.)"""
+    fake = _fake(exchange, 300)
+    cap = fake.CAPS[fake.PATHS[series]]
+    field = "ohlcv_page" if series == "ohlcv" else "funding_page"
+    monkeypatch.setitem(VENUES, exchange, dataclasses.replace(VENUES[exchange], **{field: cap + 1}))
+    code = {"binance-usdm": "-1130", "bybit": "10001", "okx": "51000"}[exchange]
+    with pytest.raises(FetchError, match=f"page from 2024-01-01 00:00 refused: .*{code}"):
+        _fetcher(fake, tmp_path, exchange=exchange, retries=0).fetch(["BTC/USDT:USDT"], since="2024-01-01",
+                                                                      what=[series])
+
+
+def test_the_fifty_page_checkpoint(tmp_path):
+    """OKX pages hold 100 candles: 51 pages are needed; the exchange goes down after 50 and the
+    50 pages (5,000 candles) are on disk, written at the default checkpoint; a second run resumes."""
+    fake = _fake("okx", 5_200)
+    fake.down_after[fake.PATHS["ohlcv"]] = 50
+    f = _fetcher(fake, tmp_path, exchange="okx", bars_now=5_300, retries=1)
+    assert f.checkpoint == 50
+    with pytest.raises(FetchError, match="failed after 2 attempts"):
+        f.fetch(["BTC/USDT:USDT"], since="2024-01-01", what=["ohlcv"])
+    assert len(_stored(tmp_path, "ohlcv", exchange="okx")) == 5_000
+    fake.down_after.clear()
+    _fetcher(fake, tmp_path, exchange="okx", bars_now=5_300).fetch(["BTC/USDT:USDT"], since="2024-01-01",
+                                                                  what=["ohlcv"])
+    np.testing.assert_array_equal(_as_rows(_stored(tmp_path, "ohlcv", exchange="okx")), fake.expected("ohlcv"))
+
+
+def test_an_error_text_that_echoes_the_api_key_is_redacted(tmp_path):
+    fake = _fake("binance-usdm", 300)
+    fake.echo_headers = True                       # a gateway echoing the request's headers
+    fake.fail["leverageBracket"] = [502] * 5
+    with pytest.raises(FetchError) as info:
+        _fetcher(fake, tmp_path, retries=1).fetch(["BTC/USDT:USDT"], since="2024-01-01", what=["tiers"])
+    text = str(info.value)
+    assert "leverage tiers failed after 2 attempts" in text
+    assert "'X-MBX-APIKEY': '***'" in text
+    assert KEYS["BINANCE_API_KEY"] not in text and KEYS["BINANCE_API_SECRET"] not in text
