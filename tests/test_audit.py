@@ -16,7 +16,6 @@ from btperp.audit import audit_history, audit_position, audit_positions, market_
 from btperp.backtest import RunConfig, run
 from btperp.cli.main import main as cli
 from btperp.errors import DataError, InputError, LeverageError
-from btperp.margin import Position, Side, solve_price
 from btperp.replay import Positions, _SparseMin, replay
 from btperp.report import audit_history as report_audit_history
 from btperp.rules import get_rulebook
@@ -178,30 +177,51 @@ def _frame(moves, wicks, mark_gap, funding, later, start="2024-01-01"):
                               funding_later=later, start=start)
 
 
+#: T1 and T2 by hand: (floor, MMR, cum), cum_n = cum_(n−1) + floor_n × (MMR_n − MMR_(n−1))
+T1_ROWS = ((0, 0.01, 0.0), (2_000, 0.025, 30.0), (8_000, 0.05, 230.0))       # 2,000 × 1.5 %; + 8,000 × 2.5 %
+T2_ROWS = ((0, 0.02, 0.0), (1_000, 0.04, 20.0), (4_000, 0.08, 180.0))        # 1,000 × 2 %; + 4,000 × 4 %
+
+
+def _lp_by_hand(rows, side, size, entry, margin):
+    """Binance's LP = (margin + cum − side·size·entry) / (size·MMR − side·size), with the tier
+    whose notional range holds size × LP (None when no positive price liquidates)."""
+    for k, (floor, mmr, cum) in enumerate(rows):
+        lp = (margin + cum - side * size * entry) / (size * mmr - side * size)
+        cap = rows[k + 1][0] if k + 1 < len(rows) else math.inf
+        if lp > 0 and floor <= size * lp * (1 + 1e-12) and size * lp <= cap * (1 + 1e-12):
+            return lp
+    return None
+
+
 def _reference(frame, side, size, entry, margin, leverage, i0, trigger="mark"):
-    """Bar by bar with the scalar core, in the broker's order: funding at the open, the open
-    check, funding later in the bar, the extreme check."""
+    """Bar by bar with Binance's formula written out (``_lp_by_hand``), in the broker's order:
+    funding at the open, the open check, funding later in the bar, the extreme check."""
     prefix = "mark_" if trigger == "mark" else ""
     o, h, lo = (frame[prefix + c].to_numpy() for c in ("open", "high", "low"))
     total = np.nan_to_num(frame["funding_per_unit"].to_numpy())
     at_open = np.nan_to_num(frame["funding_open_per_unit"].to_numpy())
     m, paid = margin, 0.0
     for t in range(i0, len(frame)):
-        table = HISTORY.at(frame.index[t]).table
-        pos = Position("X", Side(side), size, entry, entry, leverage, table)
+        rows = T1_ROWS if frame.index[t] < pd.Timestamp("2024-01-02 06:00", tz="UTC") else T2_ROWS
         if t > i0:
             m -= side * size * at_open[t]
             paid += side * size * at_open[t]
-            lp = solve_price(RB, [pos], m, RB.taker_fee, entry)
+            lp = _lp_by_hand(rows, side, size, entry, m)
             if lp is not None and side * (o[t] - lp) <= 0:
                 return t, o[t], paid
         later = total[t] - (at_open[t] if t > i0 else at_open[t])
         m -= side * size * later
         paid += side * size * later
-        lp = solve_price(RB, [pos], m, RB.taker_fee, entry)
+        lp = _lp_by_hand(rows, side, size, entry, m)
         if lp is not None and side * ((lo if side > 0 else h)[t] - lp) <= 0:
             return t, (o[t] if side * (o[t] - lp) <= 0 else lp), paid
     return None, None, paid
+
+
+def test_the_hand_written_tables_are_the_tables_replayed():
+    for rows, tiers in ((T1_ROWS, T1), (T2_ROWS, T2)):
+        assert [(t.min_notional, t.maintenance_margin_rate, t.maintenance_amount) for t in tiers] == [
+            (floor, mmr, pytest.approx(cum)) for floor, mmr, cum in rows]
 
 
 bars = 40
