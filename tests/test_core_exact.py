@@ -263,3 +263,117 @@ def test_history_dates():
     with pytest.raises(TierTableError, match="a tier history needs at least one table"):
         TierHistory([])
     assert TierHistory.constant(T).at("1999-01-01").assumed is False
+
+
+# --- more edges mutation testing found unchecked ---------------------------------------------------
+
+def test_solve_price_array_edges():
+    # a margin exactly equal to the notional: the root is 0, which is no liquidation price
+    lp, k = solve_price_array(BINANCE, T, [1], [5.0], [100.0], [1], [500.0], 0.0)
+    assert math.isnan(lp[0]) and k[0] == -1
+    # prices below 1 are prices: long 100 at 2 with 100 of margin (2x), 1 %: LP = (100 − 200) / (1 − 100)
+    lp, k = solve_price_array(BINANCE, T, [1], [100.0], [2.0], [2], [100.0], 0.0)
+    assert lp[0] == pytest.approx(100 / 99, rel=1e-12) and k[0] == 0
+    lp, _ = solve_price_array(BINANCE, T, [1], [100.0], [2.0], [2], [150.0], 0.0)
+    assert lp[0] == pytest.approx(50 / 99, rel=1e-12)
+    # Bybit: MM from the tier of the notional at entry (here tier 2: 2,000 at 2.5 %, cum 15), and
+    # the same cases: a zero root, a root below 1
+    bybit_t = table((0, 1_000, 0.01, 50), (1_000, math.inf, 0.025, 20))
+    lp, k = solve_price_array(BYBIT, bybit_t, [1, -1], [20.0, 20.0], [100.0, 100.0], [10, 10],
+                              [200.0, 200.0], 0.0)
+    mm = 2_000 * 0.025 - 15                                       # 35, at entry whatever the price
+    np.testing.assert_allclose(lp, [100 - (200 - mm) / 20, 100 + (200 - mm) / 20], rtol=1e-12)
+    assert k.tolist() == [1, 1]
+    one = TierTable.single(0.005)
+    lp, _ = solve_price_array(BYBIT, one, [1], [1.0], [100.0], [1], [100.5], 0.0)   # 100.5 − 0.5 = 100
+    assert math.isnan(lp[0])
+    lp, _ = solve_price_array(BYBIT, one, [1], [100.0], [2.0], [1.5], [133.0], 0.0)  # 2 − (133 − 1) / 100
+    assert lp[0] == pytest.approx(0.68, rel=1e-12)
+
+
+def test_calculators_pass_the_fee_on():
+    """Bybit with an explicit margin: MM includes the fee to close (size × entry × (1 − 1/lev) × fee)
+    but the margin does not, so the fee moves both prices."""
+    b = TierTable.single(0.005)
+    fee_to_close = 1 * 20_000 * (1 - 1 / 50) * 0.001                  # 19.6
+    assert liquidation_price("bybit", "long", 1, 20_000, margin=400, leverage=50, tiers=b,
+                             taker_fee=0.001) == pytest.approx(20_000 - (400 - 100 - fee_to_close))
+    assert bankruptcy_price("bybit", "long", 1, 20_000, margin=400, leverage=50, tiers=b,
+                            taker_fee=0.001) == pytest.approx(20_000 - (400 - fee_to_close))
+    from btperp.margin import evaluate
+    (pm,) = evaluate(BINANCE, [make_position("X", "short", 1, 100, tiers=T, leverage=10)]).positions
+    assert pm.side is Side.SHORT and str(pm.side) == "short"
+
+
+def test_settlement_fields_and_defaults():
+    from btperp.liquidation import Settlement, bankruptcy_fill
+    assert bankruptcy_fill(1, 2.0, 100.0, 10.0) == 95.0 and bankruptcy_fill(-1, 2.0, 100.0, 10.0) == 105.0
+    assert settle(1, 1.0, 100.0, 95.0, 10.0, policy="fee") == Settlement(95.0, 95.0, 90.0, 5.0, -5.0, 0.0,
+                                                                         0.0, 0.0, 5.0)
+    assert settle(1, 1.0, 100.0, 95.0, 10.0, policy="fee", fee_rate=0.01) == Settlement(
+        95.0, 95.0, 90.0, 5.0, -5.0, pytest.approx(0.95), pytest.approx(0.95), pytest.approx(0.95),
+        pytest.approx(4.05))
+    assert settle(1, 1.0, 100.0, 95.0, 10.0) == Settlement(95.0, 90.0, 90.0, 5.0, -10.0, 0.0, 0.0, 5.0, 0.0)
+    # equity at the trigger exactly the reserve (Bybit's fee to close): the fee policy still closes
+    # at the trigger and the reserve stays with the trader
+    s = settle(1, 1.0, 100.0, 90.5, 10.0, policy="fee", reserve=0.5)
+    assert (s.fill_price, s.fee, s.balance_after) == (90.5, 0.0, 0.5)
+    with pytest.raises(InputError) as info:
+        settle(1, 0.0, 100.0, 90.0, 10.0)
+    assert str(info.value) == "size: must be a positive number, got 0.0"
+
+
+def test_settle_group_sizes_and_reserves():
+    # two legs of size 2: upnl 2 × (90 − 100) = −20 and −2 × (90 − 100) = +20; equal MM
+    legs = [GroupLeg(1, 2.0, 100.0, 90.0, 1.0), GroupLeg(-1, 2.0, 100.0, 90.0, 1.0)]
+    a, b = settle_group(legs, 100.0)
+    assert a.fill_price == pytest.approx(100 - (50 + 20) / 2) and b.fill_price == pytest.approx(100 + (50 - 20) / 2)
+    (c,) = settle_group([GroupLeg(1, 1.0, 100.0, 95.0, 1.0, reserve=0.5)], 10.0)
+    assert c.fill_price == pytest.approx(90.5) and c.fee == 0.5
+
+
+def test_history_sources_and_snapshots():
+    with pytest.raises(TierTableError) as info:
+        TierHistory([], symbol="X")
+    assert str(info.value) == "X: a tier history needs at least one table"
+    with pytest.raises(TierTableError, match="X: two tables observed at 2024-01-01"):
+        TierHistory([("2024-01-01", T), ("2024-01-01", TierTable.single(0.02))], symbol="X")
+    assert TierHistory([("2024-01-01", T)], symbol="X").symbol == "X"
+    snaps = [{"observed": "2024-01-01", "tiers": T.to_ccxt()}, {"tiers": T.to_ccxt()}]
+    with pytest.raises(TierTableError) as info:
+        TierHistory.from_snapshots(snaps, symbol="X/USDT:USDT", source="file.json")
+    assert str(info.value) == "file.json: snapshot 1 has no 'observed' date"
+    with pytest.raises(TierTableError, match="^X/USDT:USDT: snapshot 1 has no"):
+        TierHistory.from_snapshots(snaps, symbol="X/USDT:USDT")
+    bad = [{"observed": "2024-03-01", "tiers": [dict(T.to_ccxt()[0], maintenanceMarginRate=2)]}]
+    with pytest.raises(TierTableError, match="^file.json snapshot 2024-03-01, tier 1"):
+        TierHistory.from_snapshots(bad, symbol="X/USDT:USDT", source="file.json")
+    history = TierHistory.from_snapshots(snaps[:1], symbol="X/USDT:USDT")
+    assert history.symbol == "X/USDT:USDT" and history.versions[0][1].symbol == "X/USDT:USDT"
+    assert history.versions[0][1].source == "X/USDT:USDT snapshot 2024-01-01"
+
+
+def test_constant_history_and_the_earliest_table_warning(monkeypatch):
+    const = TierHistory.constant(T)
+    assert const.symbol == "TEST/USDT:USDT"
+    assert const.at("1970-01-01 00:00").assumed is False
+    assert const.versions[0][0] == datetime(1970, 1, 1, tzinfo=timezone.utc)
+    history = TierHistory([("2024-01-01", T)])
+    with pytest.warns(UserWarning) as caught:
+        early = history.at("2023-12-31T23:30+01:00")
+    assert str(caught[0].message) == ("tier history: 2023-12-31 22:30 is before the first known tier table "
+                                      "(2024-01-01); using that table")
+    assert early.assumed is True and early.observed == datetime(2024, 1, 1, tzinfo=timezone.utc)
+    named = TierHistory([("2024-01-01", T)], symbol="X")
+    with pytest.warns(UserWarning, match="^X: 2023-12-31 00:00 is before"):
+        named.at("2023-12-31")
+    # in another local time zone the times stay UTC
+    import time
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        with pytest.warns(UserWarning, match="^X2: 2023-12-31 22:30 is before"):
+            TierHistory([("2024-01-01", T)], symbol="X2").at("2023-12-31T23:30+01:00")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
