@@ -377,3 +377,41 @@ def test_constant_history_and_the_earliest_table_warning(monkeypatch):
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_evaluate_every_field_by_hand():
+    from btperp.margin import AccountMargin, MarginMode, PositionMargin, evaluate
+    a = make_position("A", "long", 1, 100, tiers=T, mark_price=95, leverage=10)      # margin 10
+    b = make_position("B", "short", 2, 50, tiers=T, mark_price=55, leverage=5)       # margin 20
+    acct = evaluate(BINANCE, [a, b], taker_fee=0.001)
+    pa = PositionMargin("A", Side.LONG, 1.0, 100.0, 95.0, 10.0, 95.0, 1, 0.01, 0.0, 10.0,
+                        pytest.approx(0.95), -5.0, 5.0, pytest.approx(0.95 / 5),
+                        pytest.approx((10 - 100) / (0.01 - 1)), 1, pytest.approx(90.0), 10.0)
+    pb = PositionMargin("B", Side.SHORT, 2.0, 50.0, 55.0, 5.0, 110.0, 1, 0.01, 0.0, 20.0,
+                        pytest.approx(1.1), -10.0, 10.0, pytest.approx(1.1 / 10),
+                        pytest.approx((20 + 100) / (0.02 + 2)), 1, pytest.approx(60.0), 20.0)
+    assert acct == AccountMargin("binance-usdm", MarginMode.ISOLATED, None, (pa, pb), 15.0,
+                                 pytest.approx(2.05), pytest.approx(0.19), 0.001)
+    assert evaluate(BINANCE, []).margin_ratio == 0.0
+    cross = evaluate(BINANCE, [a, b], margin_mode="cross", wallet_balance=100.0)
+    assert (cross.exchange, cross.margin_mode, cross.wallet_balance) == ("binance-usdm", MarginMode.CROSS, 100.0)
+    assert cross.margin_balance == 85.0 and cross.maintenance_margin == pytest.approx(2.05)
+    assert [p.unrealized_pnl for p in cross.positions] == [-5.0, -10.0]
+    assert [p.margin_balance for p in cross.positions] == [85.0, 85.0]
+    assert cross.taker_fee == BINANCE.taker_fee
+
+
+def test_margin_ratio_with_a_balance_below_one_and_the_evaluate_errors():
+    from btperp.margin import evaluate
+    assert margin_ratio(0.1, 0.5) == pytest.approx(0.2)
+    a = make_position("A", "long", 1, 100, tiers=T, leverage=10)
+    with pytest.raises(InputError) as info:
+        evaluate(BINANCE, [a], margin_mode="cross")
+    assert str(info.value) == "wallet_balance: cross margin needs the wallet balance"
+    with pytest.raises(InputError) as info:
+        evaluate(BINANCE, [a, a])
+    assert str(info.value) == ("positions[1]: a second position in A (position 0 already holds it); "
+                               "one-way mode holds one position per symbol")
+    with pytest.raises(InputError) as info:
+        evaluate(BINANCE, [a, a], hedge_mode=True)
+    assert str(info.value) == "positions[1]: a second long of A (position 0 already holds it); merge them"
