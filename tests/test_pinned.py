@@ -217,6 +217,26 @@ def test_bybit_worked_example_end_to_end():
     assert out.maintenance_margin[0] == pytest.approx(20_000 * 0.005, abs=1e-9)
 
 
+def test_bybit_with_its_fee_to_close_still_liquidates_at_19700():
+    """The same position with Bybit's taker fee (0.055 %): Bybit reserves the fee to close in the
+    position margin ("Initial Margin (USDT Contract)": IM = 20,000 / 50 + fee to close, the fee to
+    close = 1 × 19,600 × 0.00055 = 10.78) and counts it in the maintenance margin too, so the two
+    cancel: LP = 20,000 − ((400 + 10.78) − (100 + 10.78)) = 19,700, bankruptcy 19,600, and the
+    opening costs 400 + 10.78 + 20,000 × 0.00055 = 421.78 (found by the #20 review: the broker took
+    the margin as notional / leverage and liquidated at 19,710.78)."""
+    bybit = TierTable.single(0.005)
+    close = [20_000.0] + [20_000.0 - 50 * i for i in range(12)]
+    frame = make_frame(close, symbol="BTC/USDT:USDT", exchange="bybit")
+    strat, broker = run(frame, {0: [("buy", dict(size=1.0))]}, exchange="bybit", cash=1_000,
+                        leverage=50, tiers=bybit)
+    (x,) = broker.liquidations
+    assert x.trigger_price == pytest.approx(19_700, abs=1e-9)
+    assert x.fill_price == pytest.approx(19_600, abs=1e-9)
+    assert broker.fills[0].fee == pytest.approx(11.0, abs=1e-9)
+    # the trader loses the margin with its reserved fee (410.78) and the opening fee (11)
+    assert broker.getvalue() == pytest.approx(1_000 - 410.78 - 11.0, abs=1e-9)
+
+
 def test_hyperliquid_short_end_to_end():
     """Hyperliquid "Liquidations": short 1 at 60,000, 10x (margin 6,000), max leverage 40:
     l = 1/80, margin_available = 6,000 − 60,000 / 80 = 5,250, liq = 60,000 + 5,250 / (1 + 1/80)

@@ -84,16 +84,17 @@ def unrealized_pnl(side, size, entry_price, price):
 
 
 def max_open_size(available: float, price: float, leverage: float, taker_fee: float,
-                  max_notional: float = math.inf) -> float:
+                  max_notional: float = math.inf, extra_per_unit: float = 0.0) -> float:
     """Units an available balance can open at ``price``: initial margin plus the opening fee use it
     all, and the position stays within ``max_notional`` (the tier cap at this leverage).
 
     Binance "Leverage and Margin of USDⓈ-M Futures": initial margin = notional / leverage; the fee
     is charged on the notional at the taker rate (what :class:`btperp.bt.PerpBroker` checks).
+    ``extra_per_unit``: what the exchange's initial margin adds per unit (Bybit's fee to close).
     """
     if not (price > 0 and leverage > 0):
         raise ValueError(f"price and leverage must be positive, got {price} and {leverage}")
-    size = max(available, 0.0) / (price * (1.0 / leverage + taker_fee))
+    size = max(available, 0.0) / (price * (1.0 / leverage + taker_fee) + extra_per_unit)
     return max(0.0, min(size, max_notional / price))
 
 

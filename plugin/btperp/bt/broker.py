@@ -333,6 +333,14 @@ class _Book:
             self.l_fopen = lines.funding_open_per_unit
 
 
+def _initial_margin(book: _Book, size: float, price: float) -> float:
+    """Initial margin of ``size`` (signed) at ``price``, by the exchange's rulebook (Binance: notional /
+    leverage; Bybit adds the fee to close it reserves, "Initial Margin (USDT Contract)")."""
+    inst = book.inst
+    side = 1.0 if size > 0 else -1.0
+    return float(inst.rulebook.initial_margin(side, abs(size), price, inst.leverage, inst.taker_fee))
+
+
 def _fallback(book: _Book, what: str) -> None:
     """A bar without a mark price: an error, or its last prices with ``mark_fallback='last'``."""
     if book.inst.mark_fallback != "last":
@@ -800,8 +808,9 @@ class PerpBroker(bt.brokers.BackBroker):
         if inst.leverage > tier.max_leverage * (1 + 1e-12):
             return (f"notional {notional:,.2f} is in tier {tier.tier}, which allows at most "
                     f"{tier.max_leverage:g}x; leverage is {inst.leverage:g}x"), 0.0
-        # Binance "Leverage and Margin": initial margin = notional / leverage; fee at the taker rate.
-        cost = abs(opened) * price / inst.leverage + abs(opened) * price * inst.taker_fee
+        # the rulebook's initial margin (Binance "Leverage and Margin": notional / leverage) and the
+        # opening fee at the taker rate
+        cost = _initial_margin(book, opened, price) + abs(opened) * price * inst.taker_fee
         if cost > available + release + 1e-9 * max(1.0, cost):
             return (f"initial margin and fee {cost:,.2f} exceed the available balance "
                     f"{available + release:,.2f}"), cost
@@ -859,7 +868,7 @@ class PerpBroker(bt.brokers.BackBroker):
         # cross: the available balance already counts the unrealized PnL and the initial margin
         # at the mark; the close swaps them for the realized PnL at the price
         mark = book.valprice if book.valprice == book.valprice else entry
-        return closing * mark / book.inst.leverage + pnl - side * closing * (mark - entry)
+        return _initial_margin(book, closing * side, mark) + pnl - side * closing * (mark - entry)
 
     @staticmethod
     def _is_maker(order, price) -> bool:
@@ -912,7 +921,7 @@ class PerpBroker(bt.brokers.BackBroker):
             # Binance "How to Calculate Profit and Loss for Futures": size × (exit − entry) × side.
             pnl = -closed * (price - pprice)
             closedcomm = abs(closed) * price * fee_rate
-            closedvalue = book.margin * share if book.isolated else abs(closed) * pprice / inst.leverage
+            closedvalue = book.margin * share if book.isolated else _initial_margin(book, -closed, pprice)
             if book.isolated and pnl - closedcomm < -closedvalue:
                 # an isolated position loses at most its margin (Binance "Isolated Margin Mode":
                 # the loss is limited to the margin placed in the position); the rest is the
@@ -935,7 +944,7 @@ class PerpBroker(bt.brokers.BackBroker):
                 opened = 0.0
             else:
                 openedcomm = abs(opened) * price * fee_rate
-                openedvalue = abs(opened) * price / inst.leverage
+                openedvalue = _initial_margin(book, opened, price)
                 self._wallet -= openedcomm
                 if book.isolated:
                     book.margin += openedvalue
@@ -999,7 +1008,7 @@ class PerpBroker(bt.brokers.BackBroker):
                 continue
             mark = b.valprice if b.valprice == b.valprice else pos.price
             # Binance "available balance": margin balance − position initial margin (at mark).
-            avail += size * (mark - pos.price) - abs(size) * mark / b.inst.leverage
+            avail += size * (mark - pos.price) - _initial_margin(b, size, mark)
         return avail
 
     def _get_value(self, datas=None, lever=False):
@@ -1515,7 +1524,7 @@ class PerpBroker(bt.brokers.BackBroker):
                              float(mark_x), float(last_x))
         self.liquidations.append(record)
 
-        closedvalue = abs(size) * pos.price / inst.leverage
+        closedvalue = _initial_margin(book, size, pos.price)
         comm = result.fee + (self.d_credit.pop(data, 0.0) if self.p.int2pnl else 0.0)
         pprice = pos.price
         pos.update(-size, result.fill_price, data.datetime.datetime())
@@ -1569,7 +1578,10 @@ class PerpBroker(bt.brokers.BackBroker):
         # 1 % under the tier cap: a market order sized at the close fills at the next open, and a
         # fill above the cap is refused (as on the exchange)
         cap = book.table.max_notional_for(inst.leverage) * 0.99 - abs(same_side) * price
-        size = max_open_size(self.cash * fraction, price, inst.leverage, inst.taker_fee, max(cap, 0.0))
+        # what the rulebook adds to notional / leverage per unit (Bybit's reserved fee to close)
+        extra = _initial_margin(book, 1.0 if isbuy else -1.0, price) - price / inst.leverage
+        size = max_open_size(self.cash * fraction, price, inst.leverage, inst.taker_fee, max(cap, 0.0),
+                             extra_per_unit=extra)
         lot = inst.lot_size
         return math.floor(size / lot + 1e-9) * lot if lot else size
 
@@ -1588,7 +1600,7 @@ class PerpBroker(bt.brokers.BackBroker):
         if amount > self.cash + 1e-9:
             raise InputError(f"amount {amount:,.2f} exceeds the available balance {self.cash:,.2f}",
                              field="amount")
-        floor = abs(pos.size) * pos.price / book.inst.leverage
+        floor = _initial_margin(book, pos.size, pos.price)
         if amount < 0 and book.margin + amount < floor - 1e-9:
             raise InputError(f"removing {-amount:,.2f} would leave {book.margin + amount:,.2f}, below the "
                              f"initial margin {floor:,.2f}", field="amount")
