@@ -118,7 +118,8 @@ def _figure(comparison: "Comparison"):
     return fig
 
 
-def _cell(column: str, value) -> str:
+def html_cell(column: str, value) -> str:
+    """One figure of a results table as HTML text (percent, leverage, number or escaped text)."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if column in ("total_return", "cagr", "max_drawdown", "worst_margin_ratio"):
@@ -148,7 +149,7 @@ def write_report(comparison: "Comparison", out: "str | os.PathLike[str]") -> dic
         plt.close(fig)
     image = base64.b64encode(png.read_bytes()).decode()
     head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in REPORT_COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(c, r.summary[c])}</td>" for c in REPORT_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{html_cell(c, r.summary[c])}</td>" for c in REPORT_COLUMNS)
                    + "</tr>" for r in comparison.runs)
     settings = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>"
                        for k, v in comparison.config.to_dict().items() if k != "leverage")

@@ -14,11 +14,11 @@ import base64
 import html
 import io
 import math
-from typing import Any
 
 import numpy as np
 
 from ..sweep.task import put_bytes
+from .comparison import html_cell
 
 SET_COLUMNS = ("symbol", "timeframe", "margin_mode")
 
@@ -127,18 +127,6 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def _cell(column: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if column in ("total_return", "cagr", "max_drawdown", "worst_margin_ratio"):
-        return f"{value * 100:,.2f} %"
-    if column == "leverage":
-        return f"{value:g}x"
-    if isinstance(value, float):
-        return f"{value:,.2f}"
-    return html.escape(str(value))
-
-
 TABLE_COLUMNS = ("run_id", "leverage", "start", "end", "total_return", "max_drawdown", "sharpe", "trades",
                  "liquidations", "funding_paid", "fees", "worst_margin_ratio")
 
@@ -165,11 +153,11 @@ def write_sweep_report(table, out: str, spec=None) -> dict[str, str]:
     top = ok.sort_values("total_return", ascending=False).head(20)
     shown = [c for c in (*columns, *TABLE_COLUMNS) if c in table]
     head = "".join(f"<th>{html.escape(c.removeprefix('param_').replace('_', ' '))}</th>" for c in shown)
-    body = "".join("<tr>" + "".join(f"<td>{_cell(c, r[c])}</td>" for c in shown) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{html_cell(c, r[c])}</td>" for c in shown) + "</tr>"
                    for _, r in top.iterrows())
-    surv = "".join(f"<tr><td>{html.escape(name)}</td><td>{_cell('leverage', v) if v > 0 else 'none'}</td></tr>"
+    surv = "".join(f"<tr><td>{html.escape(name)}</td><td>{html_cell('leverage', v) if v > 0 else 'none'}</td></tr>"
                    for name, v in survived.items())
-    errors = "".join(f"<tr><td>{html.escape(r['run_id'])}</td><td>{_cell('leverage', r['leverage'])}</td>"
+    errors = "".join(f"<tr><td>{html.escape(r['run_id'])}</td><td>{html_cell('leverage', r['leverage'])}</td>"
                      f"<td>{html.escape(str(r['error']))}</td></tr>" for _, r in failed.iterrows())
     inline = {name: base64.b64encode(data).decode() for name, data in images.items()}
     strategy = html.escape(str(table["strategy"].iloc[0]))
