@@ -288,7 +288,7 @@ def bench_audit() -> dict:
 def bench_detail() -> dict:
     """A 1h strategy (the Donchian breakout, stop orders, at 50x) over a year of synthetic 1-minute
     bars: the run with 1m detail (mark and last: its stops fill and its positions are liquidated on
-    the minutes) against the same run without; best of three alternating runs each, CPU time of the
+    the minutes) against the same run without; best of five alternating runs each, CPU time of the
     whole run (detail attached inside it)."""
     import backtrader as bt
     import btperp
@@ -316,7 +316,7 @@ def bench_detail() -> dict:
         return time.process_time() - start, (len(broker.liquidations), len(broker.fills))
 
     plain, fine = [], []
-    for _ in range(3):
+    for _ in range(5):
         plain.append(once(False))
         fine.append(once(True))
     p, f = min(t for t, _ in plain), min(t for t, _ in fine)

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -203,8 +202,8 @@ def test_full_disk_in_a_run_is_exit_1_naming_the_file_and_what_was_left(workdir,
     monkeypatch.setattr(pq.ParquetWriter, "write_table", no_space)
     code, out, err = cli(capsys, "run --strategy sma_cross --start 2021-05-01 --end 2021-05-03 --out o")
     assert code == 1
-    assert (f"btperp run: error: cannot write o/history.parquet: no space left on device; the incomplete "
-            f"temporary file was removed, o/history.parquet was not created") in err
+    assert ("btperp run: error: cannot write o/history.parquet: no space left on device; the incomplete "
+            "temporary file was removed, o/history.parquet was not created") in err
     assert not any((workdir / "o").iterdir())                 # nothing half-written, no temp file
 
 

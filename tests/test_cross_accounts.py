@@ -19,7 +19,7 @@ The positions are opened one bar before the bars that are checked, and the liqui
 import math
 
 import pytest
-from perpkit import Script, make_frame, run, table
+from perpkit import Script, make_frame, table
 
 #: Three tiers: 1 % up to 1,000 (50x), 2.5 % up to 5,000 (20x, cum 1,000 × 1.5 % = 15),
 #: 5 % above (10x, cum 15 + 5,000 × 2.5 % = 140).

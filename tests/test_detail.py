@@ -13,7 +13,7 @@ from perpkit import make_frame, table
 import btperp
 from btperp.audit import audit_position
 from btperp.bt import attach_detail, feed_from_frame
-from btperp.errors import DataError, DataWarning
+from btperp.errors import DataError
 from btperp.io.klines import import_klines
 from btperp.io.loader import load_detail, resample
 

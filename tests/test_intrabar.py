@@ -13,7 +13,7 @@ from perpkit import FLAT, make_frame, random_market, run, table
 import btperp
 from btperp.backtest import load_strategy
 from btperp.bt import MarginSizer
-from btperp.intrabar import (Intrabar, OrderKind, first_reach, low_first, order_time, value_at,
+from btperp.intrabar import (OrderKind, first_reach, low_first, order_time, value_at,
                              vertices, window_extreme)
 
 UTC = dt.timezone.utc

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from perpkit import FLAT, Script, make_frame, run, table
+from perpkit import FLAT, make_frame, run, table
 
 from btperp.audit import audit_position, market_of
 from btperp.cli.main import main as cli

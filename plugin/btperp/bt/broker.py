@@ -315,6 +315,7 @@ class _Book:
         self.changed = False            # a fill changed the position in this bar
         self.side0 = 0
         self.paths: tuple | None = None
+        self.coarse: tuple | None = None    # the bar's own paths (``paths`` may go through detail)
         self.detail = getattr(data, "btperp_detail", None)      # finer bars (btperp.attach_detail)
         self.span = None                # (first row, start of each detail bar in bar time) this bar
         self.row = -1
@@ -359,18 +360,24 @@ def _now(buf) -> float:
     return buf.array[buf._idx]
 
 
-def _read_perp(book: _Book) -> None:
-    """PerpData: the bar's mark prices (and last prices when they trigger)."""
-    book.read = True
-    mo, mh, ml, mc = _now(book.l_mo), _now(book.l_mh), _now(book.l_ml), _now(book.l_mc)
+def _take(book: _Book, mo, mh, ml, mc, last: Callable[[], tuple], what: str) -> None:
+    """Keep the bar's mark prices and its trigger series (the mark, or ``last()``'s last prices);
+    a NaN mark falls back (:func:`_fallback`, ``what`` says where it was)."""
     if mo != mo or mh != mh or ml != ml or mc != mc:            # NaN
-        return _fallback(book, "the feed's mark lines are NaN")
+        return _fallback(book, what)
     book.mark_open, book.mark_close = mo, mc
     if book.inst.trigger == "mark":
         book.t_open, book.t_high, book.t_low, book.t_close = mo, mh, ml, mc
     else:
-        book.t_open, book.t_high, book.t_low = _now(book.l_o), _now(book.l_h), _now(book.l_l)
-        book.t_close = _now(book.l_c)
+        book.t_open, book.t_high, book.t_low, book.t_close = last()
+
+
+def _read_perp(book: _Book) -> None:
+    """PerpData: the bar's mark prices (and last prices when they trigger)."""
+    book.read = True
+    _take(book, _now(book.l_mo), _now(book.l_mh), _now(book.l_ml), _now(book.l_mc),
+          lambda: (_now(book.l_o), _now(book.l_h), _now(book.l_l), _now(book.l_c)),
+          "the feed's mark lines are NaN")
 
 
 def _split(per_unit, at_open, rate, book: _Book):
@@ -392,15 +399,8 @@ def _read_perp_tick(book: _Book) -> None:
     being built, whose mark low is the lowest since the period opened (:mod:`btperp.bt.resample`)."""
     book.read = True
     d = book.data
-    mo, mh, ml, mc = d.tick_mark_open, d.tick_mark_high, d.tick_mark_low, d.tick_mark_close
-    if mo != mo or mh != mh or ml != ml or mc != mc:
-        return _fallback(book, "the feed's mark lines are NaN")
-    book.mark_open, book.mark_close = mo, mc
-    if book.inst.trigger == "mark":
-        book.t_open, book.t_high, book.t_low, book.t_close = mo, mh, ml, mc
-    else:
-        book.t_open, book.t_high, book.t_low = d.tick_open, d.tick_high, d.tick_low
-        book.t_close = d.tick_close
+    _take(book, d.tick_mark_open, d.tick_mark_high, d.tick_mark_low, d.tick_mark_close,
+          lambda: (d.tick_open, d.tick_high, d.tick_low, d.tick_close), "the feed's mark lines are NaN")
 
 
 def _funding_perp_tick(book: _Book):
@@ -416,16 +416,8 @@ def _read_table(book: _Book) -> None:
     cols = table.columns
     if i < 0:
         return _fallback(book, "no row in the attached table")
-    mo, mh, ml, mc = (cols["mark_open"][i], cols["mark_high"][i], cols["mark_low"][i],
-                      cols["mark_close"][i])
-    if mo != mo or mh != mh or ml != ml or mc != mc:
-        return _fallback(book, "its mark is NaN")
-    book.mark_open, book.mark_close = mo, mc
-    if book.inst.trigger == "mark":
-        book.t_open, book.t_high, book.t_low, book.t_close = mo, mh, ml, mc
-    else:
-        book.t_open, book.t_high, book.t_low = _now(book.l_o), _now(book.l_h), _now(book.l_l)
-        book.t_close = _now(book.l_c)
+    _take(book, cols["mark_open"][i], cols["mark_high"][i], cols["mark_low"][i], cols["mark_close"][i],
+          lambda: (_now(book.l_o), _now(book.l_h), _now(book.l_l), _now(book.l_c)), "its mark is NaN")
 
 
 def _funding_table(book: _Book):
@@ -1072,7 +1064,7 @@ class PerpBroker(bt.brokers.BackBroker):
             if buf.lencount and buf.array[buf._idx] != book.dt:
                 book.dt = buf.array[buf._idx]
                 book.fresh, book.read = True, False
-                book.since, book.paths, book.changed = 0.0, None, False
+                book.since, book.paths, book.coarse, book.changed = 0.0, None, None, False
                 size = book.pos.size
                 book.side0 = 1 if size > 0 else -1 if size < 0 else 0
                 if book.dt >= book.next_change:
@@ -1118,40 +1110,45 @@ class PerpBroker(bt.brokers.BackBroker):
 
     # --- the bar's path (btperp.intrabar) ----------------------------------------------------
 
-    def _paths(self, book: _Book) -> tuple:
-        """The bar's trigger path and last-price path (built once per bar, when needed)."""
-        if book.paths is None:
+    def _coarse(self, book: _Book) -> tuple:
+        """The bar's own trigger and last-price paths, four vertices each (built once per bar)."""
+        if book.coarse is None:
             if not book.read:
                 book.reader(book)
             first_low = bool(low_first(book.t_open, book.t_high, book.t_low, book.inst.intrabar,
                                        book.side0))
             data = book.data
-            last = [getattr(data, name, None) for name in ("tick_open", "tick_high", "tick_low",
-                                                           "tick_close")]
+            last = [getattr(data, name, None) for name in self._TICKS]
             o, h, lo, c = (x if x is not None else line[0] for x, line in
                            zip(last, (data.open, data.high, data.low, data.close)))
-            book.paths = (vertices(book.t_open, book.t_high, book.t_low, book.t_close, first_low),
-                          vertices(o, h, lo, c, first_low))
+            book.coarse = (vertices(book.t_open, book.t_high, book.t_low, book.t_close, first_low),
+                           vertices(o, h, lo, c, first_low))
+        return book.coarse
+
+    def _paths(self, book: _Book) -> tuple:
+        """The bar's trigger path and last-price path (built once per bar, when needed): through its
+        detail bars where they cover it, else the bar's own (:meth:`_coarse`)."""
+        if book.paths is not None:
+            return book.paths
+        paths = list(self._coarse(book))
         book.span = None
         detail = book.detail
-        if detail is not None:
-            rows = detail.bars(book.dt)
+        rows = detail.bars(book.dt) if detail is not None else None
+        if detail is not None and rows is None:
+            detail.missing.add(book.dt)
+        elif rows is not None:
+            i0, i1 = rows
             trig = detail.mark if book.inst.trigger == "mark" else detail.last
-            if rows is None:
-                detail.missing.add(book.dt)
-            else:
-                i0, i1 = rows
-                # each detail bar's path; its order of extremes decided on its trigger (or last) series
-                lead = next(x for x in (trig, detail.last, detail.mark) if x is not None)
-                o_, h_, l_, _ = (x[i0:i1] for x in lead)
-                firsts = low_first(o_, h_, l_, book.inst.intrabar, book.side0)
-                paths = list(book.paths)
-                for k, series in ((0, trig), (1, detail.last)):
-                    if series is not None and not any(np.isnan(x[i0:i1]).any() for x in series):
-                        paths[k] = detail_path(*(x[i0:i1] for x in series), firsts)
-                        if k == 0:              # times on the trigger path name a detail bar
-                            book.span = (i0, i1)
-                book.paths = tuple(paths)
+            # each detail bar's path; its order of extremes decided on its trigger (or last) series
+            lead = next(x for x in (trig, detail.last, detail.mark) if x is not None)
+            o_, h_, l_, _ = (x[i0:i1] for x in lead)
+            firsts = low_first(o_, h_, l_, book.inst.intrabar, book.side0)
+            for k, series in ((0, trig), (1, detail.last)):
+                if series is not None and not any(np.isnan(x[i0:i1]).any() for x in series):
+                    paths[k] = detail_path(*(x[i0:i1] for x in series), firsts)
+                    if k == 0:                  # times on the trigger path name a detail bar
+                        book.span = (i0, i1)
+        book.paths = tuple(paths)
         return book.paths
 
     def _detail_time(self, book: _Book, t: float) -> datetime:
@@ -1170,7 +1167,7 @@ class PerpBroker(bt.brokers.BackBroker):
             return END
         if ex not in (Order.Limit, Order.Stop, Order.StopTrail, Order.StopLimit, Order.StopTrailLimit):
             return 0.0                              # market (and historical): at the open
-        path = self._coarse_last(book) if coarse else self._paths(book)[1]
+        path = (self._coarse(book) if coarse else self._paths(book))[1]
         buy = order.isbuy()
         price = order.created.price
         if ex == Order.Limit:
@@ -1184,14 +1181,6 @@ class PerpBroker(bt.brokers.BackBroker):
         if coarse:
             return t
         return t if t < math.inf else END       # backtrader fills it: no later than the close
-
-    def _coarse_last(self, book: _Book):
-        """The bar's own last-price path (before any detail)."""
-        data = book.data
-        if not book.read:
-            book.reader(book)
-        first_low = bool(low_first(book.t_open, book.t_high, book.t_low, book.inst.intrabar, book.side0))
-        return vertices(data.open[0], data.high[0], data.low[0], data.close[0], first_low)
 
     _TICKS = ("tick_open", "tick_high", "tick_low", "tick_close")
 
@@ -1209,9 +1198,16 @@ class PerpBroker(bt.brokers.BackBroker):
             detail.missing.add(book.dt)
             return super()._try_exec(order)
         data = order.data
+        i0, i1 = rows
+        if order.exectype in (Order.Limit, Order.Stop, Order.StopLimit):
+            # the detail path says when its price is first reached: start one detail bar before
+            # (trailing stops move with each detail bar's close, so they walk them all)
+            t = self._order_time(order, book)
+            if t < END:
+                i0 += max(int(t * (i1 - i0)) - 1, 0)
         saved = [getattr(data, name, None) for name in self._TICKS]
         try:
-            for j in range(*rows):
+            for j in range(i0, i1):
                 for name, series in zip(self._TICKS, detail.last):
                     setattr(data, name, series[j])
                 self._fill_when = _utc(detail.times[j])
@@ -1347,7 +1343,7 @@ class PerpBroker(bt.brokers.BackBroker):
         """
         long = book.pos.size > 0
         lp = book.lp
-        start, extreme = self._window(book, t1, long)
+        _, extreme = self._window(book, t1, long)
         hit = lp is not None and (extreme <= lp if long else extreme >= lp)
         if (final or hit) and self._levels:
             if lp is not None:              # the ratio it reached: at most where it was liquidated
