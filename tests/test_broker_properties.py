@@ -31,7 +31,7 @@ class Watched(Script):
 
     def next(self):
         broker = self.broker
-        for book in broker._books or []:
+        for book in broker.books:
             if book.isolated:
                 self.lowest_margin = min(self.lowest_margin, book.margin)
         self.lowest_wallet = min(self.lowest_wallet, broker.wallet_balance)

@@ -382,7 +382,7 @@ def test_random_strategies_keep_the_accounts_invariants(seed, margin_mode, fill_
         for data in strat.datas:                    # a position still open: its PnL at the last mark
             pos = broker.getposition(data)
             if pos.size:
-                book = broker._by_data[data]
+                book = broker.book(data)
                 trades[(book.inst.symbol, book.position_id)][0] += pos.size * (
                     data.mark_close[0] - pos.price)
         for key, (gain, margin) in trades.items():

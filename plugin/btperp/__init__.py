@@ -3,8 +3,11 @@
 Layers (each in one place):
 
 1. pure core: :mod:`btperp.tiers`, :mod:`btperp.margin`, :mod:`btperp.funding`,
-   :mod:`btperp.rules` (one rulebook per exchange), :mod:`btperp.calc`; no backtrader, no I/O;
-2. backtrader adapter (broker, commission info, feed, analyzer, observer);
+   :mod:`btperp.rules` (one rulebook per exchange), :mod:`btperp.liquidation`,
+   :mod:`btperp.intrabar`, :mod:`btperp.account` (the account the broker keeps),
+   :mod:`btperp.replay`, :mod:`btperp.calc`; no backtrader, no I/O;
+2. backtrader adapter (:mod:`btperp.bt`: broker over :mod:`btperp.account`, commission info,
+   feed, analyzer, observer);
 3. I/O: :mod:`btperp.io` (datasets, tier files, atomic writes);
 4. backtests and audits (:mod:`btperp.backtest`, :mod:`btperp.audit`), and above them the
    pictures and reports (:mod:`btperp.report`);

@@ -106,6 +106,7 @@ class PerpHistory(bt.Analyzer):
             raise InputError("PerpHistory records a PerpBroker run: use btperp.install(cerebro, ...)",
                              field="broker")
         self._broker = broker
+        self._account = None                # the broker's account, known at the first bar
         self._sweep = bool(getattr(broker.cerebro, "_dooptimize", False)) or self.p.run_id is not None
         self._run_id = None
         self._sink = None
@@ -133,23 +134,23 @@ class PerpHistory(bt.Analyzer):
             return
         cross_equity = math.nan
         several_cross = False
+        account = self._account
         if self._any_cross:
-            cross = [b for b in broker._books if not b.isolated and b.pos.size]
+            cross = [b for b in account.legs if not b.isolated and b.pos.size]
             if cross:
-                cross_equity = broker._cross_wallet() + sum(b.pos.size * (b.valprice - b.pos.price)
+                cross_equity = account.cross_wallet() + sum(b.pos.size * (b.valprice - b.pos.price)
                                                             for b in cross)
                 several_cross = len(cross) > 1
         extend = self._rows.extend
         seen_rev, seen_state = self._seen_rev, self._seen_state
-        for index, book in enumerate(broker._books):
+        for index, book in enumerate(account.legs):
             size = book.pos.size
             if not size:
                 continue
             if several_cross and not book.isolated:
-                state = self._new_state(index, book, *broker._state_prices(book))
-            elif book.dirty or book.rev != seen_rev[index] or (not book.isolated and
-                                                                book.version != broker._version):
-                state = self._new_state(index, book, *broker._cached_prices(book))
+                state = self._new_state(index, book, *account.shared_prices(book))
+            elif account.stale(book, seen_rev[index]):
+                state = self._new_state(index, book, *account.cached_prices(book))
             else:
                 state = seen_state[index]
             if self._changes_only:
@@ -205,7 +206,7 @@ class PerpHistory(bt.Analyzer):
         broker = self._broker
         instruments = {}
         data_range = {}
-        for book in broker._books:
+        for book in broker.books:
             inst = book.inst
             instruments[inst.symbol] = {
                 "exchange": inst.rulebook.name, "leverage": inst.leverage,
@@ -225,13 +226,14 @@ class PerpHistory(bt.Analyzer):
             "strategy_params": {k: _plain(getattr(strategy.p, k)) for k in strategy.params._getkeys()},
             "cash": broker.startingcash,
             "instruments": instruments,
-            "margin_call_levels": list(broker._levels),
+            "margin_call_levels": list(broker.account.levels),
             "datadir": None if broker.p.datadir is None else str(broker.p.datadir),
             "data": data_range,
         }
 
     def _open(self):
-        books = self._broker._books
+        self._account = self._broker.account
+        books = self._account.legs
         self._any_cross = any(not b.isolated for b in books)
         self._seen_rev = [-1] * len(books)       # per book: rev and state number last recorded
         self._seen_state = [-1] * len(books)
@@ -255,7 +257,7 @@ class PerpHistory(bt.Analyzer):
         states = np.frombuffer(self._states, dtype=np.float64).reshape(-1, len(_STATE))
         of_row = states[raw["state"].astype(np.int64)]
         raw.update({name: of_row[:, i] for i, name in enumerate(_STATE)})
-        books = self._broker._books
+        books = self._account.legs
         book_ix = raw["book"].astype(np.int64)
         table_ix = raw["table"].astype(np.int64)
         size = raw["size"]
@@ -327,7 +329,7 @@ class PerpHistory(bt.Analyzer):
         }
 
     def stop(self):
-        if self._broker._books is None:      # the run never reached a bar
+        if not self._broker.books:      # the run never reached a bar
             return
         if self._sink is None:
             self._open()
@@ -345,7 +347,8 @@ class PerpHistory(bt.Analyzer):
         self.rets["events"] = self._paths["events"]
         self.rets["rows"] = self._sink.rows
         # what optstrategy pickles back to the parent process: the answer, not the machinery
-        self._sink = self._broker = self._rows = self._states = self._tables = self._table_ids = None
+        self._sink = self._broker = self._account = self._rows = self._states = None
+        self._tables = self._table_ids = None
         self._last = self._last_tier = self._seen_rev = self._seen_state = None
 
     def _events(self) -> dict:
