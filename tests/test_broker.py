@@ -208,6 +208,15 @@ def test_an_order_whose_notional_the_tier_refuses_at_that_leverage():
     assert filled[1] == "Completed" and filled[2] == 9.0
 
 
+def test_a_leverage_no_tier_table_allows_is_an_error_not_a_run_of_refusals():
+    """FLAT allows 100x at most: at 1e9x every order would be refused; the run says why instead."""
+    with pytest.raises(InputError, match=r"leverage 1e\+09x is above the 100x") as err:
+        run(make_frame([100.0] * 5), {0: [("buy", dict(size=1.0))]}, cash=100, leverage=1e9)
+    assert err.value.field == "leverage"
+    strat, _ = run(make_frame([100.0] * 5), {0: [("buy", dict(size=1.0))]}, cash=100, leverage=100)
+    assert strat.orders[0][1] == "Completed"
+
+
 def test_closing_is_never_refused_and_a_reversal_counts_the_margin_it_frees():
     frame = make_frame([100.0] * 6)
     strat, broker = run(frame, {0: [("buy", dict(size=9.0))], 2: [("sell", dict(size=18.0))]},

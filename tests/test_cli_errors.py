@@ -385,6 +385,28 @@ def test_the_earliest_table_warning_points_at_the_callers_line():
     assert w.filename == __file__
 
 
+def test_the_brokers_data_warnings_name_the_callers_line():
+    """A feed without funding (at the first bar) and bars without a mark (at the end of the run):
+    both warnings point at cerebro.run() here, not at btperp's broker."""
+    import warnings
+
+    import backtrader as bt
+    from perpkit import FLAT, Script, make_frame
+
+    from btperp.errors import DataWarning
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(bt.feeds.PandasData(dataname=make_frame([100.0] * 5), name="TESTUSDT"))
+    cerebro.addstrategy(Script, plan={0: [("buy", dict(size=1.0))]})
+    btperp.install(cerebro, cash=1000, tiers=FLAT, mark_fallback="last")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cerebro.run()
+    found = [w for w in caught if issubclass(w.category, DataWarning)]
+    assert ["no funding data" in str(w.message) for w in found] == [True, False]
+    assert "bars had no mark price" in str(found[1].message)
+    assert [w.filename for w in found] == [__file__, __file__]
+
+
 # --- --debug, and the last line of defence ------------------------------------------------------------------
 
 def test_debug_shows_the_traceback(workdir, capsys, monkeypatch):

@@ -53,7 +53,7 @@ from backtrader.order import BuyOrder, Order, SellOrder
 
 from ..account import (DUST, Account, Clock, Fill, FundingPayment, Instrument, Leg, Liquidation,
                        Listener, MarginCall, MarginChange, Rejection)
-from ..errors import DataError, DataWarning, InputError
+from ..errors import DataError, DataWarning, InputError, outside_stacklevel
 from ..intrabar import END, Intrabar, OrderKind, detail_path, low_first, order_time, vertices
 from ..liquidation import FillPolicy
 from ..margin import MarginMode, PositionMargin
@@ -514,14 +514,14 @@ class PerpBroker(bt.brokers.BackBroker):
             if book.fallback_bars:
                 warnings.warn(f"{book.inst.symbol}: {book.fallback_bars} bars had no mark price; their "
                               f"last prices were used (mark_fallback='last')", DataWarning,
-                              stacklevel=2)
+                              stacklevel=outside_stacklevel())
             detail = book.detail
             if detail is not None and detail.missing:
                 first = _utc(min(detail.missing))
                 warnings.warn(f"{book.inst.symbol}: {len(detail.missing)} bars in which a liquidation, "
                               f"margin call or fill could happen had no {detail.timeframe} detail (the "
                               f"first at {first:%Y-%m-%d %H:%M} UTC); their own prices were used",
-                              DataWarning, stacklevel=2)
+                              DataWarning, stacklevel=outside_stacklevel())
 
     def _setup(self):
         cerebro = getattr(self, "cerebro", None)
@@ -564,6 +564,10 @@ class PerpBroker(bt.brokers.BackBroker):
                 fill_policy=FillPolicy.parse(settings["fill_policy"]),
                 lot_size=settings["lot_size"], trigger=settings["trigger"],
                 mark_fallback=settings["mark_fallback"], intrabar=Intrabar.parse(settings["intrabar"]))
+            top = max(table.tiers[0].max_leverage for _, table in tiers.versions)
+            if inst.leverage > top * (1 + 1e-12):       # every order would be refused: say so now
+                raise InputError(f"{symbol}: leverage {inst.leverage:g}x is above the {top:g}x that "
+                                 f"its tier tables on {rulebook.name} ever allow", field="leverage")
             comminfo = PerpCommInfo(commission=inst.taker_fee, leverage_setting=inst.leverage,
                                     lot_size=inst.lot_size)
             book = Book(data, inst, comminfo, self.positions[data])
@@ -579,7 +583,7 @@ class PerpBroker(bt.brokers.BackBroker):
                                 f"mark_fallback='last'")
             if book.funding is _no_funding:
                 warnings.warn(f"{symbol}: the feed has no funding data; no funding is paid",
-                              DataWarning, stacklevel=3)
+                              DataWarning, stacklevel=outside_stacklevel())
             self._books.append(self.account.add(book))
             self._by_data[data] = book
         for strategy in getattr(cerebro, "runningstrats", None) or []:
