@@ -113,6 +113,10 @@ def test_an_isolated_long_bar_by_bar_to_the_cent():
     assert rec.events[-1] == ("liquidated", pytest.approx(0.04), 20_000.0, pytest.approx(80.0))
     account.close_bar()                                         # nothing left to do in the bar
     assert len(account.liquidations) == 1
+    # the journal in the bar's causal order: the margin ratio crosses 0.8 on the way down to the
+    # LP, so the margin call comes before the liquidation
+    assert [type(r).__name__ for r in account.journal] == [
+        "Fill", "FundingPayment", "MarginCall", "Liquidation"]
     assert account.insurance_fund == pytest.approx(0.004 * 0.04 * lp, abs=1e-9)
 
 

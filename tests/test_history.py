@@ -195,6 +195,42 @@ def test_cross_rows_carry_the_accounts_equity_and_ratio(tmp_path):
         assert bar["equity"].iloc[0] == pytest.approx(equity)
         assert bar["margin_ratio"].iloc[0] == pytest.approx(bar["maintenance_margin"].sum() / equity)
         assert bar["position_margin"].isna().all() and bar["liquidation_price"].notna().all()
+        # Binance's ADL LeveragePnL of the cross account: max(0, UP) / max(1, wallet 30) × MM / equity
+        up = bar["unrealized_pnl"].sum()
+        expected = max(0.0, up) / 30 * bar["maintenance_margin"].sum() / (30 + up)
+        assert bar["adl_score"].tolist() == pytest.approx([expected, expected], abs=1e-15)
+
+
+def test_isolated_rows_carry_binances_adl_score(eth_run):
+    """Each isolated row: max(0, UP) / max(1, isolated margin) × MM / (isolated margin + UP)."""
+    path, _, _ = eth_run
+    h = read(path)
+    up, wallet, mm = h["unrealized_pnl"], h["position_margin"], h["maintenance_margin"]
+    expected = up.clip(lower=0) / wallet.clip(lower=1) * (mm / (wallet + up)).where(wallet + up > 0, 0.0)
+    assert (h["adl_score"] - expected).abs().max() < 1e-12
+    assert (h["adl_score"] > 0).any() and (h["adl_score"] == 0).any()     # winners and losers
+
+
+def test_adl_scores_by_exchange_worked_by_hand():
+    binance, bybit = btperp.get_rulebook("binance-usdm"), btperp.get_rulebook("bybit")
+    # Binance, isolated 10x long 0.04 at 20,000 (margin 80), mark 22,000: UP = 80, MM = 0.004 ×
+    # 880 = 3.52: LeveragePnL = 80 / 80 × 3.52 / 160 = 0.022
+    assert binance.adl_score(side=1, entry_price=20_000, price=22_000, bankruptcy_price=18_000,
+                             wallet=80, unrealized=80, maintenance=3.52) == pytest.approx(0.022)
+    # in a loss, or with no equity left, the score is 0
+    assert binance.adl_score(side=1, entry_price=20_000, price=19_000, bankruptcy_price=18_000,
+                             wallet=80, unrealized=-40, maintenance=3.04) == 0.0
+    # Bybit: PnL% × effective leverage, effective leverage = mark / (mark − bankruptcy) for a long
+    # long 20,000 → 22,000, bankruptcy 18,000: 0.10 × 22,000 / 4,000 = 0.55
+    # short 20,000 → 18,000, bankruptcy 22,000: 0.10 × 18,000 / 4,000 = 0.45
+    # long 20,000 → 19,000 (a loss): −0.05 / (19,000 / 1,000) = −0.05 / 19
+    scores = bybit.adl_score(side=[1, -1, 1], entry_price=[20_000] * 3, price=[22_000, 18_000, 19_000],
+                             bankruptcy_price=[18_000, 22_000, 18_000], wallet=0, unrealized=0,
+                             maintenance=0)
+    assert scores.tolist() == pytest.approx([0.55, 0.45, -0.05 / 19], abs=1e-15)
+    # Hyperliquid publishes no ranking formula: NaN
+    assert math.isnan(btperp.get_rulebook("hyperliquid").adl_score(
+        side=1, entry_price=1, price=1, bankruptcy_price=0, wallet=1, unrealized=0, maintenance=0))
 
 
 def test_a_sweep_writes_one_hive_partition_per_run(tmp_path):

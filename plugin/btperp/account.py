@@ -311,6 +311,7 @@ class Leg:
         self.changed = False
         self.side0 = 0
         self._path: Path | None = None
+        self.low_first = True           # the bar's order of extremes (set with its path)
 
     # --- the bar -----------------------------------------------------------------------------
 
@@ -322,15 +323,20 @@ class Leg:
         size = self.pos.size
         self.side0 = 1 if size > 0 else -1 if size < 0 else 0
 
-    def trigger_path(self) -> Path:
-        """The bar's trigger-series path (:mod:`btperp.intrabar`): its four vertices."""
+    def own_path(self) -> Path:
+        """The bar's own trigger-series path (:mod:`btperp.intrabar`): its four vertices, the
+        extremes in the order ``low_first`` (set here) gives them."""
         if self._path is None:
             if not self.read:
                 self.reader(self)
-            first_low = bool(low_first(self.t_open, self.t_high, self.t_low, self.inst.intrabar,
-                                       self.side0))
-            self._path = vertices(self.t_open, self.t_high, self.t_low, self.t_close, first_low)
+            self.low_first = bool(low_first(self.t_open, self.t_high, self.t_low, self.inst.intrabar,
+                                            self.side0))
+            self._path = vertices(self.t_open, self.t_high, self.t_low, self.t_close, self.low_first)
         return self._path
+
+    def trigger_path(self) -> Path:
+        """The trigger-series path the account checks the bar on (here: :meth:`own_path`)."""
+        return self.own_path()
 
     def time_at(self, t: float, clock: type[Clock] = Clock) -> datetime:
         """When bar time ``t`` happened (a bar's own path: its open)."""
@@ -412,6 +418,12 @@ class Account:
         self.margin_calls: list[MarginCall] = []
         self.margin_changes: list[MarginChange] = []
         self.rejections: list[Rejection] = []
+        self.journal: list = []
+        """Every record above, in the order the account made them (a bar's causal order)."""
+
+    def _log(self, records: list, record) -> None:
+        records.append(record)
+        self.journal.append(record)
 
     def add(self, leg: Leg) -> Leg:
         self.legs.append(leg)
@@ -548,7 +560,7 @@ class Account:
     def reject(self, leg: Leg | None, symbol: str, when: datetime | None, size: float, price: float,
                reason: str) -> None:
         """Record an order the exchange refused."""
-        self.rejections.append(Rejection(when, leg.inst.symbol if leg is not None else symbol,
+        self._log(self.rejections, Rejection(when, leg.inst.symbol if leg is not None else symbol,
                                          float(size), float(price), reason))
 
     def fill(self, leg: Leg, size: float, price: float, maker: bool, t: float, when: datetime,
@@ -613,11 +625,11 @@ class Account:
         execsize = closed + opened
         if execsize:
             if closed:
-                self.fills.append(Fill(when, inst.symbol, leg.position_id - (1 if opened else 0),
+                self._log(self.fills, Fill(when, inst.symbol, leg.position_id - (1 if opened else 0),
                                        "long" if psize > 0 else "short", float(closed), float(price),
                                        closedcomm, pnl, maker, order_ref, covered))
             if opened:
-                self.fills.append(Fill(when, inst.symbol, leg.position_id,
+                self._log(self.fills, Fill(when, inst.symbol, leg.position_id,
                                        "long" if opened > 0 else "short", float(opened), float(price),
                                        openedcomm, 0.0, maker, order_ref))
             pos.update(execsize, price, leg.stamp())
@@ -702,7 +714,7 @@ class Account:
         self.version += 1
         record = FundingPayment(self.clock.to_datetime(leg.dt), leg.inst.symbol, size, float(rate),
                                 float(per_unit), payment, leg.position_id)
-        self.funding_payments.append(record)
+        self._log(self.funding_payments, record)
         self.listener.funded(leg, record)
         return payment
 
@@ -872,7 +884,7 @@ class Account:
             ratio = self.state_at(leg, price).margin_ratio
         event = MarginCall(self.clock.to_datetime(leg.dt), leg.inst.symbol, leg.position_id, level,
                            float(ratio), float(price), leg.lp, leg.data)
-        self.margin_calls.append(event)
+        self._log(self.margin_calls, event)
         self.listener.margin_call(leg, event)
 
     def _liquidate_isolated(self, leg: Leg, trigger: float, at_open: bool, when=None) -> None:
@@ -926,7 +938,7 @@ class Account:
                              inst.leverage, seen.liquidation_price, tier.tier,
                              tier.maintenance_margin_rate, seen.maintenance_margin, seen.equity,
                              float(mark_x), float(last_x))
-        self.liquidations.append(record)
+        self._log(self.liquidations, record)
         closed_value = leg.initial_margin(size, entry)
         pos.update(-size, result.fill_price, leg.stamp())
         leg.above.clear()
@@ -973,7 +985,7 @@ class Account:
                              f"initial margin {floor:,.2f}", field="amount")
         leg.margin += amount
         self._moved(leg)
-        self.margin_changes.append(MarginChange(self.clock.to_datetime(leg.dt), leg.inst.symbol,
+        self._log(self.margin_changes, MarginChange(self.clock.to_datetime(leg.dt), leg.inst.symbol,
                                                 leg.position_id, float(amount), leg.margin))
         return leg.margin
 

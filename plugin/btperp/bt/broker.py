@@ -165,16 +165,12 @@ class Book(Leg):
     def coarse_paths(self) -> tuple:
         """The bar's own trigger and last-price paths, four vertices each (built once per bar)."""
         if self.coarse is None:
-            if not self.read:
-                self.reader(self)
-            first_low = bool(low_first(self.t_open, self.t_high, self.t_low, self.inst.intrabar,
-                                       self.side0))
+            trigger = self.own_path()
             data = self.data
             last = [getattr(data, name, None) for name in self._TICKS]
             o, h, lo, c = (x if x is not None else line[0] for x, line in
                            zip(last, (data.open, data.high, data.low, data.close)))
-            self.coarse = (vertices(self.t_open, self.t_high, self.t_low, self.t_close, first_low),
-                           vertices(o, h, lo, c, first_low))
+            self.coarse = (trigger, vertices(o, h, lo, c, self.low_first))
         return self.coarse
 
     def bar_paths(self) -> tuple:

@@ -27,6 +27,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .. import __version__
+from ..account import Fill, FundingPayment, Liquidation, MarginCall, MarginChange, Rejection
 from ..errors import DataError, InputError
 from ..io.history import (EVENTS_SCHEMA, FLOAT_HISTORY, HISTORY_SCHEMA, HistorySink, file_schema,
                           run_paths, write_events)
@@ -289,6 +290,18 @@ class PerpHistory(bt.Analyzer):
             times, inverse = np.unique(raw["time"][cross], return_inverse=True)
             account_mm[cross] = np.bincount(inverse, weights=mm[cross], minlength=len(times))[inverse]
         ratio = margin_ratio(account_mm, equity)
+        # the ADL score's wallet and unrealized PnL: the isolated position's, or the cross account's
+        account_upnl = upnl.copy()
+        if cross.any():
+            account_upnl[cross] = np.bincount(inverse, weights=upnl[cross], minlength=len(times))[inverse]
+        wallet = np.where(isolated, raw["position_margin"], equity - account_upnl)
+        adl = np.empty(n)
+        for b in np.unique(book_ix).tolist():
+            rows = book_ix == b
+            adl[rows] = books[b].inst.rulebook.adl_score(
+                side=side[rows], entry_price=entry[rows], price=mark[rows],
+                bankruptcy_price=raw["bankruptcy_price"][rows], wallet=wallet[rows],
+                unrealized=account_upnl[rows], maintenance=account_mm[rows])
         symbols = [b.inst.symbol for b in books]
         self._sink.write({
             "time": _ms(raw["time"]).astype("datetime64[ms]"),
@@ -304,7 +317,7 @@ class PerpHistory(bt.Analyzer):
             "liquidation_price": _nullable(raw["liquidation_price"]),
             "bankruptcy_price": _nullable(raw["bankruptcy_price"]),
             "leverage": leverage, "margin_mode": _labels((~isolated).astype(np.int32), ["isolated", "cross"]),
-            "funding_paid": raw["funding_paid"], "fees_paid": raw["fees_paid"],
+            "funding_paid": raw["funding_paid"], "fees_paid": raw["fees_paid"], "adl_score": adl,
         })
         self._rows = array.array("d")      # a new buffer: the batch's arrays view the old one
 
@@ -352,45 +365,40 @@ class PerpHistory(bt.Analyzer):
         self._last = self._last_tier = self._seen_rev = self._seen_state = None
 
     def _events(self) -> dict:
-        broker = self._broker
+        """The account's records as events, in the order they happened (its journal)."""
         rows: list[dict] = []
-        for f in broker.fills:
-            rows.append(dict(time=f.time, kind="fill", symbol=f.symbol, trade_id=f.trade_id,
-                             side=f.side, size=f.size, price=f.price,
-                             fee=f.fee, pnl=f.pnl, detail="maker" if f.maker else "taker"))
-            if f.insurance_flow:            # an isolated close beyond its bankruptcy price
-                rows.append(dict(time=f.time, kind="insurance_fund", symbol=f.symbol,
-                                 trade_id=f.trade_id, side=f.side, amount=f.insurance_flow))
-        for p in broker.funding_payments:
-            rows.append(dict(time=p.time, kind="funding", symbol=p.symbol, trade_id=p.position_id,
-                             side="long" if p.size > 0 else "short", size=p.size, amount=p.payment,
-                             rate=p.rate))
-        for c in broker.margin_calls:
-            rows.append(dict(time=c.time, kind="margin_call", symbol=c.symbol, trade_id=c.trade_id,
-                             price=c.mark_price,
-                             level=c.level, margin_ratio=c.margin_ratio))
-        for x in broker.liquidations:
-            common = dict(time=x.time, symbol=x.symbol, trade_id=x.position_id, side=x.side)
-            rows.append(dict(common, kind="liquidation", size=x.size, price=x.fill_price, amount=x.loss,
-                             fee=x.fee, pnl=x.pnl, trigger_price=x.trigger_price,
-                             bankruptcy_price=x.bankruptcy_price, entry_price=x.entry_price,
-                             leverage=x.leverage, liquidation_price=x.liquidation_price, tier=x.tier,
-                             maintenance_rate=x.maintenance_rate,
-                             maintenance_margin=x.maintenance_margin, equity=x.equity,
-                             mark_price=x.mark_price, last_price=x.last_price,
-                             detail=f"{x.trigger} trigger, {x.policy} fill" + (", gap" if x.at_open else "")))
-            rows.append(dict(common, kind="insurance_fund", amount=x.insurance_flow))
-        for m in broker.margin_changes:
-            rows.append(dict(time=m.time, kind="margin_change", symbol=m.symbol, trade_id=m.trade_id,
-                             amount=m.amount))
-        for r in broker.rejections:
-            rows.append(dict(time=r.time, kind="rejection", symbol=r.symbol, size=r.size,
-                             price=r.price or None, detail=r.reason))
-        # within a bar: funding (at the open), fills, liquidation, margin calls, then what the
-        # strategy did (margin changes) and the orders refused when checked
-        order = {"funding": 0, "fill": 1, "liquidation": 2, "insurance_fund": 3, "margin_call": 4,
-                 "margin_change": 5, "rejection": 6}
-        rows.sort(key=lambda r: (r["time"] or datetime.min.replace(tzinfo=timezone.utc), order[r["kind"]]))
+        for r in self._broker.account.journal:
+            if isinstance(r, Fill):
+                rows.append(dict(time=r.time, kind="fill", symbol=r.symbol, trade_id=r.trade_id,
+                                 side=r.side, size=r.size, price=r.price,
+                                 fee=r.fee, pnl=r.pnl, detail="maker" if r.maker else "taker"))
+                if r.insurance_flow:            # an isolated close beyond its bankruptcy price
+                    rows.append(dict(time=r.time, kind="insurance_fund", symbol=r.symbol,
+                                     trade_id=r.trade_id, side=r.side, amount=r.insurance_flow))
+            elif isinstance(r, FundingPayment):
+                rows.append(dict(time=r.time, kind="funding", symbol=r.symbol, trade_id=r.position_id,
+                                 side="long" if r.size > 0 else "short", size=r.size, amount=r.payment,
+                                 rate=r.rate))
+            elif isinstance(r, MarginCall):
+                rows.append(dict(time=r.time, kind="margin_call", symbol=r.symbol, trade_id=r.trade_id,
+                                 price=r.mark_price, level=r.level, margin_ratio=r.margin_ratio))
+            elif isinstance(r, Liquidation):
+                common = dict(time=r.time, symbol=r.symbol, trade_id=r.position_id, side=r.side)
+                rows.append(dict(common, kind="liquidation", size=r.size, price=r.fill_price,
+                                 amount=r.loss, fee=r.fee, pnl=r.pnl, trigger_price=r.trigger_price,
+                                 bankruptcy_price=r.bankruptcy_price, entry_price=r.entry_price,
+                                 leverage=r.leverage, liquidation_price=r.liquidation_price,
+                                 tier=r.tier, maintenance_rate=r.maintenance_rate,
+                                 maintenance_margin=r.maintenance_margin, equity=r.equity,
+                                 mark_price=r.mark_price, last_price=r.last_price,
+                                 detail=f"{r.trigger} trigger, {r.policy} fill" + (", gap" if r.at_open else "")))
+                rows.append(dict(common, kind="insurance_fund", amount=r.insurance_flow))
+            elif isinstance(r, MarginChange):
+                rows.append(dict(time=r.time, kind="margin_change", symbol=r.symbol, trade_id=r.trade_id,
+                                 amount=r.amount))
+            elif isinstance(r, Rejection):
+                rows.append(dict(time=r.time, kind="rejection", symbol=r.symbol, size=r.size,
+                                 price=r.price or None, detail=r.reason))
         columns = {f.name: [r.get(f.name) for r in rows] for f in EVENTS_SCHEMA}
         columns["run_id"] = [self._run_id] * len(rows)
         return columns

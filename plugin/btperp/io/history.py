@@ -76,9 +76,13 @@ HISTORY_SCHEMA = pa.schema([
     _f("margin_mode", _LABEL, "isolated or cross"),
     _f("funding_paid", pa.float64(), "funding the trade has paid so far (negative: received)"),
     _f("fees_paid", pa.float64(), "trading fees the trade has paid so far"),
+    _f("adl_score", pa.float64(), "the exchange's auto-deleveraging ranking score at the mark close "
+                                  "(Binance LeveragePnL, Bybit PnL% x effective leverage; higher is "
+                                  "deleveraged sooner): an indicator, NaN where no formula is published"),
 ])
 
-#: One row per event, in time order. Columns an event kind does not use are null.
+#: One row per event, in the order the account met them (inside a bar, the order of its path). Columns
+#: an event kind does not use are null.
 EVENTS_SCHEMA = pa.schema([
     _f("time", _TIME, "bar open time of the event, UTC"),
     _f("run_id", pa.string(), "the run that wrote the row (in a sweep: the hive partition key)"),

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
+
 from ..funding import funding_payment
 from ..tiers import Tier, TierTable
 
@@ -81,6 +83,17 @@ class Rulebook:
     def bankruptcy_reserve(self, side, size, entry_price, leverage, taker_fee):
         """Equity left at the bankruptcy price (the reserved fee to close, or 0)."""
         return self.fee_to_close(side, size, entry_price, leverage, taker_fee)
+
+    # --- auto-deleveraging ----------------------------------------------------------------------
+
+    def adl_score(self, *, side, entry_price, price, bankruptcy_price, wallet, unrealized,
+                  maintenance):
+        """The exchange's auto-deleveraging ranking score of a position valued at ``price`` (higher:
+        deleveraged sooner), from its side, entry and bankruptcy price, and the wallet balance,
+        unrealized PnL and maintenance margin of its margin (the isolated position's, or the cross
+        account's). An indicator only: the exchange ranks every trader by it. NaN where the
+        exchange publishes no formula."""
+        return np.full(np.shape(np.asarray(price, float)), np.nan)
 
     # --- funding -------------------------------------------------------------------------------
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..tiers import Tier
 from .base import Rulebook
 
@@ -36,3 +38,13 @@ class BinanceUSDM(Rulebook):
         # maintenance margin = notional value × maintenance margin rate − maintenance amount (cum).
         return -tier.maintenance_amount, size * tier.maintenance_margin_rate
 
+    def adl_score(self, *, side, entry_price, price, bankruptcy_price, wallet, unrealized,
+                  maintenance):
+        # "What Is Auto-Deleveraging (ADL) and How Does It Work" (Binance FAQ 360033525471):
+        # LeveragePnL = PnL percent × margin ratio, PnL percent = max(0, unrealized profit) /
+        # max(1, wallet balance), margin ratio = maintenance margin / (wallet + unrealized PnL), 0
+        # when that is ≤ 0; Binance ranks traders by its quantile.
+        wallet, unrealized, maintenance = (np.asarray(x, float) for x in (wallet, unrealized, maintenance))
+        equity = wallet + unrealized
+        ratio = np.where(equity > 0, maintenance / np.where(equity > 0, equity, 1.0), 0.0)
+        return np.maximum(unrealized, 0.0) / np.maximum(wallet, 1.0) * ratio

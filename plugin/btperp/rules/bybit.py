@@ -54,3 +54,14 @@ class BybitLinear(Rulebook):
                  + self.fee_to_close(side, size, entry_price, leverage, taker_fee))
         return fixed, 0.0 * size
 
+    def adl_score(self, *, side, entry_price, price, bankruptcy_price, wallet, unrealized,
+                  maintenance):
+        # "What is Auto-Deleveraging (ADL)" (Bybit help center): ranking = PnL% × effective
+        # leverage in profit, PnL% / effective leverage in loss; effective leverage = |MV| / (MV − BV),
+        # PnL% = (MV − AEV) / |AEV|, with MV, BV, AEV the signed position values at the mark,
+        # bankruptcy and average entry prices (a short's are negative).
+        side, entry, mark, bust = (np.asarray(x, float) for x in (side, entry_price, price, bankruptcy_price))
+        side = np.sign(side)
+        pnl = side * (mark - entry) / entry
+        effective = mark / (side * (mark - bust))
+        return np.where(pnl >= 0, pnl * effective, pnl / effective)
