@@ -65,6 +65,18 @@ def test_the_3x_eth_long_is_liquidated_in_the_12_51_minute(intrabar):
                        end="2021-05-21", detail="1m")
     assert a.liquidation_time == "2021-05-19 12:51" and a.detail == "1m"
     assert a.trigger_price == pytest.approx(x.trigger_price, rel=1e-12)
+    # its chart draws that bar's 60 minutes (the 12:00 bar's mark minutes) in an inset
+    assert list(a._detail.index.strftime("%H:%M")[[0, -1]]) == ["12:00", "12:59"]
+    # the lowest minute is the 1h bar's mark low ("mark extreme 1,992.48" in make demo's audit)
+    assert a._detail["mark_low"].min() == pytest.approx(1992.48, abs=0.005)
+
+
+def test_the_audit_chart_with_detail_is_written(tmp_path):
+    from btperp.report.audit import plot_position
+    a = audit_position("ETHUSDT", "long", "2021-05-18 00:00", 3283.23, margin=1000, leverage=3,
+                       end="2021-05-21", detail="1m", reported_time="2021-05-19 12:51")
+    out = plot_position(tmp_path / "eth.png", a)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("reported, verdict", [("2021-05-19 12:51", "consistent"),

@@ -174,6 +174,8 @@ class PositionAudit:
     _market: Market | None = field(default=None, repr=False, compare=False)
     """The replayed market and the (entry, last held) bars: what :func:`plot_position` draws."""
     _bars: tuple[int, int] = field(default=(0, 0), repr=False, compare=False)
+    _detail: "pd.DataFrame | None" = field(default=None, repr=False, compare=False)
+    """The trigger series' detail bars of the liquidation bar, when it was replayed on them."""
 
     def to_dict(self) -> dict:
         return _jsonable({f.name: getattr(self, f.name) for f in fields(self)
@@ -359,7 +361,8 @@ def audit_position(symbol: str, side, entry_time: Any, entry_price: float | None
                        "liquidation_time": _iso(market.times[other.bar[0]]) if other.liquidated[0] else None,
                        "liquidation_price": _num(other.liquidation_price[0])},
         notes=notes, detail=fine["timeframe"] if fine else None, _market=market,
-        _bars=(i, int(out.last_bar[0])))
+        _bars=(i, int(out.last_bar[0])),
+        _detail=_detail_rows(detail, market, t, _ohlc_columns(trigger)) if fine else None)
     if reported_time is not None:
         _judge(audit, market, rulebook, out, i, _ms(reported_time), reported_price, fee, fine, detail)
     return audit
@@ -378,13 +381,18 @@ def _detail_rows(detail: pd.DataFrame | None, market: Market, t: int, columns: l
     return rows if len(rows) else None
 
 
+def _ohlc_columns(trigger: str) -> list[str]:
+    """The detail frame's open, high, low, close columns of the ``trigger`` series."""
+    prefix = "mark_" if trigger == "mark" else ""
+    return [prefix + c for c in ("open", "high", "low", "close")]
+
+
 def _in_detail(market: Market, rulebook: Rulebook, positions: Positions, out, t: int,
                detail: pd.DataFrame, trigger: str, fee: float) -> dict | None:
     """Replay the liquidation bar ``t`` on its detail bars (btperp.intrabar's path through them,
     as the broker walks it): the same position, with the margin it had at the bar's start; the
     bar's funding at its open and later in it as on the bar. None when the detail does not cover it."""
-    prefix = "mark_" if trigger == "mark" else ""
-    cols = [prefix + c for c in ("open", "high", "low", "close")]
+    cols = _ohlc_columns(trigger)
     rows = _detail_rows(detail, market, t, cols)
     step = parse_timeframe(detail.attrs.get("timeframe", "1m")) / pd.Timedelta(milliseconds=1)
     if rows is None or len(rows) != round(market.step_ms / step):

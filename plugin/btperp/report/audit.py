@@ -123,9 +123,12 @@ def plot_position(path: "str | os.PathLike[str]", audit: "PositionAudit", *,
             label="liquidation price (after funding)")
     ax.axhline(audit.entry_price, color="grey", ls="--", lw=1, label=f"entry {audit.entry_price:,.2f}")
     if audit.liquidated:
-        t = _when(market, np.array([last]))[0]
+        # at its detail bar's minute when the liquidation bar was replayed on detail bars
+        t = (np.datetime64(to_ms(audit.liquidation_time), "ms") if audit.detail
+             else _when(market, np.array([last]))[0])
         ax.scatter([t], [audit.trigger_price], marker="X", s=120, color="tab:red", zorder=5,
-                   label=f"liquidated ({audit.trigger}) at {audit.trigger_price:,.2f}")
+                   label=f"liquidated ({audit.trigger}) at {audit.trigger_price:,.2f}"
+                         + (f", {audit.liquidation_time} UTC" if audit.detail else ""))
         ax.axhline(audit.bankruptcy_price, color="black", ls=":", lw=1,
                    label=f"bankruptcy price {audit.bankruptcy_price:,.2f}")
     if audit.reported_time is not None:
@@ -137,13 +140,36 @@ def plot_position(path: "str | os.PathLike[str]", audit: "PositionAudit", *,
                  f"entry {audit.entry_time} UTC")
     ax.set_ylabel("price, USDT")
     ax.grid(True, alpha=0.25)
-    ax.legend(fontsize=8, loc="best")
+    inset = audit._detail is not None and audit.liquidated
+    ax.legend(fontsize=8, loc="lower left" if inset else "best")         # the inset: upper right
+    if inset:
+        _detail_inset(ax, audit, float(path_lp[-1]))
     # funding per bar the position paid (its size times the bar's funding per unit)
     per_bar = np.diff(np.concatenate([[market.baseline(np.array([start]), np.array([True]))[0]],
                                       market.f_after[start:last + 1]]))
     has = per_bar != 0
     _funding(fund, _when(market, bars[has]), sgn * audit.size * per_bar[has], market.step_ms)
     return _save(fig, Path(path))
+
+
+def _detail_inset(ax, audit: "PositionAudit", lp: float) -> None:
+    """The liquidation bar on its detail bars (the trigger series' high–low band and close), with the
+    liquidation price and the minute it was reached, in an inset."""
+    from matplotlib.dates import DateFormatter
+    rows = audit._detail
+    o, h, lo, c = (rows[name].to_numpy(float) for name in rows.columns[:4])
+    t = rows.index.tz_localize(None).to_numpy().astype("datetime64[ms]")
+    inset = ax.inset_axes([0.64, 0.56, 0.34, 0.36])
+    inset.fill_between(t, lo, h, step="post", color="tab:blue", alpha=0.3, lw=0)
+    inset.step(t, c, where="post", color="tab:blue", lw=0.8)
+    inset.axhline(lp, color="tab:red", lw=1)
+    inset.scatter([np.datetime64(to_ms(audit.liquidation_time), "ms")], [audit.trigger_price], marker="X",
+                  s=60, color="tab:red", zorder=5)
+    if audit.reported_time is not None:
+        inset.axvline(np.datetime64(to_ms(audit.reported_time), "ms"), color="purple", ls="--", lw=1)
+    inset.set_title(f"the liquidation bar on {audit.detail} {audit.trigger} bars", fontsize=7)
+    inset.tick_params(labelsize=6)
+    inset.xaxis.set_major_formatter(DateFormatter("%H:%M"))
 
 
 __all__ = ["plot_liquidation", "plot_position"]
