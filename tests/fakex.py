@@ -255,8 +255,13 @@ class FakeBybit(FakeExchange):
 
 class FakeOKX(FakeExchange):
     """``www.okx.com`` v5: public/instruments, market/history-candles,
-    market/history-mark-price-candles, public/funding-rate-history. ``before``/``after`` bound a
-    window exclusively; data come newest first, the latest ``limit`` rows of the window."""
+    market/history-mark-price-candles, public/funding-rate-history, public/position-tiers.
+    ``before``/``after`` bound a window exclusively; data come newest first, the latest ``limit``
+    rows of the window. Position tiers (public, per instrument family and margin mode) are bounded
+    in contracts with OKX's whole-contract steps (tier 1 0..2,000, tier 2 2,001..5,000); the canned
+    ladder follows the one OKX announced for its BTC perpetuals ("OKX to adjust position tiers of
+    perpetual swaps and futures", June 2023: 2,000 contracts at 0.40 % / 125x, 5,000 at 0.50 % /
+    100x, 20,000 at 0.75 % / 66.66x, then +20,000 contracts and +0.5 % a tier)."""
 
     HOST = "www.okx.com"
     PATHS = {"ohlcv": "history-candles", "mark": "history-mark-price-candles",
@@ -272,6 +277,7 @@ class FakeOKX(FakeExchange):
     def __init__(self, start: int, bars: int, **kw):
         super().__init__(start, bars, **kw)
         self.instruments = {kind: _canned("okx", f"instruments-{kind}.json") for kind in ("SWAP", "FUTURES")}
+        self.position_tiers = _canned("okx", "position-tiers-SWAP-BTC-USDT.json")
 
     def _page(self, rows, q, path):
         lo = int(q.get("before", -1)) + 1
@@ -293,6 +299,9 @@ class FakeOKX(FakeExchange):
             if broken and page:
                 page[0] = page[0][:3]
             return {"code": "0", "msg": "", "data": page}
+        if full_path == "/api/v5/public/position-tiers":
+            assert q["instType"] == "SWAP" and q["instFamily"] == "BTC-USDT" and q["tdMode"] in ("cross", "isolated"), q
+            return self.position_tiers
         if full_path == "/api/v5/public/funding-rate-history":
             assert q["instId"] == "BTC-USDT-SWAP", q
             page = [{"formulaType": "noRate", "fundingRate": r, "fundingTime": str(t), "instId": "BTC-USDT-SWAP",

@@ -232,8 +232,7 @@ def test_okx_funding_history_that_starts_late_is_noted(tmp_path):
     ("bybit", "BTCUSDT", ["ohlcv"], "3d", "bybit has no '3d' candles; it offers 1m, 3m"),
     ("okx", "BTC/USD:BTC", ["ohlcv"], "1h", "BTC/USD:BTC on okx is not a linear perpetual"),
     ("okx", "BTC-USDT-250328", ["ohlcv"], "1h", "BTC/USDT:USDT-250328 on okx is not a linear perpetual"),
-    ("okx", "BTCUSDT", ["tiers"], "1h", "okx tiers cannot be fetched: OKX bounds its position tiers by "
-                                        "position size in contracts"),
+    ("okx", "BTC/USD:BTC", ["tiers"], "1h", "BTC/USD:BTC on okx is not a linear perpetual"),
 ])
 def test_bad_requests_are_clear_errors(tmp_path, exchange, symbol, what, timeframe, message):
     fake = _fake(exchange, 10)
@@ -318,12 +317,13 @@ def test_cli_json_summary(tmp_path, capsys, monkeypatch):
         # --until 2024-01-10 includes that whole day: 240 hourly bars, 30 funding events
         assert [(r["exchange"], r["series"], r["added"]) for r in out] == [
             (exchange, "ohlcv", 240), (exchange, "mark", 240), (exchange, "funding", 30)]
-    # without --what: everything the exchange offers (OKX: no tiers)
+    # without --what: everything the exchange offers (OKX's position tiers are public)
     fakes["okx"] = _fake("okx", 400)
     assert cli(["fetch", "--exchange", "okx", "--symbol", "BTC-USDT-SWAP", "--since", "2024-01-01",
                 "--until", "2024-01-02", "--datadir", str(tmp_path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert [(r["series"], r["added"]) for r in out] == [("ohlcv", 48), ("mark", 48), ("funding", 6)]
+    assert [(r["series"], r["added"]) for r in out] == [("ohlcv", 48), ("mark", 48), ("funding", 6),
+                                                        ("tiers", 1)]
     assert cli(["fetch", "--exchange", "kraken", "--symbol", "BTCUSDT", "--since", "2024-01-01"]) == 2
     assert "unknown exchange 'kraken'" in capsys.readouterr().err
 

@@ -9,15 +9,19 @@ from .errors import InputError
 #: Quote currencies recognised at the end of an exchange-form symbol, longest first.
 QUOTES = ("FDUSD", "USDT", "USDC", "BUSD", "USD")
 
+#: The perpetual's suffix in OKX's (``BTC-USDT-SWAP``) and Binance COIN-M's (``BTCUSD_PERP``) ids.
+_PERPETUAL_SUFFIX = re.compile(r"[-_](SWAP|PERP)$")
+
 _UNIFIED = re.compile(r"^(?P<base>[A-Z0-9]+)/(?P<quote>[A-Z0-9]+)(?::(?P<settle>[A-Z0-9]+))?$")
 
 
 def to_unified(symbol: str, settle: str = "USDT") -> str:
-    """``BTCUSDT``, ``btc/usdt``, ``BTC/USDT:USDT`` → ``BTC/USDT:USDT`` (a linear perpetual).
+    """``BTCUSDT``, ``btc/usdt``, ``BTC/USDT:USDT``, OKX's ``BTC-USDT-SWAP`` → ``BTC/USDT:USDT``
+    (a linear perpetual).
 
     A bare base (``BTC``, as Hyperliquid names coins) gets ``settle`` as its quote.
     """
-    text = symbol.strip().upper().replace("-", "").replace("_", "")
+    text = _PERPETUAL_SUFFIX.sub("", symbol.strip().upper()).replace("-", "").replace("_", "")
     match = _UNIFIED.match(text)
     if match:
         base, quote = match["base"], match["quote"]

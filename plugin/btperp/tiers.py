@@ -11,6 +11,12 @@ Bybit "Maintenance Margin (USDT Contract)", mmDeduction):
     cum_1 = 0,   cum_n = cum_(n-1) + minNotional_n * (mmr_n - mmr_(n-1))
 
 which makes ``notional * mmr - cum`` continuous at every tier boundary.
+
+OKX (:meth:`TierTable.from_okx`) bounds its tiers by position size in contracts, ``minSz`` to
+``maxSz`` inclusive, and publishes no maintenance amount ("Tiered maintenance margin ratio rules":
+maintenance margin = position value × the tier's rate). Its tables are kept in base units
+(contracts × the contract value ``ctVal``), a tier holding every size above the previous tier's
+``maxSz`` up to and including its own (``upper_inclusive``), with no maintenance amounts.
 """
 
 from __future__ import annotations
@@ -69,6 +75,13 @@ def derive_maintenance_amounts(min_notionals: Sequence[float], rates: Sequence[f
     return amounts
 
 
+def contracts_to_base(contracts: float, contract_value: float) -> float:
+    """Contracts × contract value in base units, to 15 significant digits so that a table bound
+    and a position of the same number of contracts are the same float (0.01 × 2001 would be
+    20.009999999999998)."""
+    return float(f"{float(contracts) * float(contract_value):.15g}")
+
+
 def _number(raw: Mapping[str, Any], key: str, tier: int, source: str | None,
             *, allow_none: bool = False) -> float | None:
     value = raw.get(key)
@@ -106,14 +119,25 @@ class TierTable:
     :meth:`single` (one open-ended tier from an explicit rate and amount).
     """
 
-    __slots__ = ("tiers", "symbol", "source", "_floors", "_rates", "_amounts", "_caps")
+    __slots__ = ("tiers", "symbol", "source", "upper_inclusive", "amounts", "contract_value",
+                 "_floors", "_rates", "_amounts", "_caps")
 
     def __init__(self, tiers: Iterable[Tier], *, symbol: str | None = None, source: str | None = None,
-                 check_amounts: bool = True):
+                 check_amounts: bool = True, upper_inclusive: bool = False, amounts: bool = True,
+                 contract_value: float | None = None):
         self.tiers: tuple[Tier, ...] = tuple(tiers)
         self.symbol = symbol
         self.source = source or symbol
-        self._validate(check_amounts)
+        self.upper_inclusive = bool(upper_inclusive)
+        """A tier holds its ``maxNotional`` (OKX: ``minSz``..``maxSz`` inclusive); else ``[min, max)``."""
+        self.amounts = bool(amounts)
+        """False when the exchange has no maintenance amount (OKX): every amount is 0."""
+        self.contract_value = None if contract_value is None else float(contract_value)
+        """Base units per contract (OKX ``ctVal``) when the exchange bounded the tiers in contracts."""
+        if not self.amounts and any(t.maintenance_amount for t in self.tiers):
+            raise TierTableError("a table without maintenance amounts has a non-zero amount",
+                                 source=self.source)
+        self._validate(check_amounts and self.amounts)
         self._floors = np.array([t.min_notional for t in self.tiers])
         self._caps = np.array([t.max_notional for t in self.tiers])
         self._rates = np.array([t.maintenance_margin_rate for t in self.tiers])
@@ -123,11 +147,14 @@ class TierTable:
 
     @classmethod
     def from_ccxt(cls, rows: Sequence[Mapping[str, Any]], *, symbol: str | None = None,
-                  source: str | None = None) -> "TierTable":
+                  source: str | None = None, upper_inclusive: bool = False, amounts: bool = True,
+                  contract_value: float | None = None) -> "TierTable":
         """From ccxt's ``fetch_leverage_tiers()[symbol]`` list (or btperp's stored tiers).
 
         The maintenance amount comes from ``cum``, ``info.cum`` or ``info.mmDeduction`` where
-        published (and must then agree with its derivation), and is derived otherwise.
+        published (and must then agree with its derivation), and is derived otherwise; with
+        ``amounts=False`` (OKX) every amount is 0. ``upper_inclusive`` and ``contract_value``: see
+        :meth:`from_okx`.
         """
         source = source or symbol
         if isinstance(rows, Mapping) or isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence):
@@ -155,10 +182,71 @@ class TierTable:
                            raw.get("info") or {}))
             published.append(_published_amount(raw, number, source))
         derived = derive_maintenance_amounts([p[1] for p in parsed], [p[3] for p in parsed])
+        if not amounts:
+            derived, published = [0.0] * len(parsed), [None] * len(parsed)
         tiers = []
         for (number, lo, hi, rate, lev, info), pub, der in zip(parsed, published, derived):
             tiers.append(Tier(number, lo, hi, rate, lev, der if pub is None else pub, info))
-        return cls(tiers, symbol=symbol, source=source)
+        return cls(tiers, symbol=symbol, source=source, upper_inclusive=upper_inclusive,
+                   amounts=amounts, contract_value=contract_value)
+
+    @classmethod
+    def from_okx(cls, rows: Sequence[Mapping[str, Any]], contract_value: float, *,
+                 symbol: str | None = None, source: str | None = None) -> "TierTable":
+        """From OKX's ``GET /api/v5/public/position-tiers`` rows (``tier``, ``minSz``, ``maxSz``,
+        ``mmr``, ``maxLever``) of one instrument and its contract value ``ctVal``.
+
+        OKX bounds tiers by position size in contracts ("Tiered maintenance margin ratio rules"),
+        written with whole contracts: tier 1 is 0..2,000, tier 2 2,001..5,000 (``minSz`` = previous
+        ``maxSz`` + 1). The rule closing that gap: tier k holds every size *above* tier k−1's
+        ``maxSz`` up to and including its own. With whole-contract lots nothing lies between 2,000
+        and 2,001; where lots are fractional (BTC-USDT-SWAP: ``lotSz`` 0.01) a position of 2,000.5
+        contracts exceeds tier 1's maximum, so it is in tier 2. The bounds are converted to base
+        units (contracts × ``ctVal``: 2,000 × 0.01 = 20 BTC); OKX has no maintenance amount.
+        A ``minSz`` more than one contract above the previous ``maxSz`` is a :class:`TierGapError`,
+        one below it a :class:`TierOverlapError`.
+        """
+        source = source or symbol
+        cv = _number({"ctVal": contract_value}, "ctVal", 1, source)
+        if not cv > 0 or math.isinf(cv):
+            raise TierValueError(f"the contract value must be a positive number, got {contract_value!r}",
+                                 tier=1, field="ctVal", source=source)
+        if isinstance(rows, (Mapping, str, bytes)) or not isinstance(rows, Sequence):
+            raise TierTableError(f"expected a list of OKX position tiers, got a JSON "
+                                 f"{type(rows).__name__}", source=source)
+        if not rows:
+            raise TierTableError("the table has no tiers", source=source)
+        out, previous_max = [], None
+        for position, raw in enumerate(rows, start=1):
+            if not isinstance(raw, Mapping):
+                raise TierValueError(f"expected an OKX tier object (minSz, maxSz, mmr, maxLever), got "
+                                     f"{raw!r:.60}", tier=position, source=source)
+            number = raw.get("tier", position)
+            lo = _number(raw, "minSz", position, source)
+            hi = _number(raw, "maxSz", position, source, allow_none=True)
+            rate = _number(raw, "mmr", position, source)
+            lev = _number(raw, "maxLever", position, source)
+            if previous_max is None:
+                if lo != 0:
+                    raise TierGapError(f"the first tier starts at {lo:g} contracts, not 0", tier=position,
+                                       field="minSz", source=source)
+            elif lo < previous_max:
+                raise TierOverlapError(f"minSz {lo:g} overlaps the previous tier, whose maxSz is "
+                                       f"{previous_max:g} contracts", tier=position, field="minSz",
+                                       source=source)
+            elif lo > previous_max + 1:
+                raise TierGapError(f"minSz {lo:g} leaves a gap of {lo - previous_max - 1:g} contracts "
+                                   f"after the previous tier's maxSz {previous_max:g} (OKX's tiers follow "
+                                   f"one another by one contract)", tier=position, field="minSz",
+                                   source=source)
+            floor = 0.0 if previous_max is None else contracts_to_base(previous_max, cv)
+            out.append({"tier": number, "minNotional": floor,
+                        "maxNotional": None if hi is None else contracts_to_base(hi, cv),
+                        "maintenanceMarginRate": rate, "maxLeverage": lev,
+                        "info": {k: raw[k] for k in ("minSz", "maxSz", "imr") if k in raw}})
+            previous_max = math.inf if hi is None else hi
+        return cls.from_ccxt(out, symbol=symbol, source=source, upper_inclusive=True, amounts=False,
+                             contract_value=cv)
 
     @classmethod
     def from_binance_brackets(cls, answer: Any, *, symbol: str | None = None,
@@ -265,27 +353,46 @@ class TierTable:
         return iter(self.tiers)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, TierTable) and self.tiers == other.tiers
+        return isinstance(other, TierTable) and self.tiers == other.tiers and \
+            self.meta() == other.meta()
 
     def __hash__(self) -> int:
         return hash(self.tiers)
+
+    def meta(self) -> dict:
+        """What a stored snapshot records beside the rows: only what differs from the default
+        (OKX: ``upper_inclusive``, ``amounts`` false, ``contract_value``)."""
+        out: dict[str, Any] = {}
+        if self.upper_inclusive:
+            out["upper_inclusive"] = True
+        if not self.amounts:
+            out["amounts"] = False
+        if self.contract_value is not None:
+            out["contract_value"] = self.contract_value
+        return out
 
     def __repr__(self) -> str:
         return f"TierTable({self.symbol or self.source!r}, {len(self.tiers)} tiers)"
 
     def lookup(self, notional: float) -> Tier:
-        """The tier whose ``[minNotional, maxNotional)`` range holds ``notional`` (USDT).
+        """The tier whose ``[minNotional, maxNotional)`` range holds ``notional`` (USDT);
+        ``(minNotional, maxNotional]`` for an ``upper_inclusive`` table (OKX, in base units).
 
         Notionals beyond the last tier's cap stay in the last tier (the exchange would refuse the
         order; :func:`btperp.margin` reports that separately through ``max_leverage``).
         """
         if not notional >= 0:
             raise ValueError(f"notional must be a non-negative number, got {notional}")
+        if self.upper_inclusive:
+            return self.tiers[max(bisect.bisect_left(self._floors, notional) - 1, 0)]
         i = bisect.bisect_right(self._floors, notional) - 1
         return self.tiers[i]
 
     def lookup_index(self, notional: np.ndarray) -> np.ndarray:
         """Vectorized :meth:`lookup`: 0-based tier indices for an array of notionals."""
+        if self.upper_inclusive:
+            return np.maximum(np.searchsorted(self._floors, np.asarray(notional, dtype=float),
+                                              side="left") - 1, 0)
         return np.searchsorted(self._floors, np.asarray(notional, dtype=float), side="right") - 1
 
     def rates_and_amounts(self, notional: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -382,8 +489,17 @@ class TierHistory:
             if when is None:
                 raise TierTableError(f"snapshot {i} has no 'observed' date", source=source or symbol)
             where = f"{source or symbol} snapshot {when}"
+            meta = {k: snap[k] for k in ("upper_inclusive", "amounts", "contract_value") if k in snap}
+            if "contract_value" in meta:
+                cv = _number(meta, "contract_value", 1, where)
+                if not 0 < cv < math.inf:
+                    raise TierValueError(f"must be positive, got {cv}", field="contract_value",
+                                         source=where)
+            for key in ("upper_inclusive", "amounts"):
+                if key in meta and not isinstance(meta[key], bool):
+                    raise TierTableError(f"{key!r} must be true or false, got {meta[key]!r}", source=where)
             versions.append((when, TierTable.from_ccxt(snap.get("tiers") or [], symbol=symbol,
-                                                       source=where)))
+                                                       source=where, **meta)))
         return cls(versions, symbol=symbol)
 
     @classmethod
@@ -420,5 +536,5 @@ class TierHistory:
 
     def to_snapshots(self) -> list[dict]:
         """The history in btperp's file shape."""
-        return [{"observed": when.strftime("%Y-%m-%d"), "tiers": table.to_ccxt()}
+        return [{"observed": when.strftime("%Y-%m-%d"), "tiers": table.to_ccxt(), **table.meta()}
                 for when, table in self.versions]

@@ -14,7 +14,7 @@ examples:
   btperp fetch --exchange binance-usdm --symbol BTC/USDT:USDT --timeframe 1h --since 2024-01-01
   btperp fetch --symbol SOLUSDT --symbol DOGEUSDT --since 2023-06-01 --what ohlcv,mark,funding --json
   btperp fetch --exchange bybit --symbol ETHUSDT --since 2024-01-01 --datadir mydata
-  btperp fetch --exchange okx --symbol BTC-USDT-SWAP --since 2024-06-01     # OKX: no tiers
+  btperp fetch --exchange okx --symbol BTC-USDT-SWAP --since 2024-06-01     # OKX tiers in base units
   BINANCE_API_KEY=... BINANCE_API_SECRET=... btperp fetch --symbol BTCUSDT --since 2024-01-01 --what tiers
 
 A second run fetches only what is missing after the last stored bar. Read the result with
@@ -31,8 +31,9 @@ def register(sub) -> None:
             series resumes after its last stored row; every write is atomic. Network errors, HTTP
             429 and 5xx are retried with backoff; gaps the exchange has are reported, not filled.
             Tiers: Binance's endpoint is signed (BINANCE_API_KEY, BINANCE_API_SECRET in the
-            environment); Bybit's risk limits are public; OKX tiers are bounded by contracts, not
-            notional, and are not fetched. OKX keeps three months of funding history."""),
+            environment); Bybit's risk limits and OKX's position tiers are public (OKX bounds them
+            in contracts: stored in base units, contracts x ctVal). OKX keeps three months of
+            funding history."""),
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exchange", default="binance-usdm", help="binance-usdm (default), bybit or okx")
     p.add_argument("--symbol", action="append", required=True,

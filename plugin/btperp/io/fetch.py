@@ -71,10 +71,11 @@ class Venue:
     funding_until: str = "until"
     """The parameter that ends a funding-history window: ccxt's unified ``until`` (inclusive) or
     the exchange's own (OKX ``after``, exclusive: the window end + 1 ms is passed)."""
-    no_tiers: str = ""
-    """Why btperp cannot store this exchange's tiers (empty: it can)."""
     signed_tiers: bool = False
     """The tier endpoint needs API keys."""
+    tiers_in_contracts: bool = False
+    """The exchange bounds its tiers in contracts (OKX): converted with the market's contract value
+    by :meth:`btperp.tiers.TierTable.from_okx`."""
 
 
 VENUES = {
@@ -89,14 +90,13 @@ VENUES = {
                    (("apiKey", "BYBIT_API_KEY"), ("secret", "BYBIT_API_SECRET")),
                    (("fetchMarkets", {"types": ["linear"]}),)),
     # OKX v5: history candles and mark-price candles 100 per call, funding-rate-history 100 (the
-    # last three months only); windows end with ``after`` (exclusive). Position tiers are bounded
-    # by position size in contracts, not notional, so they do not fit a notional tier table.
+    # last three months only); windows end with ``after`` (exclusive). Position tiers
+    # (public/position-tiers, public; ccxt asks for the cross-margin tiers) are bounded by position
+    # size in contracts: stored in base units (contracts × ctVal), see TierTable.from_okx.
     "okx": Venue("okx", "okx", 100, 100, 0.0,
                  (("apiKey", "OKX_API_KEY"), ("secret", "OKX_API_SECRET"), ("password", "OKX_API_PASSWORD")),
                  (("fetchMarkets", {"types": ["swap", "future"]}),),
-                 funding_until="after",
-                 no_tiers="OKX bounds its position tiers by position size in contracts, not by notional, "
-                          "and btperp has no OKX rulebook to apply them"),
+                 funding_until="after", tiers_in_contracts=True),
 }
 
 
@@ -209,8 +209,6 @@ class Fetcher:
         if unknown:
             raise InputError(f"unknown series {', '.join(unknown)}; choose from {', '.join(SERIES)}",
                              field="what")
-        if "tiers" in what and self.venue.no_tiers:
-            raise InputError(f"{self.venue.name} tiers cannot be fetched: {self.venue.no_tiers}", field="what")
         has = getattr(self.client, "has", {}) or {}
         needs = {"mark": "fetchMarkOHLCV", "funding": "fetchFundingRateHistory",
                  "tiers": ("fetchMarketLeverageTiers", "fetchLeverageTiers")}
@@ -431,13 +429,17 @@ class Fetcher:
         histories = dict(found.histories()) if found is not None else {}
         reports, changed = [], False
         for symbol in symbols:
-            unified = self.market(symbol)["symbol"]
+            market = self.market(symbol)
+            unified = market["symbol"]
             report = SeriesReport(self.venue.name, unified, "tiers", None, path=str(path))
             rows = self._call(f"{unified} tiers", "leverage tiers", self.client.fetch_market_leverage_tiers,
                               unified)
             report.requests += 1
-            table = TierTable.from_ccxt(_ccxt_tiers(rows), symbol=unified,
-                                        source=f"{self.venue.name} {unified} {today}")
+            where = f"{self.venue.name} {unified} {today}"
+            if self.venue.tiers_in_contracts:
+                table = _okx_table(rows, market, unified, where)
+            else:
+                table = TierTable.from_ccxt(_ccxt_tiers(rows), symbol=unified, source=where)
             old = histories.get(unified)
             if old is not None and old.versions[-1][1] == table:
                 report.note = f"unchanged since {old.versions[-1][0]:%Y-%m-%d}"
@@ -465,7 +467,7 @@ class Fetcher:
         from .market import inclusive_end
         skipped = None
         if what is None:
-            what = [w for w in SERIES if not (w == "tiers" and self.venue.no_tiers)]
+            what = list(SERIES)
             if "tiers" in what and self.venue.signed_tiers and not getattr(self.client, "apiKey", None):
                 what.remove("tiers")
                 skipped = f"skipped: the tier endpoint is signed; set {self._key_names()} to fetch tiers"
@@ -602,6 +604,21 @@ def _frame(kind: str, rows: list[list[float]]) -> pd.DataFrame:
     if kind == "ohlcv":
         cols["volume"] = data[:, 5]
     return pd.DataFrame(cols)
+
+
+def _okx_table(rows: Any, market: dict, symbol: str, where: str) -> TierTable:
+    """OKX's tiers of one instrument: ccxt keeps OKX's raw rows in ``info`` (its ``minNotional``
+    and ``maxNotional`` are contracts, not notional); converted with the market's ``ctVal``."""
+    if not isinstance(rows, list):
+        raise FetchError(f"{where}: the tiers answer is {type(rows).__name__}, not a list")
+    raw = [r.get("info") if isinstance(r, dict) else r for r in rows]
+    ids = {r.get("instId") for r in raw if isinstance(r, dict) and r.get("instId")}
+    if ids - {market.get("id")}:                 # a family's answer holding other instruments
+        raw = [r for r in raw if isinstance(r, dict) and r.get("instId") in ("", None, market.get("id"))]
+    contract_value = market.get("contractSize")
+    if contract_value is None:
+        contract_value = (market.get("info") or {}).get("ctVal")
+    return TierTable.from_okx(raw, contract_value, symbol=symbol, source=where)
 
 
 def _ccxt_tiers(rows: Any) -> list[dict]:
