@@ -7,10 +7,12 @@ from hypothesis import strategies as st
 
 from btperp.margin import (evaluate, isolated_margin, make_position, maintenance_margin,
                            unrealized_pnl)
-from btperp.rules import BinanceUSDM, BybitLinear, Hyperliquid
+from btperp.rules import BinanceUSDM, BybitLinear, Generic, Hyperliquid, OKXLinear
 from btperp.tiers import TierTable
 
-RULEBOOKS = [BinanceUSDM(), BybitLinear(), Hyperliquid()]
+# OKX reads a table's bounds as base units (its tier follows the position size), the generic
+# rulebook as notional; both count the taker fee in the maintenance margin
+RULEBOOKS = [BinanceUSDM(), BybitLinear(), Hyperliquid(), OKXLinear(), Generic()]
 
 
 @st.composite

@@ -145,3 +145,132 @@ def test_okx_tiers_that_do_not_add_up_are_refused_and_nothing_is_written(tmp_pat
                                            r"a gap of 499 contracts"):
         _okx_fetcher(fake, tmp_path).fetch(["BTCUSDT"], since="2024-01-01", what=["tiers"])
     assert not (tmp_path / "okx" / "tier_history.json").exists()
+
+
+# --- the OKX rulebook ----------------------------------------------------------------------------
+
+from btperp.calc import calculate  # noqa: E402
+from btperp.cli.main import main as cli  # noqa: E402
+from btperp.errors import InputError, LeverageError  # noqa: E402
+from btperp.margin import bankruptcy_price, evaluate, liquidation_price, make_position  # noqa: E402
+from btperp.rules import OKXLinear, get_rulebook  # noqa: E402
+
+OKX_TABLE = TierTable.from_okx(CANNED, 0.01, symbol="BTC/USDT:USDT")
+
+
+@pytest.mark.parametrize("side, leverage, entry, amount, expected", [
+    # freqtrade's Gate/OKX liquidation vectors (tests/exchange/test_exchange.py,
+    # test_get_liquidation_price: MMR 1 %, taker fee 0.06 %, isolated margin = amount × entry /
+    # leverage), whose formula is OKX's isolated margin ratio at 100 %:
+    # (entry ± margin / size) / (1 ± (MMR + fee))
+    ("short", 3, 10, 1.0, 13.193482419684678),         # (10 + 3.3333 / 1) / 1.0106
+    ("long", 3, 10, 1.0, 6.738090425173506),           # (10 − 3.3333 / 1) / 0.9894
+])
+def test_freqtrade_okx_vectors(side, leverage, entry, amount, expected):
+    lp = liquidation_price("okx", side, amount, entry, leverage=leverage, taker_fee=0.0006,
+                           tiers=TierTable.single(0.01))
+    assert lp == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_long_of_2000_contracts_is_tier_1_and_its_prices_follow_okx_margin_ratio():
+    """OKX "Tiered maintenance margin ratio rules", isolated USDT-margined contracts: margin ratio
+    = (margin balance + PnL) / (face value × |contracts| × mark × (tiered MMR + fee rate)),
+    liquidated at 100 %. Long 2,000 BTC-USDT-SWAP contracts (ctVal 0.01: 20 BTC) at 60,000, 100x,
+    taker fee 0.05 %: tier 1 (0..2,000 contracts, MMR 0.4 %), isolated margin 20 × 60,000 / 100
+    = 12,000 USDT.
+
+        12,000 + 20 × (P − 60,000) = 20 × P × (0.004 + 0.0005)
+        P = (1,200,000 − 12,000) / (20 − 0.09) = 1,188,000 / 19.91 = 59,668.51   (liquidation)
+        12,000 + 20 × (P − 60,000) = 0  →  P = 60,000 − 600 = 59,400.00           (bankruptcy)
+    """
+    pos = make_position("BTC/USDT:USDT", "long", 20.0, 60_000, leverage=100, tiers=OKX_TABLE)
+    r = evaluate("okx", [pos]).positions[0]
+    assert r.tier == 1 and r.maintenance_margin_rate == 0.004 and r.maintenance_amount == 0
+    assert r.initial_margin == pytest.approx(12_000)
+    assert r.maintenance_margin == pytest.approx(20 * 60_000 * 0.0045)          # 5,400: MM + fee
+    assert round(r.liquidation_price, 2) == 59_668.51
+    assert round(r.bankruptcy_price, 2) == 59_400.00
+    # one lot more (2,000.01 contracts) is above tier 1's maximum: tier 2, MMR 0.5 %, at most 100x
+    #   P = (20.0001 × 60,000 − 12,000.06) / (20.0001 × (1 − 0.0055)) = 1,188,005.94 / 19.8900995
+    bigger = make_position("BTC/USDT:USDT", "long", contracts_to_base(2000.01, 0.01), 60_000, leverage=100,
+                           tiers=OKX_TABLE)
+    r2 = evaluate("okx", [bigger]).positions[0]
+    assert r2.tier == 2 and round(r2.liquidation_price, 2) == round(1_188_005.94 / 19.8900995, 2) == 59_728.51
+
+
+def test_a_short_in_cross_margin_and_the_tier_that_does_not_move_with_the_price():
+    """Cross: equity = wallet + PnL against MM + liquidation fee at the mark (OKX cross margin
+    ratio). Short 6,000 contracts (60 BTC: tier 3, 5,001..20,000, MMR 0.75 %) at 60,000, 20x,
+    wallet 400,000 USDT, taker 0.05 %:
+
+        400,000 − 60 × (P − 60,000) = 60 × P × 0.008
+        P = (400,000 + 3,600,000) / (60 × 1.008) = 4,000,000 / 60.48 = 66,137.57
+        bankruptcy: 400,000 − 60 × (P − 60,000) = 0  →  P = 66,666.67
+
+    The tier follows the contracts, not the notional: 60 BTC at 66,137.57 is still tier 3."""
+    pos = make_position("BTC/USDT:USDT", "short", 60.0, 60_000, leverage=20, tiers=OKX_TABLE)
+    r = evaluate("okx", [pos], margin_mode="cross", wallet_balance=400_000).positions[0]
+    assert r.tier == 3 and r.liquidation_tier == 3
+    assert round(r.liquidation_price, 2) == 66_137.57
+    assert round(r.bankruptcy_price, 2) == 66_666.67
+    # and isolated on the same 400,000 is the same position
+    iso = make_position("BTC/USDT:USDT", "short", 60.0, 60_000, leverage=20, margin=400_000, tiers=OKX_TABLE)
+    assert evaluate("okx", [iso]).positions[0].liquidation_price == pytest.approx(r.liquidation_price, rel=1e-12)
+
+
+def test_okx_leverage_is_checked_against_the_tier_of_the_contracts():
+    ok = make_position("BTC/USDT:USDT", "long", 20.0, 60_000, leverage=125, tiers=OKX_TABLE)
+    assert evaluate("okx", [ok]).positions[0].tier == 1
+    from btperp.margin import check_leverage
+    assert check_leverage(OKXLinear(), ok).tier == 1
+    over = make_position("BTC/USDT:USDT", "long", 20.0001, 60_000, leverage=125, tiers=OKX_TABLE)
+    with pytest.raises(LeverageError, match="125x is above the 100x that tier 2 allows for a position "
+                                            "size of 20.0001"):
+        check_leverage(OKXLinear(), over)
+
+
+def test_okx_and_generic_are_core_only_for_now():
+    assert get_rulebook("okx", core=True).name == "okx"
+    with pytest.raises(InputError, match="okx is modelled in the margin core and `btperp calc` only so far"):
+        get_rulebook("okx")
+    with pytest.raises(InputError, match="unknown exchange 'ftx'; choose one of binance-usdm, bybit, "
+                                         "hyperliquid, generic, okx"):
+        get_rulebook("ftx", core=True)
+
+
+def test_okx_tiers_from_the_canned_files_drive_calc(tmp_path, capsys):
+    """Acceptance (#19): the canned OKX answers, fetched into a datasets folder, drive calc."""
+    _okx_fetcher(fakex.FakeOKX(START, 10), tmp_path).fetch(["BTC-USDT-SWAP"], since="2024-01-01",
+                                                           what=["tiers"])
+    tiers = str(tmp_path / "okx" / "tier_history.json")
+    base = ["calc", "--exchange", "okx", "--tiers", tiers, "--symbol", "BTC-USDT-SWAP", "--entry", "60000"]
+    # 2,000 contracts × ctVal 0.01 (stored with the table) = 20 BTC, 125x: margin 1,200,000 / 125
+    # = 9,600; P = (1,200,000 − 9,600) / (20 − 20 × 0.0045) = 1,190,400 / 19.91 = 59,789.05
+    assert cli(base + ["--side", "long", "--contracts", "2000", "--leverage", "125", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    p = out["positions"][0]
+    assert (p["size"], p["tier"], p["maintenance_margin_rate"], p["maintenance_amount"]) == (20.0, 1, 0.004, 0)
+    assert round(p["liquidation_price"], 2) == 59_789.05 and round(p["bankruptcy_price"], 2) == 59_520.00
+    assert "approximation" not in out
+    # 2,000.01 contracts is tier 2, where 125x is refused (exit 2, no traceback)
+    assert cli(base + ["--side", "long", "--contracts", "2000.01", "--leverage", "125"]) == 2
+    err = capsys.readouterr().err
+    assert "125x is above the 100x that tier 2 allows for a position size of 20.0001" in err
+    assert "Traceback" not in err
+    # a contract size for an OKX table that knows its own is accepted; a size and contracts are not
+    assert cli(base + ["--side", "long", "--contracts", "2000", "--contract-size", "0.01",
+                       "--leverage", "100"]) == 0
+    capsys.readouterr()
+    assert cli(base + ["--side", "long", "--contracts", "2000", "--size", "20", "--leverage", "100"]) == 2
+    assert "give the size in base units or the contracts, not both" in capsys.readouterr().err
+
+
+def test_contracts_need_a_contract_size_the_table_does_not_know():
+    with pytest.raises(InputError, match=r"positions\[0\].contract_size: give contract_size"):
+        calculate({"exchange": "okx", "positions": [{"symbol": "BTCUSDT", "side": "long", "contracts": 10,
+                                                      "entry_price": 100, "leverage": 5,
+                                                      "maintenance_margin_rate": 0.01}]})
+    r = calculate({"exchange": "okx", "positions": [{"symbol": "BTCUSDT", "side": "long", "contracts": 10,
+                                                      "contract_size": 0.1, "entry_price": 100,
+                                                      "leverage": 5, "maintenance_margin_rate": 0.01}]})
+    assert r.account.positions[0].size == 1.0

@@ -21,11 +21,12 @@ from .errors import AlreadyLiquidatedError, InputError
 from .margin import AccountMargin, MarginMode, Side, check_leverage, evaluate, make_position
 from .rules import Hyperliquid, Rulebook, get_rulebook
 from .symbols import to_unified
-from .tiers import TableInForce, TierHistory, TierTable
+from .tiers import TableInForce, TierHistory, TierTable, contracts_to_base
 
 ACCOUNT_FIELDS = ("exchange", "margin_mode", "wallet_balance", "taker_fee", "position_mode", "positions")
 POSITION_FIELDS = ("symbol", "side", "size", "entry_price", "mark_price", "leverage", "margin",
-                   "maintenance_margin_rate", "maintenance_amount", "max_leverage")
+                   "maintenance_margin_rate", "maintenance_amount", "max_leverage", "contracts",
+                   "contract_size")
 
 #: ``tiers_for(rulebook, unified_symbol)`` → the symbol's tier history on that exchange, or None.
 TierSource = Callable[[Rulebook, str], "TierHistory | None"]
@@ -59,10 +60,24 @@ class CalcReport:
                 "tier_table_observed": tif.observed.strftime("%Y-%m-%d") if tif else None,
                 "tier_table_assumed": tif.assumed if tif else False,
             })
-        return {"exchange": acct.exchange, "margin_mode": str(acct.margin_mode),
-                "wallet_balance": acct.wallet_balance, "taker_fee": acct.taker_fee,
-                "margin_balance": acct.margin_balance, "maintenance_margin": acct.maintenance_margin,
-                "margin_ratio": _finite(acct.margin_ratio), "positions": rows}
+        out = {"exchange": acct.exchange, "margin_mode": str(acct.margin_mode),
+               "wallet_balance": acct.wallet_balance, "taker_fee": acct.taker_fee,
+               "margin_balance": acct.margin_balance, "maintenance_margin": acct.maintenance_margin,
+               "margin_ratio": _finite(acct.margin_ratio), "positions": rows}
+        note = approximation_note(acct.exchange)
+        if note:
+            out["approximation"] = note
+        return out
+
+
+def approximation_note(exchange: str) -> str | None:
+    """What a report on an approximating rulebook (``generic``) says about itself, else None."""
+    rulebook = get_rulebook(exchange, core=True)
+    if not rulebook.approximate:
+        return None
+    return (f"{rulebook.name}: an approximation, not any exchange's rules: freqtrade's formula for "
+            f"Gate-like exchanges (maintenance margin = notional at the mark x (MMR + taker fee), no "
+            f"maintenance amount) with the rates given")
 
 
 def _finite(x: float) -> float | None:
@@ -89,6 +104,12 @@ def _table_for(rulebook: Rulebook, symbol: str, raw: Mapping[str, Any], where: s
     max_lev = _number(raw, "max_leverage", where)
     if max_lev is not None and max_lev < 1:
         raise InputError(f"must be at least 1, got {max_lev:g}", field=where + "max_leverage")
+    if amount and not rulebook.maintenance_amounts:
+        raise InputError(f"{rulebook.name} deducts no maintenance amount (maintenance margin = notional "
+                         f"x (rate + taker fee)); leave it out", field=where + "maintenance_amount")
+    if rulebook.approximate and rate is None:
+        raise InputError(f"{rulebook.name} has no tiers: give the maintenance_margin_rate to approximate "
+                         f"the venue with (and the taker_fee)", field=where + "maintenance_margin_rate")
     if rate is not None:
         if rate >= 1:
             raise InputError(f"must be a fraction below 1 (0.004 = 0.4 %), got {rate:g}",
@@ -113,6 +134,31 @@ def _table_for(rulebook: Rulebook, symbol: str, raw: Mapping[str, Any], where: s
     return tif.table, tif
 
 
+def _linear_size(raw: Mapping[str, Any], table: TierTable, where: str) -> Any:
+    """The position size in base units: ``size``, or ``contracts`` × ``contract_size`` (default: the
+    contract value an OKX tier table was fetched with)."""
+    contracts = raw.get("contracts")
+    if contracts is None:
+        if raw.get("contract_size") is not None:
+            raise InputError("a contract size goes with contracts; give contracts, or the size in base "
+                             "units alone", field=where + "contract_size")
+        if raw.get("size") is None:
+            raise InputError("missing", field=where + "size")
+        return raw["size"]
+    if raw.get("size") is not None:
+        raise InputError("give the size in base units or the contracts, not both", field=where + "contracts")
+    n = _number(raw, "contracts", where)
+    if not n:
+        raise InputError(f"must be positive, got {contracts!r}", field=where + "contracts")
+    value = _number(raw, "contract_size", where)
+    if value is None:
+        value = table.contract_value
+    if not value:
+        raise InputError("give contract_size (base units per contract, OKX's ctVal): this tier table "
+                         "does not know it", field=where + "contract_size")
+    return contracts_to_base(n, value)
+
+
 def calculate(account: Mapping[str, Any], *, tiers_for: TierSource | None = None,
               at: Any = None) -> CalcReport:
     """Margin report of an account description (see the module docstring for its fields).
@@ -127,13 +173,16 @@ def calculate(account: Mapping[str, Any], *, tiers_for: TierSource | None = None
     if unknown:
         raise InputError(f"unknown field(s) {', '.join(unknown)}; known: {', '.join(ACCOUNT_FIELDS)}",
                          field=unknown[0])
-    rulebook = get_rulebook(account.get("exchange", "binance-usdm"))
+    rulebook = get_rulebook(account.get("exchange", "binance-usdm"), core=True)
     mode = MarginMode.parse(account.get("margin_mode", "isolated"))
     wallet = _number(account, "wallet_balance", "", allow_zero=True)
     fee = _number(account, "taker_fee", "", allow_zero=True)
     if fee is not None and fee >= 0.01:
         raise InputError(f"{fee:g} is {fee * 100:g} % a trade; give the rate as a fraction below 0.01, "
                          f"e.g. 0.0005 for 0.05 %", field="taker_fee")
+    if fee is None and rulebook.taker_fee is None:
+        raise InputError(f"{rulebook.name} has no standard fee: give the taker fee rate of the venue it "
+                         f"approximates, e.g. 0.0005 for 0.05 %", field="taker_fee")
     position_mode = str(account.get("position_mode", "one-way")).lower()
     if position_mode not in ("one-way", "hedge"):
         raise InputError(f"must be 'one-way' or 'hedge', got {position_mode!r}", field="position_mode")
@@ -158,8 +207,7 @@ def calculate(account: Mapping[str, Any], *, tiers_for: TierSource | None = None
             raise InputError("missing ('long' or 'short')", field=where + "side")
         symbol = to_unified(str(raw["symbol"]), rulebook.settle)
         table, tif = _table_for(rulebook, symbol, raw, where, tiers_for, at)
-        if raw.get("size") is None:
-            raise InputError("missing", field=where + "size")
+        size = _linear_size(raw, table, where)
         if raw.get("entry_price") is None:
             raise InputError("missing", field=where + "entry_price")
         margin = raw.get("margin")
@@ -167,7 +215,7 @@ def calculate(account: Mapping[str, Any], *, tiers_for: TierSource | None = None
             raise InputError("an isolated margin is meaningless in cross margin; use wallet_balance",
                              field=where + "margin")
         pos = make_position(symbol, Side.parse(raw["side"], where + "side"),
-                            raw["size"], raw["entry_price"], tiers=table,
+                            size, raw["entry_price"], tiers=table,
                             mark_price=raw.get("mark_price"), leverage=raw.get("leverage"),
                             margin=margin, field_prefix=where)
         check_leverage(rulebook, pos, where + "leverage")

@@ -175,11 +175,13 @@ def make_position(symbol: str, side, size: float, entry_price: float, *, tiers: 
 
 def check_leverage(rulebook: Rulebook, pos: Position, field_name: str = "leverage") -> Tier:
     """The tier of the position's notional at entry; :class:`LeverageError` if leverage exceeds it."""
-    tier = pos.tiers.lookup(rulebook.tier_notional(pos.size, pos.entry_price, pos.entry_price))
+    measure = rulebook.tier_notional(pos.size, pos.entry_price, pos.entry_price)
+    tier = pos.tiers.lookup(measure)
     if pos.leverage > tier.max_leverage * (1 + 1e-12):
+        what = (f"a notional of {pos.entry_notional:,.2f}" if rulebook.tier_basis == "notional"
+                else f"a {rulebook.tier_basis} of {float(measure):,.6g}")
         raise LeverageError(f"{pos.leverage:g}x is above the {tier.max_leverage:g}x that tier "
-                            f"{tier.tier} allows for a notional of {pos.entry_notional:,.2f}",
-                            field=field_name)
+                            f"{tier.tier} allows for {what}", field=field_name)
     return tier
 
 
@@ -424,9 +426,9 @@ def evaluate(exchange: "str | Rulebook", positions: Iterable[Position], *,
     symbol; ``hedge_mode`` allows a long and a short of the same symbol (Binance hedge mode),
     which in cross margin share one liquidation price.
     """
-    rulebook = get_rulebook(exchange)
+    rulebook = get_rulebook(exchange, core=True)
     mode = MarginMode.parse(margin_mode)
-    fee = rulebook.taker_fee if taker_fee is None else float(taker_fee)
+    fee = _taker_fee(rulebook, taker_fee)
     positions = list(positions)
     seen: dict[tuple[str, Side], int] = {}
     for i, pos in enumerate(positions):
@@ -487,9 +489,9 @@ def liquidation_price(exchange: "str | Rulebook", side, size: float, entry_price
                       tiers: TierTable, leverage: float | None = None, margin: float | None = None,
                       taker_fee: float | None = None) -> float | None:
     """Liquidation price of one isolated position (the traders' calculator)."""
-    rulebook = get_rulebook(exchange)
+    rulebook = get_rulebook(exchange, core=True)
     pos = make_position("", side, size, entry_price, tiers=tiers, leverage=leverage, margin=margin)
-    fee = rulebook.taker_fee if taker_fee is None else taker_fee
+    fee = _taker_fee(rulebook, taker_fee)
     return solve_price(rulebook, [pos], isolated_margin(rulebook, pos, fee), fee, entry_price)
 
 
@@ -497,11 +499,20 @@ def bankruptcy_price(exchange: "str | Rulebook", side, size: float, entry_price:
                      tiers: TierTable, leverage: float | None = None, margin: float | None = None,
                      taker_fee: float | None = None) -> float | None:
     """Bankruptcy price (margin exhausted) of one isolated position."""
-    rulebook = get_rulebook(exchange)
+    rulebook = get_rulebook(exchange, core=True)
     pos = make_position("", side, size, entry_price, tiers=tiers, leverage=leverage, margin=margin)
-    fee = rulebook.taker_fee if taker_fee is None else taker_fee
+    fee = _taker_fee(rulebook, taker_fee)
     return solve_price(rulebook, [pos], isolated_margin(rulebook, pos, fee), fee, entry_price,
                        bankruptcy=True)
+
+
+def _taker_fee(rulebook: Rulebook, taker_fee: float | None) -> float:
+    """The taker fee given, else the rulebook's standard rate (the generic rulebook has none)."""
+    if taker_fee is not None:
+        return float(taker_fee)
+    if rulebook.taker_fee is None:
+        raise InputError(f"{rulebook.name} has no standard fee: give the taker fee rate", field="taker_fee")
+    return float(rulebook.taker_fee)
 
 
 __all__ = ["Side", "MarginMode", "Position", "PositionMargin", "AccountMargin", "make_position",

@@ -9,7 +9,7 @@ import textwrap
 from ..calc import calculate
 from ..errors import InputError
 from ..io.tierfile import TierHistoryFile
-from ..rules import RULEBOOKS
+from ..rules import CORE_RULEBOOKS, RULEBOOKS
 from ..tiers import TierHistory, TierTable
 from . import args as types
 from .format import fmt_number, print_json, table
@@ -22,6 +22,10 @@ examples:
   btperp calc --symbol ETHUSDT --side short --size 3 --entry 1800 --mark 1850 --leverage 20 --at 2022-06-01
   # Bybit, explicit maintenance rate (no bundled Bybit tiers)
   btperp calc --exchange bybit --symbol BTCUSDT --side long --size 1 --entry 20000 --leverage 50 --mmr 0.005 --taker-fee 0
+  # OKX, tiers fetched with `btperp fetch --exchange okx --what tiers` (contracts x ctVal = size)
+  btperp calc --exchange okx --tiers datasets/okx/tier_history.json --symbol BTC-USDT-SWAP --side long --size 20 --entry 60000 --leverage 100
+  # any venue, approximately: freqtrade's Gate-like formula with your rates
+  btperp calc --exchange generic --symbol BTCUSDT --side short --size 1 --entry 10 --leverage 3 --mmr 0.01 --taker-fee 0.0006
   # Hyperliquid: maintenance margin is half the initial margin at the asset's max leverage
   btperp calc --exchange hyperliquid --symbol BTC --side long --size 1 --entry 60000 --leverage 10 --max-leverage 40
   # a whole account (cross margin, several positions) from a JSON file
@@ -39,10 +43,15 @@ def register(sub) -> None:
             Binance tiers come from the bundled datasets; give --tiers FILE or --mmr otherwise."""),
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--account", metavar="FILE", type=types.input_file, help="account JSON (exchange, margin_mode, wallet_balance, positions)")
-    p.add_argument("--exchange", default=None, choices=sorted(RULEBOOKS), help="exchange rulebook (default binance-usdm)")
+    p.add_argument("--exchange", default=None, choices=sorted({**RULEBOOKS, **CORE_RULEBOOKS}),
+                   help="exchange rulebook (default binance-usdm); generic: an approximation with explicit "
+                        "--mmr and --taker-fee")
     p.add_argument("--symbol", help="BTCUSDT or BTC/USDT:USDT")
     p.add_argument("--side", choices=("long", "short"))
     p.add_argument("--size", type=types.positive_float, help="position size in base units (BTC)")
+    p.add_argument("--contracts", type=types.positive_float,
+                   help="position size in contracts instead of --size (x --contract-size, or the ctVal of an OKX tier table)")
+    p.add_argument("--contract-size", type=types.positive_float, help="base units per contract (OKX ctVal)")
     p.add_argument("--entry", type=types.positive_float, help="average entry price")
     p.add_argument("--mark", type=types.positive_float, help="mark price to value the position at (default: entry)")
     p.add_argument("--leverage", type=types.positive_float, help="leverage setting")
@@ -60,7 +69,8 @@ def register(sub) -> None:
 
 
 def _account_from_flags(args) -> dict:
-    missing = [f"--{n}" for n in ("symbol", "side", "size", "entry") if getattr(args, n) is None]
+    missing = [f"--{n}" for n in ("symbol", "side", "size", "entry") if getattr(args, n) is None
+               and not (n == "size" and args.contracts is not None)]
     if missing:
         raise InputError(f"give --account FILE, or {', '.join(missing)} for one position")
     mode = args.margin_mode or "isolated"
@@ -68,6 +78,8 @@ def _account_from_flags(args) -> dict:
                 "mark_price": args.mark, "leverage": args.leverage, "margin": args.margin,
                 "maintenance_margin_rate": args.mmr, "maintenance_amount": args.maintenance_amount,
                 "max_leverage": args.max_leverage}
+    if args.contracts is not None or args.contract_size is not None:
+        position.update(contracts=args.contracts, contract_size=args.contract_size)
     account = {"exchange": args.exchange or "binance-usdm", "margin_mode": mode,
                "positions": [position]}
     if args.wallet is not None:
@@ -154,6 +166,8 @@ def _print_report(out: dict) -> None:
         print(f"tier table observed {', '.join(sorted(observed))}"
               + (" (date before the first known table: earliest table assumed)"
                  if any(p["tier_table_assumed"] for p in out["positions"]) else ""))
+    if out.get("approximation"):
+        print(out["approximation"])
     ratio = out["margin_ratio"]
     print(f"account margin ratio {fmt_number(None if ratio is None else ratio * 100)} % "
           f"(maintenance margin {fmt_number(out['maintenance_margin'])} / margin balance "

@@ -6,23 +6,41 @@ from ..errors import UnknownExchangeError
 from .base import Rulebook
 from .binance import BinanceUSDM
 from .bybit import BybitLinear
+from .generic import Generic
 from .hyperliquid import Hyperliquid
+from .okx import OKXLinear
 
+#: The rulebooks of the whole stack: broker, replay, audit, backtests and calc.
 RULEBOOKS: dict[str, type[Rulebook]] = {cls.name: cls for cls in (BinanceUSDM, BybitLinear, Hyperliquid)}
+#: Rulebooks modelled in the margin core and ``btperp calc`` only so far (not the broker, the
+#: replay or the audit): OKX, the generic approximation.
+CORE_RULEBOOKS: dict[str, type[Rulebook]] = {cls.name: cls for cls in (OKXLinear, Generic)}
 _ALIASES = {"binance": "binance-usdm", "binanceusdm": "binance-usdm", "binance_usdm": "binance-usdm",
-            "bybit-linear": "bybit"}
+            "bybit-linear": "bybit", "okx-linear": "okx", "okx-usdt": "okx"}
 
 
-def get_rulebook(exchange: "str | Rulebook") -> Rulebook:
-    """The rulebook of ``exchange`` (``binance-usdm``, ``bybit``, ``hyperliquid``, or a Rulebook)."""
+def get_rulebook(exchange: "str | Rulebook", *, core: bool = False) -> Rulebook:
+    """The rulebook of ``exchange`` (``binance-usdm``, ``bybit``, ``hyperliquid``, or a Rulebook).
+
+    ``core=True`` also gives the rulebooks only the margin core and ``btperp calc`` model
+    (:data:`CORE_RULEBOOKS`: ``okx``, ``generic``); without it naming one is an error saying so.
+    """
     if isinstance(exchange, Rulebook):
         return exchange
     key = str(exchange).strip().lower()
     key = _ALIASES.get(key, key)
-    if key not in RULEBOOKS:
-        raise UnknownExchangeError(f"unknown exchange {exchange!r}; choose one of "
+    if key in RULEBOOKS:
+        return RULEBOOKS[key]()
+    if key in CORE_RULEBOOKS:
+        if core:
+            return CORE_RULEBOOKS[key]()
+        raise UnknownExchangeError(f"{key} is modelled in the margin core and `btperp calc` only so far, "
+                                   f"not in backtests, replays or audits; choose one of "
                                    f"{', '.join(sorted(RULEBOOKS))}", field="exchange")
-    return RULEBOOKS[key]()
+    known = sorted(RULEBOOKS) + (sorted(CORE_RULEBOOKS) if core else [])
+    raise UnknownExchangeError(f"unknown exchange {exchange!r}; choose one of {', '.join(known)}",
+                               field="exchange")
 
 
-__all__ = ["Rulebook", "BinanceUSDM", "BybitLinear", "Hyperliquid", "RULEBOOKS", "get_rulebook"]
+__all__ = ["Rulebook", "BinanceUSDM", "BybitLinear", "Hyperliquid", "OKXLinear", "Generic", "RULEBOOKS",
+           "CORE_RULEBOOKS", "get_rulebook"]

@@ -41,6 +41,14 @@ class Rulebook:
     False when it follows the notional at the entry price."""
     documents: ClassVar[dict[str, str]] = {}
     """The exchange documents this rulebook implements, by topic."""
+    approximate: ClassVar[bool] = False
+    """True for a rulebook that approximates a venue rather than implementing its documents
+    (:class:`~btperp.rules.generic.Generic`); its results say so."""
+    tier_basis: ClassVar[str] = "notional"
+    """What selects the tier, for messages: ``notional`` (in the settlement currency) or ``position
+    size`` (OKX: contracts, in base units)."""
+    maintenance_amounts: ClassVar[bool] = True
+    """False when the exchange deducts no maintenance amount (OKX, the generic formula)."""
 
     # --- tiers ---------------------------------------------------------------------------------
 

@@ -1,0 +1,54 @@
+"""OKX USDT-margined (linear) perpetual swaps."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from .generic import Generic
+
+
+class OKXLinear(Generic):
+    """OKX linear swaps, isolated and cross, with position tiers bounded in contracts.
+
+    * The tier follows the position size in contracts ("Tiered maintenance margin ratio rules"),
+      whatever the price; btperp's OKX tables are in base units (contracts × ``ctVal``, see
+      :meth:`btperp.tiers.TierTable.from_okx`), so the tier follows ``size``.
+    * Maintenance margin = position value at the mark × the tier's rate, with no maintenance
+      amount; OKX liquidates when the margin ratio falls to 100 %, i.e. when equity reaches the
+      maintenance margin *plus the liquidation fee*, the taker fee on the position value at the
+      mark ("Tiered maintenance margin ratio rules", isolated USDT-margined contracts: margin
+      ratio = (margin balance + PnL) / (face value × |contracts| × mark price × (tiered MMR + fee
+      rate)); cross: (balance + PnL − ...) / (maintenance margin + liquidation fees)). btperp's
+      maintenance margin for OKX is that denominator: the fee to close is counted.
+    * Initial margin = face value × contracts × entry price / leverage (isolated; OKX values
+      cross positions at the mark, btperp reports the entry value); the bankruptcy price is where
+      the position's equity is zero.
+
+    So, for one isolated position, the liquidation price is freqtrade's Gate/OKX formula
+    (:class:`Generic`) with the tier's rate. Simplifications: no partial liquidation (OKX steps
+    large positions down tier by tier), pending orders' margin and fees are not modelled.
+    """
+
+    name = "okx"
+    title = "OKX USDT-margined perpetual swaps"
+    settle = "USDT"
+    # OKX fee schedule, regular users (Lv1), perpetual swaps: maker 0.02 %, taker 0.05 %.
+    taker_fee = 0.0005
+    maker_fee = 0.0002
+    # The fee to close is reserved in the maintenance margin; what is left at a full liquidation
+    # goes to the insurance fund (no separate liquidation fee is modelled).
+    liquidation_fee_rate = 0.0
+    tiers_from_price = False
+    approximate: ClassVar[bool] = False
+    tier_basis = "position size"
+    documents = {
+        "tiers and margin ratio": "https://www.okx.com/help/v-tiered-maintenance-margin-ratio-rules",
+        "position tiers API": "https://www.okx.com/docs-v5/en/#public-data-rest-api-get-position-tiers",
+        "isolated margin": "https://www.okx.com/help/vii-introduction-to-the-isolated-mode-of-single-multi-currency-portfolio-margin",
+        "fees": "https://www.okx.com/fees",
+    }
+
+    def tier_notional(self, size, entry_price, price):
+        # "Tiered maintenance margin ratio rules": the tier follows the position's number of
+        # contracts; btperp's OKX tables are bounded in base units (contracts × ctVal).
+        return size * 1.0
