@@ -9,6 +9,11 @@ Account description (the JSON of ``btperp calc --account``)::
                     "mark_price": 59000, "leverage": 20, "margin": null,
                     "maintenance_margin_rate": null, "maintenance_amount": null,
                     "max_leverage": null}]}
+
+A position may give ``contracts`` (× ``contract_size``, or the contract value of an OKX tier
+table) instead of ``size``. Coin-margined exchanges (``binance-coinm``, ``bybit-inverse``) take
+``contracts`` only, ``contract_size`` in USD (default: the exchange's), symbols quoted in USD
+(``BTCUSD``, ``BTC/USD:BTC``), and ``wallet_balance``, ``margin`` and every amount in the coin.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from .errors import AlreadyLiquidatedError, InputError
+from .inverse import InversePositionMargin, evaluate_inverse, make_inverse_position
 from .margin import AccountMargin, MarginMode, Side, check_leverage, evaluate, make_position
 from .rules import Hyperliquid, Rulebook, get_rulebook
-from .symbols import to_unified
+from .symbols import to_inverse, to_unified
 from .tiers import TableInForce, TierHistory, TierTable, contracts_to_base
 
 ACCOUNT_FIELDS = ("exchange", "margin_mode", "wallet_balance", "taker_fee", "position_mode", "positions")
@@ -37,6 +43,8 @@ class CalcReport:
     """An account's margin state plus where each position's tier table came from."""
 
     account: AccountMargin
+    """Its positions are :class:`~btperp.margin.PositionMargin` (linear) or
+    :class:`~btperp.inverse.InversePositionMargin` (coin-margined, amounts in the coin)."""
     tables: tuple[TableInForce | None, ...]
     """Per position: the table in force (None where explicit rates or max leverage were given)."""
 
@@ -45,6 +53,9 @@ class CalcReport:
         acct = self.account
         rows = []
         for pm, tif in zip(acct.positions, self.tables):
+            if isinstance(pm, InversePositionMargin):
+                rows.append(_inverse_row(pm, tif))
+                continue
             rows.append({
                 "symbol": pm.symbol, "side": str(pm.side), "size": pm.size,
                 "entry_price": pm.entry_price, "mark_price": pm.mark_price, "leverage": pm.leverage,
@@ -64,10 +75,31 @@ class CalcReport:
                "wallet_balance": acct.wallet_balance, "taker_fee": acct.taker_fee,
                "margin_balance": acct.margin_balance, "maintenance_margin": acct.maintenance_margin,
                "margin_ratio": _finite(acct.margin_ratio), "positions": rows}
+        if any(isinstance(pm, InversePositionMargin) for pm in acct.positions):
+            coins = {pm.settle for pm in acct.positions}
+            out = {"contract_type": "inverse", "settle": coins.pop() if len(coins) == 1 else None, **out}
         note = approximation_note(acct.exchange)
         if note:
             out["approximation"] = note
         return out
+
+
+def _inverse_row(pm: InversePositionMargin, tif: TableInForce | None) -> dict:
+    """One coin-margined position in ``btperp calc --json``: prices in USD, amounts in the coin."""
+    return {
+        "symbol": pm.symbol, "settle": pm.settle, "side": str(pm.side), "contracts": pm.contracts,
+        "contract_size": pm.contract_size, "face_value": pm.face_value, "entry_price": pm.entry_price,
+        "mark_price": pm.mark_price, "leverage": pm.leverage, "position_value": pm.position_value,
+        "tier": pm.tier, "maintenance_margin_rate": pm.maintenance_margin_rate,
+        "maintenance_amount": pm.maintenance_amount, "initial_margin": pm.initial_margin,
+        "maintenance_margin": pm.maintenance_margin, "margin": pm.margin,
+        "unrealized_pnl": pm.unrealized_pnl, "margin_balance": pm.margin_balance,
+        "margin_ratio": _finite(pm.margin_ratio), "liquidation_price": pm.liquidation_price,
+        "liquidation_tier": pm.liquidation_tier, "bankruptcy_price": pm.bankruptcy_price,
+        "distance_to_liquidation_pct": pm.distance_to_liquidation_pct,
+        "tier_table_observed": tif.observed.strftime("%Y-%m-%d") if tif else None,
+        "tier_table_assumed": tif.assumed if tif else False,
+    }
 
 
 def approximation_note(exchange: str) -> str | None:
@@ -159,6 +191,22 @@ def _linear_size(raw: Mapping[str, Any], table: TierTable, where: str) -> Any:
     return contracts_to_base(n, value)
 
 
+def _contracts(raw: Mapping[str, Any], where: str) -> float:
+    """A coin-margined position's size: its contracts (a size in base units has no meaning there)."""
+    if raw.get("size") is not None:
+        raise InputError("coin-margined positions are sized in contracts: give contracts (and "
+                         "contract_size in USD)", field=where + "size")
+    if raw.get("contracts") is None:
+        raise InputError("missing (coin-margined positions are sized in contracts)", field=where + "contracts")
+    return raw["contracts"]
+
+
+def _contract_size(rulebook: Rulebook, symbol: str, raw: Mapping[str, Any], where: str) -> float:
+    """USD per contract: as given, else the exchange's (Binance COIN-M BTC 100, others 10; Bybit 1)."""
+    given = _number(raw, "contract_size", where)
+    return given if given is not None else rulebook.default_contract_size(symbol.split("/")[0])
+
+
 def calculate(account: Mapping[str, Any], *, tiers_for: TierSource | None = None,
               at: Any = None) -> CalcReport:
     """Margin report of an account description (see the module docstring for its fields).
@@ -205,25 +253,36 @@ def calculate(account: Mapping[str, Any], *, tiers_for: TierSource | None = None
             raise InputError("missing", field=where + "symbol")
         if raw.get("side") is None:
             raise InputError("missing ('long' or 'short')", field=where + "side")
-        symbol = to_unified(str(raw["symbol"]), rulebook.settle)
+        symbol = (to_inverse(str(raw["symbol"]), field=where + "symbol") if rulebook.inverse
+                  else to_unified(str(raw["symbol"]), rulebook.settle))
+        contracts = _contracts(raw, where) if rulebook.inverse else None
         table, tif = _table_for(rulebook, symbol, raw, where, tiers_for, at)
-        size = _linear_size(raw, table, where)
+        if not rulebook.inverse:
+            size = _linear_size(raw, table, where)
         if raw.get("entry_price") is None:
             raise InputError("missing", field=where + "entry_price")
         margin = raw.get("margin")
         if margin is not None and mode is MarginMode.CROSS:
             raise InputError("an isolated margin is meaningless in cross margin; use wallet_balance",
                              field=where + "margin")
-        pos = make_position(symbol, Side.parse(raw["side"], where + "side"),
-                            size, raw["entry_price"], tiers=table,
-                            mark_price=raw.get("mark_price"), leverage=raw.get("leverage"),
-                            margin=margin, field_prefix=where)
-        check_leverage(rulebook, pos, where + "leverage")
+        side = Side.parse(raw["side"], where + "side")
+        if rulebook.inverse:
+            pos = make_inverse_position(symbol, side, contracts, raw["entry_price"],
+                                        contract_size=_contract_size(rulebook, symbol, raw, where),
+                                        tiers=table, mark_price=raw.get("mark_price"),
+                                        leverage=raw.get("leverage"), margin=margin, field_prefix=where)
+            check_leverage(rulebook, pos.mirror(), where + "leverage")
+        else:
+            pos = make_position(symbol, side, size, raw["entry_price"], tiers=table,
+                                mark_price=raw.get("mark_price"), leverage=raw.get("leverage"),
+                                margin=margin, field_prefix=where)
+            check_leverage(rulebook, pos, where + "leverage")
         positions.append(pos)
         tables.append(tif)
 
-    result = evaluate(rulebook, positions, margin_mode=mode, wallet_balance=wallet, taker_fee=fee,
-                      hedge_mode=position_mode == "hedge")
+    solve = evaluate_inverse if rulebook.inverse else evaluate
+    result = solve(rulebook, positions, margin_mode=mode, wallet_balance=wallet, taker_fee=fee,
+                   hedge_mode=position_mode == "hedge")
     for i, pm in enumerate(result.positions):
         if pm.liquidated:
             raise AlreadyLiquidatedError(

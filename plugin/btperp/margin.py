@@ -417,7 +417,8 @@ class AccountMargin:
 
 def evaluate(exchange: "str | Rulebook", positions: Iterable[Position], *,
              margin_mode: "str | MarginMode" = MarginMode.ISOLATED, wallet_balance: float | None = None,
-             taker_fee: float | None = None, hedge_mode: bool = False) -> AccountMargin:
+             taker_fee: float | None = None, hedge_mode: bool = False,
+             _mirrored: bool = False) -> AccountMargin:
     """Margin state of ``positions`` on ``exchange`` at their mark prices.
 
     Isolated: each position stands alone on its ``margin`` (default: its initial margin).
@@ -426,7 +427,7 @@ def evaluate(exchange: "str | Rulebook", positions: Iterable[Position], *,
     symbol; ``hedge_mode`` allows a long and a short of the same symbol (Binance hedge mode),
     which in cross margin share one liquidation price.
     """
-    rulebook = get_rulebook(exchange, core=True)
+    rulebook = _linear(get_rulebook(exchange, core=True), _mirrored)
     mode = MarginMode.parse(margin_mode)
     fee = _taker_fee(rulebook, taker_fee)
     positions = list(positions)
@@ -489,7 +490,7 @@ def liquidation_price(exchange: "str | Rulebook", side, size: float, entry_price
                       tiers: TierTable, leverage: float | None = None, margin: float | None = None,
                       taker_fee: float | None = None) -> float | None:
     """Liquidation price of one isolated position (the traders' calculator)."""
-    rulebook = get_rulebook(exchange, core=True)
+    rulebook = _linear(get_rulebook(exchange, core=True))
     pos = make_position("", side, size, entry_price, tiers=tiers, leverage=leverage, margin=margin)
     fee = _taker_fee(rulebook, taker_fee)
     return solve_price(rulebook, [pos], isolated_margin(rulebook, pos, fee), fee, entry_price)
@@ -499,11 +500,19 @@ def bankruptcy_price(exchange: "str | Rulebook", side, size: float, entry_price:
                      tiers: TierTable, leverage: float | None = None, margin: float | None = None,
                      taker_fee: float | None = None) -> float | None:
     """Bankruptcy price (margin exhausted) of one isolated position."""
-    rulebook = get_rulebook(exchange, core=True)
+    rulebook = _linear(get_rulebook(exchange, core=True))
     pos = make_position("", side, size, entry_price, tiers=tiers, leverage=leverage, margin=margin)
     fee = _taker_fee(rulebook, taker_fee)
     return solve_price(rulebook, [pos], isolated_margin(rulebook, pos, fee), fee, entry_price,
                        bankruptcy=True)
+
+
+def _linear(rulebook: Rulebook, mirrored: bool = False) -> Rulebook:
+    """The rulebook, if it is for linear contracts (or the caller passes inverse mirrors)."""
+    if rulebook.inverse and not mirrored:
+        raise InputError(f"{rulebook.name} is for coin-margined contracts, sized in contracts: use "
+                         f"btperp.inverse (make_inverse_position, evaluate_inverse)", field="exchange")
+    return rulebook
 
 
 def _taker_fee(rulebook: Rulebook, taker_fee: float | None) -> float:

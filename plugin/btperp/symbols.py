@@ -36,6 +36,26 @@ def to_unified(symbol: str, settle: str = "USDT") -> str:
                      field="symbol")
 
 
+def to_inverse(symbol: str, field: str = "symbol") -> str:
+    """A coin-margined symbol: ``BTCUSD``, ``BTCUSD_PERP``, ``BTC-USD-SWAP``, ``BTC``,
+    ``BTC/USD:BTC`` → ``BTC/USD:BTC`` (quoted in USD, settled in the coin)."""
+    raw = symbol.strip().upper()
+    match = _UNIFIED.match(raw)
+    if match:
+        base, quote, settle = match["base"], match["quote"], match["settle"] or match["base"]
+    else:
+        text = _PERPETUAL_SUFFIX.sub("", raw).replace("-", "").replace("_", "")
+        quote = next((q for q in QUOTES if text.endswith(q) and len(text) > len(q)), None)
+        base = text[: -len(quote)] if quote else text
+        quote, settle = quote or "USD", base
+        if not (base.isalnum() and base):
+            raise InputError(f"cannot read symbol {symbol!r}; write it as BTCUSD or BTC/USD:BTC", field=field)
+    if quote != "USD" or settle != base:
+        raise InputError(f"{symbol!r} is not coin-margined; coin-margined symbols are quoted in USD "
+                         f"and settled in the coin: BTCUSD, BTC/USD:BTC", field=field)
+    return f"{base}/USD:{base}"
+
+
 def to_exchange(symbol: str) -> str:
     """``BTC/USDT:USDT`` → ``BTCUSDT`` (the spelling of file and folder names)."""
     match = _UNIFIED.match(symbol.strip().upper())

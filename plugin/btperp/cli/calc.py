@@ -28,6 +28,8 @@ examples:
   btperp calc --exchange generic --symbol BTCUSDT --side short --size 1 --entry 10 --leverage 3 --mmr 0.01 --taker-fee 0.0006
   # Hyperliquid: maintenance margin is half the initial margin at the asset's max leverage
   btperp calc --exchange hyperliquid --symbol BTC --side long --size 1 --entry 60000 --leverage 10 --max-leverage 40
+  # coin-margined: 1,000 BTCUSD contracts of 100 USD (Binance COIN-M), 20x, explicit rate, amounts in BTC
+  btperp calc --exchange binance-coinm --symbol BTCUSD_PERP --side long --contracts 1000 --entry 50000 --leverage 20 --mmr 0.004
   # a whole account (cross margin, several positions) from a JSON file
   btperp calc --account examples/account.json --json
 """
@@ -51,11 +53,12 @@ def register(sub) -> None:
     p.add_argument("--size", type=types.positive_float, help="position size in base units (BTC)")
     p.add_argument("--contracts", type=types.positive_float,
                    help="position size in contracts instead of --size (x --contract-size, or the ctVal of an OKX tier table)")
-    p.add_argument("--contract-size", type=types.positive_float, help="base units per contract (OKX ctVal)")
+    p.add_argument("--contract-size", type=types.positive_float,
+                   help="base units per contract (OKX ctVal); coin-margined: USD per contract (default: the exchange's)")
     p.add_argument("--entry", type=types.positive_float, help="average entry price")
     p.add_argument("--mark", type=types.positive_float, help="mark price to value the position at (default: entry)")
     p.add_argument("--leverage", type=types.positive_float, help="leverage setting")
-    p.add_argument("--margin", type=types.positive_float, help="isolated margin in USDT (default: notional / leverage)")
+    p.add_argument("--margin", type=types.positive_float, help="isolated margin in USDT, or in the coin for coin-margined contracts (default: notional / leverage)")
     p.add_argument("--margin-mode", choices=("isolated", "cross"), default=None, help="default isolated")
     p.add_argument("--wallet", type=types.non_negative_float, help="wallet balance (cross margin)")
     p.add_argument("--mmr", type=types.mmr, help="maintenance margin rate, overriding the tier table (0.004 = 0.4%%)")
@@ -144,22 +147,29 @@ def run(args) -> int:
 
 
 def _print_report(out: dict) -> None:
-    headers = ["symbol", "side", "size", "entry", "mark", "lev", "tier", "mmr %", "initial m.",
-               "maint. m.", "margin ratio %", "liq. price", "bankr. price", "to liq. %"]
+    inverse = out.get("contract_type") == "inverse"
+    headers = ["symbol", "side", "contracts" if inverse else "size", "entry", "mark", "lev", "tier", "mmr %",
+               "initial m.", "maint. m.", "margin ratio %", "liq. price", "bankr. price", "to liq. %"]
     rows = []
     for p in out["positions"]:
-        rows.append([p["symbol"], p["side"], f"{p['size']:g}", fmt_number(p["entry_price"]),
+        amount = (lambda x: _coin(x)) if inverse else fmt_number
+        rows.append([p["symbol"], p["side"],
+                     f"{p['contracts']:g} x {p['contract_size']:g} USD" if inverse else f"{p['size']:g}",
+                     fmt_number(p["entry_price"]),
                      fmt_number(p["mark_price"]), f"{p['leverage']:g}x",
                      str(p["tier"]) + ("" if p["liquidation_tier"] in (None, p["tier"])
                                        else f"→{p['liquidation_tier']}"),
-                     f"{p['maintenance_margin_rate'] * 100:g}", fmt_number(p["initial_margin"]),
-                     fmt_number(p["maintenance_margin"]),
+                     f"{p['maintenance_margin_rate'] * 100:g}", amount(p["initial_margin"]),
+                     amount(p["maintenance_margin"]),
                      fmt_number(None if p["margin_ratio"] is None else p["margin_ratio"] * 100),
                      fmt_number(p["liquidation_price"]), fmt_number(p["bankruptcy_price"]),
                      fmt_number(p["distance_to_liquidation_pct"])])
     right = [False, False] + [True] * (len(headers) - 2)
+    coins = sorted({p["settle"] for p in out["positions"]}) if inverse else []
     print(f"{out['exchange']}, {out['margin_mode']} margin"
-          + (f", wallet {fmt_number(out['wallet_balance'])}" if out["wallet_balance"] is not None else ""))
+          + (f", wallet {(_coin if inverse else fmt_number)(out['wallet_balance'])}"
+             if out["wallet_balance"] is not None else "")
+          + (f"; coin-margined: margins in {', '.join(coins)}, prices in USD" if inverse else ""))
     print(table(headers, rows, right))
     observed = {p["tier_table_observed"] for p in out["positions"] if p["tier_table_observed"]}
     if observed:
@@ -169,6 +179,12 @@ def _print_report(out: dict) -> None:
     if out.get("approximation"):
         print(out["approximation"])
     ratio = out["margin_ratio"]
+    amount = _coin if inverse else fmt_number
     print(f"account margin ratio {fmt_number(None if ratio is None else ratio * 100)} % "
-          f"(maintenance margin {fmt_number(out['maintenance_margin'])} / margin balance "
-          f"{fmt_number(out['margin_balance'])}); liquidation at 100 %")
+          f"(maintenance margin {amount(out['maintenance_margin'])} / margin balance "
+          f"{amount(out['margin_balance'])}); liquidation at 100 %")
+
+
+def _coin(x) -> str:
+    """An amount in a coin: eight decimals, as exchanges show BTC."""
+    return "-" if x is None else f"{x:,.8f}"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..errors import UnknownExchangeError
 from .base import Rulebook
-from .binance import BinanceUSDM
-from .bybit import BybitLinear
+from .binance import BinanceCoinM, BinanceUSDM
+from .bybit import BybitInverse, BybitLinear
 from .generic import Generic
 from .hyperliquid import Hyperliquid
 from .okx import OKXLinear
@@ -13,17 +13,20 @@ from .okx import OKXLinear
 #: The rulebooks of the whole stack: broker, replay, audit, backtests and calc.
 RULEBOOKS: dict[str, type[Rulebook]] = {cls.name: cls for cls in (BinanceUSDM, BybitLinear, Hyperliquid)}
 #: Rulebooks modelled in the margin core and ``btperp calc`` only so far (not the broker, the
-#: replay or the audit): OKX, the generic approximation.
-CORE_RULEBOOKS: dict[str, type[Rulebook]] = {cls.name: cls for cls in (OKXLinear, Generic)}
+#: replay or the audit): OKX, the generic approximation, the coin-margined (inverse) rulebooks.
+CORE_RULEBOOKS: dict[str, type[Rulebook]] = {cls.name: cls for cls in (OKXLinear, Generic, BinanceCoinM,
+                                                                        BybitInverse)}
 _ALIASES = {"binance": "binance-usdm", "binanceusdm": "binance-usdm", "binance_usdm": "binance-usdm",
-            "bybit-linear": "bybit", "okx-linear": "okx", "okx-usdt": "okx"}
+            "bybit-linear": "bybit", "okx-linear": "okx", "okx-usdt": "okx",
+            "binancecoinm": "binance-coinm", "binance_coinm": "binance-coinm", "coinm": "binance-coinm"}
 
 
 def get_rulebook(exchange: "str | Rulebook", *, core: bool = False) -> Rulebook:
     """The rulebook of ``exchange`` (``binance-usdm``, ``bybit``, ``hyperliquid``, or a Rulebook).
 
     ``core=True`` also gives the rulebooks only the margin core and ``btperp calc`` model
-    (:data:`CORE_RULEBOOKS`: ``okx``, ``generic``); without it naming one is an error saying so.
+    (:data:`CORE_RULEBOOKS`: ``okx``, ``generic``, ``binance-coinm``, ``bybit-inverse``); without
+    it naming one is an error saying so.
     """
     if isinstance(exchange, Rulebook):
         return exchange
@@ -42,5 +45,6 @@ def get_rulebook(exchange: "str | Rulebook", *, core: bool = False) -> Rulebook:
                                field="exchange")
 
 
-__all__ = ["Rulebook", "BinanceUSDM", "BybitLinear", "Hyperliquid", "OKXLinear", "Generic", "RULEBOOKS",
+__all__ = ["Rulebook", "BinanceUSDM", "BinanceCoinM", "BybitLinear", "BybitInverse", "Hyperliquid",
+           "OKXLinear", "Generic", "RULEBOOKS",
            "CORE_RULEBOOKS", "get_rulebook"]

@@ -47,6 +47,9 @@ class Rulebook:
     tier_basis: ClassVar[str] = "notional"
     """What selects the tier, for messages: ``notional`` (in the settlement currency) or ``position
     size`` (OKX: contracts, in base units)."""
+    inverse: ClassVar[bool] = False
+    """True for coin-margined (inverse) contracts: the rulebook's methods then speak of the mirror
+    position in the reciprocal price (:mod:`btperp.inverse`), amounts in the coin."""
     maintenance_amounts: ClassVar[bool] = True
     """False when the exchange deducts no maintenance amount (OKX, the generic formula)."""
 
@@ -61,6 +64,10 @@ class Rulebook:
         if not self.tiers_from_price or size <= 0:
             return []
         return [t.min_notional / size for t in table.tiers[1:]]
+
+    def default_contract_size(self, base: str) -> float | None:
+        """USD per contract of the exchange's coin-margined ``base`` contracts (None: linear)."""
+        return None
 
     def default_table(self, max_leverage: float | None = None) -> TierTable | None:
         """The tier table to use when none is given (None: the caller must give one)."""

@@ -48,3 +48,34 @@ class BinanceUSDM(Rulebook):
         equity = wallet + unrealized
         ratio = np.where(equity > 0, maintenance / np.where(equity > 0, equity, 1.0), 0.0)
         return np.maximum(unrealized, 0.0) / np.maximum(wallet, 1.0) * ratio
+
+
+class BinanceCoinM(BinanceUSDM):
+    """Binance COIN-M perpetuals (``BTCUSD_PERP``): inverse contracts of 100 USD (BTC) or 10 USD.
+
+    The USDⓈ-M rules in the reciprocal price (:mod:`btperp.inverse`): maintenance margin =
+    position value in the coin at the mark (contracts × contract size / mark) × MMR − cum, the tier
+    chosen by that value; the liquidation price is the one of "How to Calculate Liquidation Price
+    of COIN-M Futures Contracts" (WB, TMM1, UPNL1, cum, side, contracts × contract size, EP, MMR;
+    one-way and hedge, cross and isolated). Amounts in the coin.
+    """
+
+    name = "binance-coinm"
+    title = "Binance COIN-M Futures"
+    settle = "coin"
+    inverse = True
+    # Binance fee schedule, COIN-M regular users: maker 0.02 %, taker 0.05 %.
+    taker_fee = 0.0005
+    maker_fee = 0.0002
+    # Not checked for COIN-M (the USDⓈ-M BTCUSDT rate); used only once the broker takes inverse
+    # contracts, never by calc.
+    liquidation_fee_rate = 0.0125
+    documents = {
+        "liquidation price": "https://www.binance.com/en/support/faq/ceccfcfb4e3a45e3b48b0b1bb1a8ae46",
+        "leverage and margin (tiers, cum)": "https://www.binance.com/en/support/faq/be2c7d9d95b04a7e8044ed02dd7dfe5c",
+        "contract specifications": "https://www.binance.com/en/futures/trading-rules/quarterly",
+    }
+
+    def default_contract_size(self, base: str) -> float | None:
+        # COIN-M contract specifications: BTCUSD 100 USD a contract, every other COIN-M contract 10 USD.
+        return 100.0 if base.upper() == "BTC" else 10.0

@@ -65,3 +65,31 @@ class BybitLinear(Rulebook):
         pnl = side * (mark - entry) / entry
         effective = mark / (side * (mark - bust))
         return np.where(pnl >= 0, pnl * effective, pnl / effective)
+
+
+class BybitInverse(BybitLinear):
+    """Bybit inverse perpetuals (``BTCUSD``): contracts of 1 USD, margin and PnL in the coin.
+
+    The USDT rules in the reciprocal price (:mod:`btperp.inverse`): position value at entry =
+    contracts / entry price; initial margin = position value / leverage + fee to close;
+    maintenance margin = position value × MMR − mmDeduction + fee to close; fee to close =
+    contracts / bankruptcy price × taker fee; bankruptcy price = entry × leverage / (leverage ± 1)
+    ("Bankruptcy Price (Inverse Contract)"); liquidation price (long) = contracts / [position value
+    + (initial margin − maintenance margin)] ("Liquidation Price Calculation under Isolated Mode
+    (Unified Trading Account)"). Same simplification as the USDT rulebook: valued at entry.
+    """
+
+    name = "bybit-inverse"
+    title = "Bybit Inverse Perpetual"
+    settle = "coin"
+    inverse = True
+    documents = {
+        "liquidation price": "https://www.bybit.com/en/help-center/article/Liquidation-Price-Calculation-under-Isolated-Mode-Unified-Trading-Account",
+        "liquidation price (classic)": "https://help.bybit.com/hc/en-us/articles/360039261334-How-to-calculate-Liquidation-Price-Inverse-Contract-",
+        "bankruptcy price": "https://www.bybit.com/en/help-center/article/Bankruptcy-Price-Inverse-Contract",
+        "maintenance margin": "https://www.bybit.com/en/help-center/article/Maintenance-Margin-Inverse-Contract",
+    }
+
+    def default_contract_size(self, base: str) -> float | None:
+        # "Introduction to Inverse Perpetual Contract": one contract is 1 USD.
+        return 1.0
