@@ -189,6 +189,12 @@ def test_linear_and_inverse_rulebooks_are_not_mixed():
                               tiers=TierTable.single(0.01))
     with pytest.raises(InputError, match="leverage: give the leverage, or the isolated margin"):
         make_inverse_position("BTC/USD:BTC", "long", 1, 50_000, contract_size=100, tiers=TierTable.single(0.01))
+    # symbols are read as coin-margined ones
+    assert make_inverse_position("ETHUSD_PERP", "long", 1, 3_000, contract_size=10, leverage=5,
+                                 tiers=TierTable.single(0.01)).symbol == "ETH/USD:ETH"
+    with pytest.raises(InputError, match="symbol: 'ETHUSDT' is not coin-margined"):
+        make_inverse_position("ETHUSDT", "long", 1, 3_000, contract_size=10, leverage=5,
+                              tiers=TierTable.single(0.01))
     # leverage from the margin: 1,000 × 100 / 50,000 = 2 BTC on 0.5 BTC → 4x
     assert make_inverse_position("BTC/USD:BTC", "long", 1_000, 50_000, contract_size=100, margin=0.5,
                                  tiers=TierTable.single(0.01)).leverage == 4

@@ -234,8 +234,10 @@ def test_okx_and_generic_are_core_only_for_now():
     with pytest.raises(InputError, match="okx is modelled in the margin core and `btperp calc` only so far"):
         get_rulebook("okx")
     with pytest.raises(InputError, match="unknown exchange 'ftx'; choose one of binance-usdm, bybit, "
-                                         "hyperliquid, generic, okx"):
+                                         "hyperliquid, binance-coinm, bybit-inverse, generic, okx"):
         get_rulebook("ftx", core=True)
+    with pytest.raises(InputError, match="unknown exchange 'ftx'; choose one of binance-usdm, bybit, hyperliquid$"):
+        get_rulebook("ftx")
 
 
 def test_okx_tiers_from_the_canned_files_drive_calc(tmp_path, capsys):

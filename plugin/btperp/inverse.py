@@ -36,6 +36,7 @@ from .funding import funding_payment
 from .margin import (AccountMargin, MarginMode, Position, PositionMargin, Side, evaluate,
                      maintenance_margin, unrealized_pnl)
 from .rules import Rulebook, get_rulebook
+from .symbols import to_inverse
 from .tiers import TierTable
 
 
@@ -109,9 +110,10 @@ def make_inverse_position(symbol: str, side, contracts: float, entry_price: floa
                           contract_size: float, tiers: TierTable, mark_price: float | None = None,
                           leverage: float | None = None, margin: float | None = None,
                           field_prefix: str = "") -> InversePosition:
-    """A validated :class:`InversePosition`; leverage is derived from ``margin`` (coin) when not given:
-    position value at entry / margin."""
+    """A validated :class:`InversePosition` (``symbol`` as ``BTC/USD:BTC``); leverage is derived from
+    ``margin`` (coin) when not given: position value at entry / margin."""
     p = field_prefix
+    symbol = to_inverse(symbol, p + "symbol") if symbol else symbol
     side = Side.parse(side, p + "side")
     contracts = _positive(contracts, p + "contracts")
     contract_size = _positive(contract_size, p + "contract_size")

@@ -5,6 +5,10 @@ Shape (ccxt's tier rows with the maintenance amount as ``cum``)::
     {"exchange": "binance-usdm", "source": "...",
      "symbols": {"BTC/USDT:USDT": [{"observed": "2022-02-05", "tiers": [{"tier": 1, ...}]}]}}
 
+A snapshot may also hold ``upper_inclusive`` (true), ``amounts`` (false) and ``contract_value``:
+OKX's tables, bounded in base units (contracts × ``contract_value``), each tier holding its own
+``maxNotional``, with no maintenance amounts (:meth:`btperp.tiers.TierTable.from_okx`).
+
 Reading is lazy: a symbol's snapshots are parsed and validated when first asked for.
 """
 
