@@ -276,3 +276,13 @@ def test_contracts_need_a_contract_size_the_table_does_not_know():
                                                       "contract_size": 0.1, "entry_price": 100,
                                                       "leverage": 5, "maintenance_margin_rate": 0.01}]})
     assert r.account.positions[0].size == 1.0
+
+
+@pytest.mark.parametrize("exchange", ["okx", "generic", "binance-coinm", "bybit-inverse"])
+def test_backtests_refuse_the_core_only_rulebooks(exchange):
+    """Not wired into the broker yet (its opening check looks tiers up by notional): a clear error."""
+    import backtrader as bt
+    import btperp
+    with pytest.raises(InputError, match=f"exchange: {exchange} is modelled in the margin core and `btperp "
+                                         f"calc` only so far, not in backtests"):
+        btperp.install(bt.Cerebro(), exchange=exchange)
