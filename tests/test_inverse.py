@@ -19,7 +19,7 @@ from btperp.inverse import (InversePosition, evaluate_inverse, inverse_bankruptc
                             position_value)
 from btperp.margin import evaluate, liquidation_price
 from btperp.rules import BinanceCoinM, BybitInverse
-from btperp.tiers import TierTable
+from btperp.tiers import TierHistory, TierTable
 
 
 def binance_btcusd_table():
@@ -248,9 +248,7 @@ def test_calc_account_json_with_coin_margined_positions():
     acct = {"exchange": "binance-coinm", "margin_mode": "cross", "wallet_balance": 101,
             "positions": [{"symbol": "BTCUSD_PERP", "side": "long", "contracts": 100_000, "entry_price": 45_000,
                            "leverage": 4}]}
-    from btperp.cli.calc import _tier_source  # noqa: F401  (the CLI's default source reads files)
     table = binance_btcusd_table()
-    from btperp.tiers import TierHistory
     report = calculate(acct, tiers_for=lambda rb, s: TierHistory.constant(table))
     assert round(report.account.positions[0].liquidation_price, 1) == 33_599.4
     with pytest.raises(LeverageError, match="5x is above the 4x that tier 7 allows"):

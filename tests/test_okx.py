@@ -152,7 +152,7 @@ def test_okx_tiers_that_do_not_add_up_are_refused_and_nothing_is_written(tmp_pat
 from btperp.calc import calculate  # noqa: E402
 from btperp.cli.main import main as cli  # noqa: E402
 from btperp.errors import InputError, LeverageError  # noqa: E402
-from btperp.margin import bankruptcy_price, evaluate, liquidation_price, make_position  # noqa: E402
+from btperp.margin import evaluate, liquidation_price, make_position  # noqa: E402
 from btperp.rules import OKXLinear, get_rulebook  # noqa: E402
 
 OKX_TABLE = TierTable.from_okx(CANNED, 0.01, symbol="BTC/USDT:USDT")
