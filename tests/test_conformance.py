@@ -292,6 +292,21 @@ class BuyBracketCase(BracketManualCase):
                                           limitprice=close * 0.99, valid=dt.timedelta(hours=5), **children)
 
 
+class LargeBracketCase(BracketManualCase):
+    """A market-entry bracket with 90 % of the account's value (a user's report: the children were
+    margin-checked as if each opened a new short, and refusing them killed every bracket)."""
+
+    def act(self, n):
+        if self.position or any(o.alive() for o in self.live) or n % 4:
+            return
+        close = self.data.close[0]
+        size = round(0.9 * self.broker.getvalue() / close, 6)
+        bracket = self.buy_bracket if n % 8 else self.sell_bracket
+        sign = 1 if n % 8 else -1
+        self.live = bracket(size=size, exectype=bt.Order.Market, stopprice=close * (1 - sign * 0.01),
+                            limitprice=close * (1 + sign * 0.01))
+
+
 class OcoCase(Base):
     """backtrader's oco sample: three entries, the first to fill cancels the others."""
 
@@ -374,6 +389,7 @@ CASES = {
     "stoptraillimit": dict(strategy=StopTrailLimitCase),
     "bracket_manual": dict(strategy=BracketManualCase),
     "buy_bracket_sell_bracket": dict(strategy=BuyBracketCase),
+    "bracket_90_percent": dict(strategy=LargeBracketCase),
     "oco": dict(strategy=OcoCase),
     "cancel": dict(strategy=CancelCase),
     "order_target": dict(strategy=TargetCase),

@@ -665,9 +665,15 @@ class PerpBroker(bt.brokers.BackBroker):
         self._bracketize(order, cancel=True)
 
     def check_submitted(self):
-        """Accept or refuse (``Order.Margin``) the orders sent since the last bar."""
+        """Accept or refuse (``Order.Margin``) the orders sent since the last bar, in order, each
+        against the position and available balance the orders before it leave (as backtrader's
+        ``BackBroker`` does): a closing part needs no margin and frees what it releases; an opening
+        part needs its initial margin and fee. A bracket's stop and limit children are alternatives
+        (one cancels the other) that reduce the position their parent leaves: each is checked
+        against that, and neither changes what later orders see."""
         available = self.cash
         projected: dict[Any, float] = {}
+        after: dict[int, tuple[float, float]] = {}     # order ref -> (position, available) after it
         while self.submitted:
             order = self.submitted.popleft()
             if self._take_children(order) is None:
@@ -677,21 +683,28 @@ class PerpBroker(bt.brokers.BackBroker):
             if book is None:
                 self.submit_accept(order)
                 continue
-            size0 = projected.get(data, self.positions[data].size)
+            parent = order.parent
+            child = parent is not None and parent is not order and parent.ref in after
+            held = self.positions[data].size
+            size0, avail = after[parent.ref] if child else (projected.get(data, held), available)
             size = order.executed.remsize
             closing = min(abs(size), abs(size0)) if size * size0 < 0 else 0.0
             opened = abs(size) - closing
-            cost = release = 0.0
+            price = order.created.price or data.close[0]
+            # what a close of the position held now releases (a projected one's entry is not known yet)
+            release = (self.account.release_estimate(book, size0, closing, price)
+                       if closing and size0 == held else 0.0)
+            cost = 0.0
             if opened > DUST * abs(size):
-                price = order.created.price or data.close[0]
-                release = self.account.release_estimate(book, size0, closing, price)
                 reason, cost = self.account.opening_problem(book, size0 + size, opened, price,
-                                                            release, available)
+                                                            release, avail)
                 if reason:
                     self._margin_refusal(order, reason)
                     continue
-            available += release - cost
-            projected[data] = size0 + size
+            if not child:
+                available += release - cost
+                projected[data] = size0 + size
+                after[order.ref] = (projected[data], available)
             self.submit_accept(order)
 
     @staticmethod

@@ -155,6 +155,9 @@ def run_sweep(args: argparse.Namespace) -> int:
     print(f"{outcome.runs} runs: {outcome.done} done, {outcome.failed} failed, {outcome.skipped} "
           f"already complete (skipped)")
     if len(outcome.table):
+        shown = min(10, len(outcome.table))
+        print(f"best {shown} of {len(outcome.table)} by total return"
+              + (f" (all: btperp sweep show {outcome.out})" if shown < len(outcome.table) else "") + ":")
         print(_table(outcome.table, "total_return", False, limit=10))
     if report:
         print(f"report: {report['html']} (table: btperp sweep show {outcome.out})")
