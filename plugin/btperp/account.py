@@ -40,7 +40,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .errors import InputError
 from .intrabar import END, Intrabar, Path, first_touch, low_first, value_at, vertices, window_extreme
-from .liquidation import FillPolicy, GroupLeg, Settlement, settle, settle_group
+from .liquidation import (FillPolicy, GroupLeg, LiquidationMode, Settlement, Step, bankruptcy_fill,
+                          partial_rule, partial_step, settle, settle_group)
 from .margin import (AccountMargin, MarginMode, Position, PositionMargin, Side, evaluate,
                      maintenance_margin, max_open_size, solve_price, tier_of)
 from .rules import Rulebook
@@ -92,6 +93,15 @@ class Liquidation:
     """The bar's adverse mark extreme (low for a long, high for a short)."""
     last_price: float = math.nan
     """The bar's adverse last-price extreme."""
+    partial: bool = False
+    """True for a partial liquidation step: ``size`` closed at the trigger price, ``remaining``
+    left open (:mod:`btperp.liquidation`, partial liquidation)."""
+    step: int = 1
+    """1-based number of this liquidation event within the trade (steps, then the close)."""
+    remaining: float = 0.0
+    """Size left open after it (0: the position was closed)."""
+    margin_ratio: float = math.nan
+    """After a partial step: the remainder's margin ratio at the trigger price (< 1: compliant)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -229,6 +239,14 @@ class Instrument:
     trigger: str
     mark_fallback: str | None
     intrabar: Intrabar = Intrabar.PATH
+    liquidation: LiquidationMode = LiquidationMode.FULL
+    """``partial``: reduce a liquidated position first where the exchange does
+    (:mod:`btperp.liquidation`); ``full``: close it whole."""
+
+    @property
+    def partial_rule(self):
+        """The exchange's partial-liquidation rule in force (None: liquidations close whole)."""
+        return partial_rule(self.rulebook, self.liquidation)
 
 
 class Holding:
@@ -312,6 +330,8 @@ class Leg:
         self.side0 = 0
         self._path: Path | None = None
         self.low_first = True           # the bar's order of extremes (set with its path)
+        self.liq_steps = 0              # liquidation events of the current trade so far
+        self.partial_at: datetime | None = None     # time of the trade's last partial step
 
     # --- the bar -----------------------------------------------------------------------------
 
@@ -470,7 +490,9 @@ class Account:
         return {"deposits": self.deposits, "realized_pnl": self.realized_pnl,
                 "trading_fees": self.trading_fees, "liquidation_fees": self.liquidation_fees,
                 "funding_paid": self.funding_paid, "wallet_balance": self.wallet,
-                "insurance_fund": self.insurance_fund, "liquidations": len(self.liquidations)}
+                "insurance_fund": self.insurance_fund,
+                "liquidations": sum(1 for x in self.liquidations if not x.partial),
+                "partial_liquidations": sum(1 for x in self.liquidations if x.partial)}
 
     # --- balances ----------------------------------------------------------------------------
 
@@ -619,6 +641,7 @@ class Account:
                 if after_close == 0:
                     leg.position_id += 1
                     leg.trade_fees = leg.trade_funding = 0.0
+                    leg.liq_steps, leg.partial_at = 0, None
                     leg.above.clear()
                 leg.trade_fees += openedcomm
 
@@ -789,19 +812,26 @@ class Account:
             if not leg.read:
                 leg.reader(leg)
             if leg.isolated:
-                self.cached_prices(leg)
-                self._check_single(leg, t1, final, group=None)
+                self._check_alone(leg, t1, final, None)
             else:
                 cross.append(leg)
         if len(cross) == 1:
-            self.cached_prices(cross[0])
-            self._check_single(cross[0], t1, final, group=cross)
+            self._check_alone(cross[0], t1, final, cross)
         elif cross:
             self._check_cross(cross, t1, final)
 
-    def _check_single(self, leg: Leg, t1: float, final: bool, group) -> None:
+    def _check_alone(self, leg: Leg, t1: float, final: bool, group) -> None:
+        """:meth:`_check_single` until the position is closed or its path no longer reaches its
+        liquidation price: after a partial step the remainder is checked from the step's time on."""
+        while True:
+            self.cached_prices(leg)
+            if not self._check_single(leg, t1, final, group):
+                return
+
+    def _check_single(self, leg: Leg, t1: float, final: bool, group) -> bool:
         """One position moves the equity: compare its path over ``[since, t1]`` with its cached
         prices. Margin calls come first: a bar that crosses a level and the liquidation price did both.
+        Returns True when a partial liquidation step left the position open (check it again).
         """
         long = leg.pos.size > 0
         lp = leg.lp
@@ -825,13 +855,19 @@ class Account:
             # whether a minute opened beyond it), the bar's open if it opened beyond
             tau, trigger = first_touch(leg.trigger_path(), lp, long, leg.since)
             if tau > t1:                    # finer bars did not go as far as the bar's own extreme
-                return
+                return False
             gap = tau == 0.0 and trigger != lp and not leg.changed     # the bar opened beyond it
             when = leg.time_at(tau, self.clock)
+            balance = leg.margin if group is None else self.cross_wallet()
+            if self._partial(leg, trigger, balance, gap, when, tau):
+                return True
+            if not leg.pos.size:            # a partial step, then the rest closed
+                return False
             if group is None:
                 self._liquidate_isolated(leg, trigger, gap, when)
             else:
                 self._liquidate_cross(group, {leg: trigger}, gap, {leg: lp}, when)
+        return False
 
     def _group_state(self, legs, prices: Mapping[Leg, float]):
         """Cross account at ``prices``: equity, Σ MM and each leg's unrealized PnL and MM."""
@@ -887,6 +923,76 @@ class Account:
         self._log(self.margin_calls, event)
         self.listener.margin_call(leg, event)
 
+    def _partial(self, leg: Leg, trigger: float, balance: float, at_open: bool,
+                 when: datetime | None, tau: float) -> bool:
+        """A partial liquidation step of a position that alone moves ``balance`` (isolated margin,
+        or the cross wallet of an account holding only it), by its exchange's rule
+        (:func:`btperp.liquidation.partial_step`). Returns True when the remainder is margin
+        compliant at the trigger price and stays open (checked from ``tau`` on); False when there
+        was no step, or the rest was then closed at the bankruptcy price (both: the position is
+        closed)."""
+        inst = leg.inst
+        rule = inst.partial_rule
+        if rule is None:
+            return False
+        when = when or self.clock.to_datetime(leg.dt)
+        if (rule.cooldown and leg.partial_at is not None
+                and (when - leg.partial_at).total_seconds() < rule.cooldown):
+            return False                # Hyperliquid: within the cooldown, the whole position
+        p = leg.position()
+        step = partial_step(inst.rulebook, p, trigger, balance, rule=rule,
+                            fee_rate=inst.liquidation_fee, taker_fee=inst.taker_fee,
+                            lot_size=inst.lot_size)
+        if step is None:
+            return False
+        reserve = float(inst.rulebook.bankruptcy_reserve(p.side, p.size, p.entry_price, p.leverage,
+                                                          inst.taker_fee))
+        seen = _Seen(math.nan if leg.lp is None else leg.lp, step.equity,
+                     maintenance_margin(inst.rulebook, p, trigger, inst.taker_fee))
+        self._record_step(leg, step, at_open, seen, when,
+                          bankruptcy_fill(int(p.side), p.size, p.entry_price, balance, reserve))
+        leg.since = tau
+        if step.compliant:
+            return True
+        # Binance: still margin-deficient after the realized loss and fee: the rest is closed at
+        # the bankruptcy price (btperp.liquidation, partial liquidation)
+        if leg.isolated:
+            self._liquidate_isolated(leg, trigger, at_open, when)
+        else:
+            self._liquidate_cross([leg], {leg: trigger}, at_open, {leg: seen.liquidation_price}, when)
+        return False
+
+    def _record_step(self, leg: Leg, step: Step, at_open: bool, seen: _Seen, when: datetime,
+                     bankrupt: float) -> None:
+        """Apply a partial step: the part closed at the trigger price, its PnL and fee; the
+        remainder keeps its entry price and (isolated) the balance the step left."""
+        inst = leg.inst
+        pos = leg.pos
+        size, entry = pos.size, pos.price
+        sign = 1.0 if size > 0 else -1.0
+        self.wallet += step.realized_pnl - step.fee
+        if leg.isolated:
+            leg.margin = step.balance_after
+        leg.trade_fees += step.fee
+        tier = tier_of(inst.rulebook, leg.position(), step.trigger_price)
+        mark_x, last_x = leg.bar_extremes(size > 0)
+        leg.liq_steps += 1
+        record = Liquidation(when, inst.symbol, "long" if size > 0 else "short", step.closed, entry,
+                             inst.trigger, step.realized_pnl, step.trigger_price, step.trigger_price,
+                             float(bankrupt), step.loss, step.fee, step.insurance_flow,
+                             str(inst.margin_mode), str(inst.fill_policy), at_open, leg.position_id,
+                             inst.leverage, seen.liquidation_price, tier.tier,
+                             tier.maintenance_margin_rate, seen.maintenance_margin, seen.equity,
+                             float(mark_x), float(last_x), True, leg.liq_steps, step.remaining,
+                             step.margin_ratio)
+        self._log(self.liquidations, record)
+        closed_value = leg.initial_margin(sign * step.closed, entry)
+        pos.update(-sign * step.closed, step.trigger_price, leg.stamp())
+        leg.partial_at = when
+        leg.above.clear()
+        self._moved(leg)
+        self.listener.liquidated(leg, sign * step.closed, entry, record, closed_value)
+
     def _liquidate_isolated(self, leg: Leg, trigger: float, at_open: bool, when=None) -> None:
         inst = leg.inst
         p = leg.position()
@@ -937,7 +1043,8 @@ class Account:
                              str(inst.margin_mode), str(inst.fill_policy), at_open, leg.position_id,
                              inst.leverage, seen.liquidation_price, tier.tier,
                              tier.maintenance_margin_rate, seen.maintenance_margin, seen.equity,
-                             float(mark_x), float(last_x))
+                             float(mark_x), float(last_x), step=leg.liq_steps + 1)
+        leg.liq_steps += 1
         self._log(self.liquidations, record)
         closed_value = leg.initial_margin(size, entry)
         pos.update(-size, result.fill_price, leg.stamp())

@@ -50,12 +50,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import math
+
 import numpy as np
 
 from .errors import DataError
 from .intrabar import Intrabar, extreme_after_array, low_first, value_at_array
-from .liquidation import bankruptcy_fill
-from .margin import maintenance_margin_array, solve_price_array
+from .liquidation import FillPolicy, LiquidationMode, bankruptcy_fill, partial_rule, partial_step, settle
+from .margin import (Position, Side, maintenance_margin, maintenance_margin_array, solve_price_array,
+                     tier_of)
 from .rules import Rulebook
 from .tiers import TierTable
 from .times import utc_minute as _iso
@@ -447,5 +450,143 @@ def liquidation_path(market: Market, rulebook: Rulebook, side: float, size: floa
     return out
 
 
-__all__ = ["Market", "Epoch", "Positions", "Outcome", "replay", "liquidation_path"]
 
+
+
+# --- partial liquidation: every event of one position ------------------------------------------
+
+@dataclass(frozen=True)
+class Event:
+    """One liquidation event of a replayed position: a partial step (``partial``) or the close."""
+
+    bar: int
+    partial: bool
+    trigger_price: float
+    fill_price: float
+    liquidation_price: float
+    """Liquidation price in force when it triggered."""
+    bankruptcy_price: float
+    """Bankruptcy price of the position as it stood before the event."""
+    gap: bool
+    size: float
+    """Size closed."""
+    remaining: float
+    """Size left open after it (0 for the close)."""
+    pnl: float
+    fee: float
+    insurance_flow: float
+    equity: float
+    """Margin balance at the trigger price before the event."""
+    maintenance_margin: float
+    """Maintenance margin at the trigger price before the event."""
+    tier: int
+    """1-based tier at the trigger price before the event."""
+    margin_ratio: float
+    """After a partial step: the remainder's margin ratio at the trigger price; NaN for the close."""
+
+    @property
+    def loss(self) -> float:
+        return -(self.pnl - self.fee)
+
+
+@dataclass(frozen=True)
+class Events:
+    """What the rules did to one position, event by event (:func:`liquidation_events`)."""
+
+    events: tuple[Event, ...]
+    closed: bool
+    """True when a liquidation closed the position (the last event is the close)."""
+    funding_paid: float
+    """Funding paid until the close (through its bar) or the end (negative: received)."""
+    margin_left: float
+    """What backed the position when it was closed (or at the end)."""
+    size_left: float
+    """Size open at the end (0 when closed)."""
+    last_bar: int
+
+
+def liquidation_events(market: Market, rulebook: Rulebook, side: float, size: float,
+                       entry_price: float, margin: float, leverage: float, start: int, stop: int,
+                       opened: bool = True, entry_t: float = 0.0, *, trigger: str = "mark",
+                       taker_fee: float | None = None, intrabar: "Intrabar | str" = Intrabar.PATH,
+                       liquidation: "str | LiquidationMode" = LiquidationMode.PARTIAL,
+                       fee_rate: float | None = None, policy: "str | FillPolicy" = FillPolicy.BANKRUPTCY,
+                       lot_size: float | None = None) -> Events:
+    """Every liquidation event of one position held over ``[start, stop)``: the partial steps
+    the exchange's rule takes (:func:`btperp.liquidation.partial_step`, the broker's function),
+    then the close (:func:`btperp.liquidation.settle`), as the broker applies them.
+
+    Each trigger is found by :func:`replay`. After a step the remainder (same entry, the balance
+    the step left) is checked on the rest of that bar's path: on a bar path the adverse extreme
+    after the first touch of the liquidation price is the bar's own (:mod:`btperp.intrabar`: the
+    touch lies on the leg that falls to the low, or rises to the high); a step at the open then
+    pays the bar's later funding events first, as the broker's remainder does. From the next bar
+    on the remainder is replayed like any position held at the open. ``fee_rate``: the
+    liquidation fee (default the rulebook's); ``liquidation="full"`` gives the single close.
+    """
+    fee = rulebook.taker_fee if taker_fee is None else float(taker_fee)
+    fee_rate = rulebook.liquidation_fee_rate if fee_rate is None else float(fee_rate)
+    rule = partial_rule(rulebook, liquidation)
+    side, size, entry_price, margin, leverage = (float(x) for x in (side, size, entry_price, margin,
+                                                                    leverage))
+    sgn = Side.LONG if side > 0 else Side.SHORT
+    o, h, low = market.prices(trigger)
+    adverse = low if side > 0 else h
+    events: list[Event] = []
+    paid = 0.0
+    step_bar = -1
+    while True:
+        out = replay(market, rulebook, Positions.of(side, size, entry_price, margin, leverage, start,
+                                                    stop, opened, entry_t),
+                     trigger=trigger, taker_fee=fee, intrabar=intrabar)
+        paid += float(out.funding_paid[0])
+        if not out.liquidated[0]:
+            return Events(tuple(events), False, paid, float(out.margin_left[0]), size,
+                          int(out.last_bar[0]))
+        t = int(out.bar[0])
+        price, lp, gap = float(out.trigger_price[0]), float(out.liquidation_price[0]), bool(out.gap[0])
+        balance = float(out.margin_left[0])
+        table = market.epochs[int(market.epoch_of[t])].table
+        whole = False
+        while True:                     # the events of bar t
+            pos = Position("", sgn, size, entry_price, price, leverage, table)
+            reserve = float(rulebook.bankruptcy_reserve(sgn, size, entry_price, leverage, fee))
+            bankrupt = float(bankruptcy_fill(side, size, entry_price, balance, reserve))
+            before_mm = maintenance_margin(rulebook, pos, price, fee)
+            tier = tier_of(rulebook, pos, price).tier
+            step = None
+            if rule is not None and not whole and not (rule.cooldown and step_bar == t):
+                step = partial_step(rulebook, pos, price, balance, rule=rule, fee_rate=fee_rate,
+                                    taker_fee=fee, lot_size=lot_size)
+            if step is None:
+                s = settle(side, size, entry_price, price, balance, policy=policy, fee_rate=fee_rate,
+                           reserve=reserve)
+                events.append(Event(t, False, price, s.fill_price, lp, bankrupt, gap, size, 0.0,
+                                    s.realized_pnl, s.fee, s.insurance_flow, s.equity_at_trigger,
+                                    float(before_mm), tier, math.nan))
+                return Events(tuple(events), True, paid, balance, 0.0, t)
+            events.append(Event(t, True, price, price, lp, bankrupt, gap, step.closed, step.remaining,
+                                step.realized_pnl, step.fee, step.insurance_flow, step.equity,
+                                float(before_mm), tier, step.margin_ratio))
+            step_bar = t
+            size, balance = step.remaining, step.balance_after
+            if not step.compliant:      # the rest, at the same trigger: closed whole
+                whole = True
+                continue
+            if gap:                     # a step at the open: the remainder pays the later events
+                later = side * size * (market.f_after[t] - market.f_open[t])
+                balance -= later
+                paid += later
+            lp2, _ = solve_price_array(rulebook, table, side, size, entry_price, leverage, balance, fee)
+            lp2 = float(lp2)
+            if not (math.isfinite(lp2) and side * (adverse[t] - lp2) <= 0):
+                break
+            beyond = side * (price - lp2) <= 0      # (funding moved it past the step's price)
+            price, lp, gap = (price if beyond else lp2), lp2, gap and beyond
+        if t + 1 >= stop:
+            return Events(tuple(events), False, paid, balance, size, t)
+        start, margin, opened, entry_t = t + 1, balance, False, 0.0
+
+
+__all__ = ["Market", "Epoch", "Positions", "Outcome", "replay", "liquidation_path", "Event", "Events",
+           "liquidation_events"]

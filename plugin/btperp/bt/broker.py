@@ -31,7 +31,9 @@ Each bar, in this order (``next``):
     6. positions are checked against the rest of the trigger path (per position in isolated
        margin, on the account in cross); a liquidated position's pending orders are cancelled
        and it is closed by an order marked ``order.info.liquidation`` that the strategy sees in
-       ``notify_order``/``notify_trade`` in this same bar; then margin calls: a margin ratio
+       ``notify_order``/``notify_trade`` in this same bar (with ``liquidation="partial"``, a
+       larger position is first reduced by such an order marked ``order.info.partial``, and its
+       remainder checked on the rest of the path); then margin calls: a margin ratio
        crossing a level (default 0.8) is recorded and the owning strategy's
        ``notify_margin_call(event)`` is called if it has one;
     7. value and available balance at the mark close.
@@ -55,7 +57,7 @@ from ..account import (DUST, Account, Clock, Fill, FundingPayment, Instrument, L
                        Listener, MarginCall, MarginChange, Rejection)
 from ..errors import DataError, DataWarning, InputError, outside_stacklevel
 from ..intrabar import END, Intrabar, OrderKind, detail_path, low_first, order_time, vertices
-from ..liquidation import FillPolicy
+from ..liquidation import FillPolicy, LiquidationMode
 from ..margin import MarginMode, PositionMargin
 from ..rules import get_rulebook
 from ..symbols import to_unified
@@ -332,6 +334,9 @@ class PerpBroker(bt.brokers.BackBroker):
     - ``leverage`` (1), ``margin_mode`` (``isolated`` | ``cross``)
     - ``maker_fee`` / ``taker_fee`` / ``liquidation_fee``: None = the exchange's standard rates
     - ``fill_policy``: ``bankruptcy`` (default) or ``fee`` (:mod:`btperp.liquidation`)
+    - ``liquidation``: ``partial`` (default: a larger position is reduced first where the exchange
+      does it, by its rule; :mod:`btperp.liquidation`) or ``full`` (every liquidation closes the
+      whole position)
     - ``lot_size``: order sizes are rounded down to it (None: no rounding)
     - ``trigger``: ``mark`` (default) or ``last`` (liquidate on last-price extremes, as
       freqtrade and Jesse do; for comparisons)
@@ -354,6 +359,7 @@ class PerpBroker(bt.brokers.BackBroker):
         ("taker_fee", None),
         ("liquidation_fee", None),
         ("fill_policy", "bankruptcy"),
+        ("liquidation", "partial"),
         ("lot_size", None),
         ("trigger", "mark"),
         ("mark_fallback", None),
@@ -365,8 +371,8 @@ class PerpBroker(bt.brokers.BackBroker):
     )
 
     _INSTRUMENT_KEYS = ("exchange", "leverage", "margin_mode", "maker_fee", "taker_fee",
-                        "liquidation_fee", "fill_policy", "lot_size", "trigger", "mark_fallback",
-                        "intrabar", "tiers")
+                        "liquidation_fee", "fill_policy", "liquidation", "lot_size", "trigger",
+                        "mark_fallback", "intrabar", "tiers")
 
     def __init__(self):
         self._overrides: dict[Any, dict] = {}
@@ -437,6 +443,8 @@ class PerpBroker(bt.brokers.BackBroker):
             MarginMode.parse(s["margin_mode"])
         if "fill_policy" in s:
             FillPolicy.parse(s["fill_policy"])
+        if "liquidation" in s:
+            LiquidationMode.parse(s["liquidation"])
         if "intrabar" in s:
             Intrabar.parse(s["intrabar"])
         lev = s.get("leverage")
@@ -559,7 +567,8 @@ class PerpBroker(bt.brokers.BackBroker):
                                  else float(settings["liquidation_fee"])),
                 fill_policy=FillPolicy.parse(settings["fill_policy"]),
                 lot_size=settings["lot_size"], trigger=settings["trigger"],
-                mark_fallback=settings["mark_fallback"], intrabar=Intrabar.parse(settings["intrabar"]))
+                mark_fallback=settings["mark_fallback"], intrabar=Intrabar.parse(settings["intrabar"]),
+                liquidation=LiquidationMode.parse(settings["liquidation"]))
             top = max(table.tiers[0].max_leverage for _, table in tiers.versions)
             if inst.leverage > top * (1 + 1e-12):       # every order would be refused: say so now
                 raise InputError(f"{symbol}: leverage {inst.leverage:g}x is above the {top:g}x that "
@@ -923,8 +932,9 @@ class PerpBroker(bt.brokers.BackBroker):
             handler(event)
 
     def _liquidated(self, book: Book, size: float, entry: float, record, closed_value: float) -> None:
-        """The account closed ``book``'s position: cancel its orders (the one being filled too) and
-        show the strategy the close as a market order marked ``order.info.liquidation``."""
+        """The account closed ``book``'s position (or, a partial step, ``size`` of it): cancel its
+        orders (the one being filled too) and show the strategy the close as a market order marked
+        ``order.info.liquidation`` (and ``order.info.partial``)."""
         data = book.data
         for order in [o for o in self.pending if o is not None and o.data is data]:
             self.cancel(order)
@@ -941,7 +951,8 @@ class PerpBroker(bt.brokers.BackBroker):
         order = cls(owner=owner, data=data, size=abs(size), price=fill, exectype=Order.Market)
         order.addinfo(liquidation=True, trigger=inst.trigger, trigger_price=record.trigger_price,
                       bankruptcy_price=record.bankruptcy_price, insurance_flow=record.insurance_flow,
-                      fill_policy=str(inst.fill_policy))
+                      fill_policy=str(inst.fill_policy), partial=record.partial, step=record.step,
+                      remaining=record.remaining)
         order.submit(self)
         order.accept(self)
         order.addcomminfo(book.comminfo)
@@ -996,7 +1007,8 @@ class PerpBroker(bt.brokers.BackBroker):
                 "liquidation_fees": totals["liquidation_fees"], "funding_paid": totals["funding_paid"],
                 "wallet_balance": totals["wallet_balance"], "unrealized_pnl": self._unrealized,
                 "value": self._value, "insurance_fund": totals["insurance_fund"],
-                "liquidations": totals["liquidations"]}
+                "liquidations": totals["liquidations"],
+                "partial_liquidations": totals["partial_liquidations"]}
 
 
 class _Notifier(Listener):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import UnknownExchangeError
-from .base import Rulebook
+from .base import PartialRule, Rulebook
 from .binance import BinanceCoinM, BinanceUSDM
 from .bybit import BybitInverse, BybitLinear
 from .generic import Generic
@@ -45,6 +45,6 @@ def get_rulebook(exchange: "str | Rulebook", *, core: bool = False) -> Rulebook:
                                field="exchange")
 
 
-__all__ = ["Rulebook", "BinanceUSDM", "BinanceCoinM", "BybitLinear", "BybitInverse", "Hyperliquid",
-           "OKXLinear", "Generic", "RULEBOOKS",
+__all__ = ["Rulebook", "PartialRule", "BinanceUSDM", "BinanceCoinM", "BybitLinear", "BybitInverse",
+           "Hyperliquid", "OKXLinear", "Generic", "RULEBOOKS",
            "CORE_RULEBOOKS", "get_rulebook"]

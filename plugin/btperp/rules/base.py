@@ -13,12 +13,36 @@ check it against the exchanges' own examples).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
 from ..funding import funding_payment
 from ..tiers import Tier, TierTable
+
+
+@dataclass(frozen=True)
+class PartialRule:
+    """How an exchange reduces a liquidated position before it closes it whole (what
+    :func:`btperp.liquidation.partial_step` applies; its module docstring defines each kind).
+
+    ``kind="tier"``: the position's notional is brought below the floor of its tier at the trigger
+    price (the largest size in a lower tier). ``search=False`` (Binance): one tier down, and the
+    rest closed at the bankruptcy price if that does not restore compliance; ``search=True``
+    (Bybit): the highest lower tier whose margin requirement the remainder meets, else none.
+    ``kind="fraction"`` (Hyperliquid): ``fraction`` of a position whose notional at the trigger
+    price is above ``min_notional``; a trigger within ``cooldown`` seconds of a step closes the
+    whole position.
+    """
+
+    kind: str
+    search: bool = False
+    fraction: float = 0.0
+    min_notional: float = 0.0
+    cooldown: float = 0.0
+    document: str = ""
+    """The exchange document the rule implements."""
 
 
 class Rulebook:
@@ -52,6 +76,8 @@ class Rulebook:
     position in the reciprocal price (:mod:`btperp.inverse`), amounts in the coin."""
     maintenance_amounts: ClassVar[bool] = True
     """False when the exchange deducts no maintenance amount (OKX, the generic formula)."""
+    partial_liquidation: ClassVar[PartialRule | None] = None
+    """How the exchange reduces a liquidated position first (None: it closes it whole)."""
 
     # --- tiers ---------------------------------------------------------------------------------
 

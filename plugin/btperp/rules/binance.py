@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..tiers import Tier
-from .base import Rulebook
+from .base import PartialRule, Rulebook
 
 
 class BinanceUSDM(Rulebook):
@@ -32,6 +32,11 @@ class BinanceUSDM(Rulebook):
         "funding": "https://www.binance.com/en/support/faq/360033525031",
         "liquidation protocols": "https://www.binance.com/en/support/faq/360033525271",
     }
+    # "Binance Futures Liquidation Protocols" (Smart Liquidation): open orders cancelled, then one
+    # large IOC order reduces the position without closing it; the liquidation fee on the amount
+    # liquidated only; still margin-deficient: the rest closed at the bankruptcy price.
+    partial_liquidation = PartialRule("tier", search=False,
+                                      document="Binance Futures Liquidation Protocols")
 
     def maintenance_terms(self, side, size, entry_price, leverage, tier: Tier, taker_fee):
         # "How to Calculate Liquidation Price of USDⓈ-M Futures Contracts":

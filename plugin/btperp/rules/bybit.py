@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..tiers import Tier
-from .base import Rulebook
+from .base import PartialRule, Rulebook
 
 
 class BybitLinear(Rulebook):
@@ -39,7 +39,13 @@ class BybitLinear(Rulebook):
         "initial margin": "https://www.bybit.com/en/help-center/article/Initial-Margin-USDT-Contract",
         "maintenance margin": "https://www.bybit.com/en/help-center/article/Maintenance-Margin-USDT-Contract",
         "funding": "https://www.bybit.com/en/help-center/article/Funding-fee-calculation",
+        "liquidation process": "https://www.bybit.com/en/help-center/article/Liquidation-Process-USDT-Contract",
     }
+    # "Liquidation Process (USDT Contract)": above the lowest tier, a FillOrKill order of the
+    # difference between the position value and the lower tier's value that meets the margin
+    # requirement; still in liquidation (or in the lowest tier): taken over at the bankruptcy price.
+    partial_liquidation = PartialRule("tier", search=True,
+                                      document="Bybit Liquidation Process (USDT Contract)")
 
     def fee_to_close(self, side, size, entry_price, leverage, taker_fee):
         # "Bankruptcy Price (USDT Contract)": long = entry × (1 − 1/leverage), short = entry × (1 + 1/leverage);

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..tiers import Tier, TierTable
-from .base import Rulebook
+from .base import PartialRule, Rulebook
 
 
 class Hyperliquid(Rulebook):
@@ -31,6 +31,11 @@ class Hyperliquid(Rulebook):
         "margining": "https://hyperliquid.gitbook.io/hyperliquid-docs/trading/margining",
         "funding": "https://hyperliquid.gitbook.io/hyperliquid-docs/trading/funding",
     }
+    # "Liquidations" (partial liquidations): for liquidatable positions larger than 100k USDC only
+    # 20 % is sent as a market liquidation order; for 30 seconds after a partial liquidation the
+    # orders are for the entire position. No clearance fee.
+    partial_liquidation = PartialRule("fraction", fraction=0.2, min_notional=100_000.0,
+                                      cooldown=30.0, document="Hyperliquid Docs: Liquidations")
 
     def default_table(self, max_leverage: float | None = None) -> TierTable | None:
         if max_leverage is None:
