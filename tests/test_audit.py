@@ -253,7 +253,8 @@ def test_replay_equals_the_broker_and_a_per_bar_reference(data, side, notional, 
         assert out.trigger_price[0] == pytest.approx(price_ref, rel=1e-9)
     # the broker: an order sent in the bar before fills at this bar's open
     _, broker = perpkit.run(frame, {entry_bar - 1: [("buy" if side > 0 else "sell", {"size": size})]},
-                            leverage=leverage, tiers=HISTORY, trigger=trigger, cash=1e9)
+                            leverage=leverage, tiers=HISTORY, trigger=trigger, cash=1e9,
+                            liquidation="full")
     got = [frame.index.get_loc(pd.Timestamp(x.time)) for x in broker.liquidations]
     assert got == ([] if t_ref is None else [t_ref])
     if t_ref is not None:

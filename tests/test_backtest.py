@@ -99,9 +99,10 @@ def test_liquidations_observer_marks_each_liquidation_fill():
     broker = btperp.install(cerebro, cash=10_000, leverage=25)
     strategy = cerebro.run()[0]
     observer = next(o for o in strategy.getobservers() if isinstance(o, Liquidations))
-    marks = np.r_[observer.lines.long.array, observer.lines.short.array]
+    marks = np.r_[observer.lines.long.array, observer.lines.short.array,
+                  observer.lines.partial_long.array, observer.lines.partial_short.array]
     marks = marks[~np.isnan(marks)]
-    assert len(broker.liquidations) > 0
+    assert len(broker.liquidations) > 0 and any(x.partial for x in broker.liquidations)
     assert sorted(marks) == pytest.approx(sorted(x.fill_price for x in broker.liquidations))
 
 

@@ -5,7 +5,9 @@ For every run:
   the same from the order notifications alone (relative 1e-9);
 * no isolated margin and no wallet is ever negative;
 * every liquidation's insurance-fund flow is explained by its gap: side × size × (trigger − fill)
-  plus the liquidation fee the fund receives.
+  plus the liquidation fee the fund receives (a partial step's fee always goes to it);
+* a partial step leaves the remainder open and margin compliant at its trigger price, and it is
+  followed, when at all, by further steps or the close of the same trade.
 """
 
 import math
@@ -69,7 +71,14 @@ def scenarios(draw):
         margin_mode=draw(st.sampled_from(["isolated", "cross"])),
         fill_policy=draw(st.sampled_from(["bankruptcy", "fee"])),
         trigger=draw(st.sampled_from(["mark", "last"])),
+        liquidation=draw(st.sampled_from(["partial", "full"])),
     )
+    # larger orders in some runs: positions beyond tier 1, where partial liquidation steps in
+    grow = draw(st.sampled_from([1.0, 1.0, 8.0]))
+    for orders in plan.values():
+        for _, kwargs in orders:
+            if "size" in kwargs:
+                kwargs["size"] *= grow
     return frame, plan, options
 
 
@@ -83,6 +92,7 @@ def test_money_is_conserved(scenario):
     event("a gap past bankruptcy" if any(r.insurance_flow < 0 for r in broker.liquidations)
           else "no gap past bankruptcy")
     event(f"{len(broker.rejections)} refused orders" if broker.rejections else "no refusals")
+    event("a partial step" if any(r.partial for r in broker.liquidations) else "no partial step")
     ledger = broker.ledger()
     value = broker.getvalue()
     scale = max(cash0, abs(value), 1.0)
@@ -107,9 +117,23 @@ def test_money_is_conserved(scenario):
 
     for r in broker.liquidations:
         sign = 1 if r.side == "long" else -1
-        to_fund = r.fee if r.policy == "fee" else 0.0
+        to_fund = r.fee if r.policy == "fee" or r.partial else 0.0
         assert r.insurance_flow == pytest.approx(sign * r.size * (r.trigger_price - r.fill_price) + to_fund,
                                                  rel=1e-9, abs=1e-9 * scale)
         assert r.loss >= -1e-9 * scale
     assert broker.insurance_fund == pytest.approx(sum(r.insurance_flow for r in broker.liquidations),
                                                   rel=1e-9, abs=1e-12)
+    trades = {}
+    for i, r in enumerate(broker.liquidations):
+        trades.setdefault(r.position_id, []).append(r.step)
+        if r.partial:
+            assert options["liquidation"] == "partial" and r.tier > 1
+            assert r.fill_price == r.trigger_price and r.remaining > 0 and r.size > 0
+            if r.margin_ratio >= 1:         # still deficient: the rest is closed at once
+                rest = broker.liquidations[i + 1]
+                assert not rest.partial and rest.time == r.time and rest.position_id == r.position_id
+                assert rest.size == pytest.approx(r.remaining, rel=1e-12)
+        else:
+            assert r.remaining == 0 and not r.margin_ratio == r.margin_ratio       # NaN
+    for numbers in trades.values():         # steps 1, 2, ... then the close, per trade
+        assert numbers == list(range(1, len(numbers) + 1))

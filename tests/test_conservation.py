@@ -18,7 +18,11 @@ Formulas, written out here and not taken from btperp:
 * liquidation: bankruptcy fill P_b = entry − side × balance / size (the position's margin
   exhausted); fee policy: close at the trigger, fee = min(rate × notional, equity there); in
   cross margin each position's share of the account's equity at the trigger prices is its
-  maintenance margin's share (README "Liquidation fills").
+  maintenance margin's share (README "Liquidation fills");
+* partial liquidation (Binance's one reducing order, README "Partial liquidation"): a position in
+  tier n > 1 at the trigger price T keeps floor_n / T (its notional at the top of tier n − 1),
+  the rest closes at T with the liquidation fee on it; the remainder's margin ratio at T is
+  MM(kept) / (equity at T − fee); at or above 1 the rest is settled as above in the same bar.
 """
 
 import bisect
@@ -85,6 +89,7 @@ def markets(draw):
                    leverage=draw(st.sampled_from([5, 10, 10, 20])),
                    margin_mode=draw(st.sampled_from(["isolated", "cross", "cross"])),
                    fill_policy=draw(st.sampled_from(["bankruptcy", "fee"])),
+                   liquidation=draw(st.sampled_from(["partial", "partial", "full"])),
                    tiers=draw(st.sampled_from([TABLE_A, HISTORY])))
     plan = {}
     for k, side in enumerate(sides):
@@ -172,6 +177,26 @@ class Shadow:
         fill = entry - side * balance / size
         return fill, -balance, 0.0, pnl_t + balance, balance
 
+    def step(self, t, k, r):
+        """A partial step of position ``k`` at ``r``'s trigger price (module docstring): the
+        expected (fill, pnl, fee, flow, loss), size closed, size kept and the remainder's ratio."""
+        tiers = self.tiers(t)
+        size, entry, margin = self.pos[k]
+        side, trigger = np.sign(size), r.trigger_price
+        floors = [x[0] for x in tiers]
+        n = bisect.bisect_right(floors, abs(size) * trigger) - 1
+        assert n >= 1, "a position in tier 1 is closed whole"
+        kept = floors[n] / trigger
+        closed = abs(size) - kept
+        pnl = side * closed * (trigger - entry)
+        fee = LIQ_FEE * closed * trigger
+        balance = self.wallet if self.cross else margin
+        equity = balance + side * abs(size) * (trigger - entry)
+        self.wallet += pnl - fee
+        self.pos[k] = [side * kept, entry, 0.0 if self.cross else margin + pnl - fee]
+        ratio = mm(tiers, kept * trigger) / (equity - fee)
+        return (trigger, pnl, fee, fee, fee - pnl), closed, kept, ratio
+
     def liquidate(self, t, records):
         """Settle the liquidated positions of bar t; returns the expected (fill, pnl, fee, flow, loss)."""
         tiers = self.tiers(t)
@@ -227,26 +252,55 @@ def test_money_is_conserved_by_independent_arithmetic(market):
     fills = {}
     for f in broker.fills:
         fills.setdefault(bar_of[f.time], []).append(f)
-    liqs = {}
+    liqs, steps = {}, {}
     for x in broker.liquidations:
-        liqs.setdefault(bar_of[x.time], {})[symbols.index(x.symbol)] = x
+        if x.partial:
+            steps.setdefault(bar_of[x.time], []).append(x)
+        else:
+            liqs.setdefault(bar_of[x.time], {})[symbols.index(x.symbol)] = x
     event(f"{len(broker.liquidations)} liquidations" if broker.liquidations else "no liquidation")
     event("a gap liquidation" if any(x.at_open for x in broker.liquidations) else "no gap")
     event(f"{len(frames)} feeds, {options['margin_mode']}")
     event("short" if any(x.side == "short" for x in broker.liquidations) else "no short liquidated")
+    event("a partial step" if steps else "no partial step")
     tol = dict(rel=1e-9, abs=1e-9 * max(shadow.scale, 1_000.0))
+
+    def check_step(x, t):
+        """A partial step against the shadow's (module docstring)."""
+        k = symbols.index(x.symbol)
+        assert options["liquidation"] == "partial" and (not cross or len(
+            [p for p in shadow.pos if p[0]]) == 1), "steps only for a position alone"
+        before = shadow.pos[k][0]
+        lo = min(frames[k]["mark_open"].iloc[t], frames[k]["mark_low"].iloc[t])
+        hi = max(frames[k]["mark_open"].iloc[t], frames[k]["mark_high"].iloc[t])
+        assert lo * (1 - 1e-12) <= x.trigger_price <= hi * (1 + 1e-12)
+        (fill, pnl, fee, flow, loss), closed, kept, ratio = shadow.step(t, k, x)
+        assert x.size == pytest.approx(closed, **tol) and x.remaining == pytest.approx(kept, **tol)
+        assert x.pnl == pytest.approx(pnl, **tol) and x.fee == pytest.approx(fee, **tol)
+        assert x.fill_price == x.trigger_price == fill
+        assert x.insurance_flow == pytest.approx(flow, **tol) and x.loss == pytest.approx(loss, **tol)
+        assert x.margin_ratio == pytest.approx(ratio, rel=1e-7)
+        assert abs(before) * x.trigger_price > 1_000 * (1 - 1e-12)      # above tier 1
+        if ratio >= 1:                                    # still deficient: the rest, now
+            assert k in liqs.get(t, {}) and x.time == liqs[t][k].time
 
     funding_seen = 0
     for t in range(len(index)):
         for k in range(len(frames)):                         # 2. funding at the open
             shadow.fund(k, t)
         records = liqs.get(t, {})
+        bar_steps = steps.get(t, [])
         bar_fills = fills.get(t, [])
         filled = {symbols.index(f.symbol) for f in bar_fills}
         # a cross account liquidated at the open (step 3) before another feed's opening order
         # filled: that feed was flat at the open (had it held a position, a liquidation at the open
         # would have closed it too; a liquidation after the fills would have included it)
         first = cross and records and any(not shadow.pos[k][0] for k in filled - set(records))
+        # in cross margin a step at the open comes before the fills (the wallet it sees)
+        early = [x for x in bar_steps if cross and x.at_open]
+        for x in early:
+            check_step(x, t)
+        bar_steps = [x for x in bar_steps if x not in early]
         expected = shadow.liquidate(t, records) if first else {}
         for f in bar_fills:                                   # 4. fills at the bar's open
             k = symbols.index(f.symbol)
@@ -255,14 +309,24 @@ def test_money_is_conserved_by_independent_arithmetic(market):
             assert f.pnl == pytest.approx(pnl, **tol) and f.fee == pytest.approx(fee, **tol)
         adverse = {k: frames[k]["mark_low" if shadow.pos[k][0] > 0 else "mark_high"].iloc[t]
                    for k in range(len(frames))}
-        if records and not first:                             # 5. the bar's adverse extremes
+        due = set(records) | {symbols.index(x.symbol) for x in bar_steps}
+        if due and not first:                                 # 5. the bar's adverse extremes
             if cross:
                 assert shadow.margin_left(t, prices=adverse) <= 1e-9 * shadow.scale
             else:
-                for k in records:
+                for k in due:
                     assert shadow.margin_left(t, k, prices=adverse) <= 1e-9 * shadow.scale
+        for x in bar_steps:                                   # partial steps, in their order
+            check_step(x, t)
+        if records and not first:
             expected = shadow.liquidate(t, records)
-        elif not bar_fills:                                   # nothing due was missed
+        survivors = {symbols.index(x.symbol) for x in steps.get(t, [])} - set(records)
+        if survivors and not bar_fills:                       # the remainder survived the bar
+            for k in survivors:
+                left = (shadow.margin_left(t, prices=adverse) if cross
+                        else shadow.margin_left(t, k, prices=adverse))
+                assert left > -1e-9 * shadow.scale
+        elif not records and not bar_fills and not steps.get(t):      # nothing due was missed
             if cross and any(p[0] for p in shadow.pos):
                 assert shadow.margin_left(t, prices=adverse) > -1e-9 * shadow.scale
             elif not cross:

@@ -307,7 +307,8 @@ def _account(seed, margin_mode, fill_policy, intrabar, feeds):
         plan.setdefault(bar, []).append((i,) + order)
     options = dict(cash=float(rng.choice([50.0, 300.0, 2000.0])),
                    leverage=float(rng.choice([1, 3, 10, 25, 50, 75, 125])),
-                   margin_mode=margin_mode, fill_policy=fill_policy, intrabar=intrabar)
+                   margin_mode=margin_mode, fill_policy=fill_policy, intrabar=intrabar,
+                   liquidation=str(rng.choice(["partial", "full"])))
     return frames, plan, options
 
 
@@ -327,6 +328,7 @@ def test_random_strategies_keep_the_accounts_invariants(seed, margin_mode, fill_
         events = pq.read_table(strat.analyzers.perphistory.get_analysis()["events"]).to_pandas()
     event(f"{len(frames)} feeds, {options['margin_mode']}, {options['intrabar']}")
     event("liquidated" if broker.liquidations else "not liquidated")
+    event("a partial step" if any(x.partial for x in broker.liquidations) else "no partial step")
     cash0 = options["cash"]
     scale = max(cash0, 1.0)
     # wallet = initial + realized PnL - fees - funding (liquidation losses are in the PnL and fees),

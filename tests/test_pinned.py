@@ -158,9 +158,9 @@ def test_a_second_tier_table_moves_the_liquidation_price():
     b = audit_position("TEST/USDT:USDT", "long", frame.index[1], frame=frame, tiers=T1, size=20.0,
                        leverage=10, taker_fee=0.0)
     assert not b.liquidated and b.entry_liquidation_price == pytest.approx(lp1, rel=1e-12)
-    # the broker agrees
+    # the broker agrees (closing the whole position, as the audit's first trigger does)
     _, broker = run(frame, {0: [("buy", dict(size=20.0))]}, cash=10_000, leverage=10, taker_fee=0.0,
-                    tiers=TWO_TABLES)
+                    tiers=TWO_TABLES, liquidation="full")
     (x,) = broker.liquidations
     assert x.time.hour == 7 and x.trigger_price == pytest.approx(lp2, rel=1e-12)
     assert x.tier == 2 and x.maintenance_rate == 0.05

@@ -491,7 +491,7 @@ class Account:
                 "trading_fees": self.trading_fees, "liquidation_fees": self.liquidation_fees,
                 "funding_paid": self.funding_paid, "wallet_balance": self.wallet,
                 "insurance_fund": self.insurance_fund,
-                "liquidations": sum(1 for x in self.liquidations if not x.partial),
+                "liquidations": len(self.liquidations),
                 "partial_liquidations": sum(1 for x in self.liquidations if x.partial)}
 
     # --- balances ----------------------------------------------------------------------------

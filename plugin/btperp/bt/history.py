@@ -391,7 +391,11 @@ class PerpHistory(bt.Analyzer):
                                  tier=r.tier, maintenance_rate=r.maintenance_rate,
                                  maintenance_margin=r.maintenance_margin, equity=r.equity,
                                  mark_price=r.mark_price, last_price=r.last_price,
-                                 detail=f"{r.trigger} trigger, {r.policy} fill" + (", gap" if r.at_open else "")))
+                                 partial=r.partial, step=r.step, remaining=r.remaining,
+                                 margin_ratio=r.margin_ratio if r.partial else None,
+                                 detail=f"{r.trigger} trigger, "
+                                        + ("partial step at the trigger price" if r.partial
+                                           else f"{r.policy} fill") + (", gap" if r.at_open else "")))
                 rows.append(dict(common, kind="insurance_fund", amount=r.insurance_flow))
             elif isinstance(r, MarginChange):
                 rows.append(dict(time=r.time, kind="margin_change", symbol=r.symbol, trade_id=r.trade_id,

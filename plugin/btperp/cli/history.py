@@ -33,7 +33,9 @@ def run_show(args: argparse.Namespace) -> int:
             f"{r['worst_margin_ratio'] * 100:.2f} % ({r['worst_symbol']}, {r['worst_at'][:16]})")
         rows.append([r["run_id"], f"{r['rows']:,}", (r["first"] or "-")[:16], (r["last"] or "-")[:16],
                      str(r["trades"]) + (f" (+{r['open_trades']} open)" if r["open_trades"] else ""),
-                     str(r["liquidations"]), worst, fmt_number(r["funding_paid"]),
+                     str(r["liquidations"]) + (f" ({r['partial_liquidations']} partial)"
+                                               if r["partial_liquidations"] else ""),
+                     worst, fmt_number(r["funding_paid"]),
                      fmt_number(r["fees_paid"]), fmt_number(r["insurance_fund"])])
     print(table(headers, rows, right=[False, True, False, False, True, True, False, True, True, True]))
     return 0

@@ -103,7 +103,8 @@ EVENTS_SCHEMA = pa.schema([
     _f("bankruptcy_price", pa.float64(), "liquidation: bankruptcy price", True),
     _f("rate", pa.float64(), "funding: sum of the rates paid; NaN when a coarse bar's events are split", True),
     _f("level", pa.float64(), "margin call: the level crossed", True),
-    _f("margin_ratio", pa.float64(), "margin call: the ratio reached", True),
+    _f("margin_ratio", pa.float64(), "margin call: the ratio reached; partial liquidation: the "
+                                     "remainder's margin ratio at the trigger price after the step", True),
     _f("detail", pa.string(), "fill: maker or taker; liquidation: trigger and fill policy, 'gap' at the "
                               "open; rejection: the reason", True),
     _f("entry_price", pa.float64(), "liquidation: entry price of the position", True),
@@ -118,7 +119,15 @@ EVENTS_SCHEMA = pa.schema([
     _f("mark_price", pa.float64(), "liquidation: the bar's adverse mark extreme (low long, high short)",
        True),
     _f("last_price", pa.float64(), "liquidation: the bar's adverse last-price extreme", True),
+    _f("partial", pa.bool_(), "liquidation: true for a partial liquidation step (the position reduced, "
+                              "not closed)", True),
+    _f("step", pa.int16(), "liquidation: 1-based number of the event within the trade (steps, then "
+                           "the close)", True),
+    _f("remaining", pa.float64(), "liquidation: size left open after it (0: closed)", True),
 ])
+
+#: Events columns added after the first release: files without them read as null.
+_LATER_EVENTS = ("partial", "step", "remaining")
 
 FLOAT_HISTORY = [f.name for f in HISTORY_SCHEMA if pa.types.is_floating(f.type)]
 FLOAT_EVENTS = [f.name for f in EVENTS_SCHEMA if pa.types.is_floating(f.type)]
@@ -240,17 +249,22 @@ def _first_line(exc: BaseException) -> str:
 def read(root: "str | os.PathLike[str]", which: str = "history") -> pd.DataFrame:
     """A run's or a sweep's ``which`` table as one pandas frame, in the documented column order."""
     data = dataset(root, which)
-    order = [f.name for f in (HISTORY_SCHEMA if which == "history" else EVENTS_SCHEMA)]
-    missing = [c for c in order if c not in data.schema.names]
+    schema = HISTORY_SCHEMA if which == "history" else EVENTS_SCHEMA
+    order = [f.name for f in schema]
+    later = [c for c in (_LATER_EVENTS if which == "events" else ()) if c not in data.schema.names]
+    missing = [c for c in order if c not in data.schema.names and c not in later]
     if missing:
         raise InputError(f"{root}: not a btperp {which} file: it lacks the column(s) "
                          f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''} "
                          f"(found {', '.join(data.schema.names[:8]) or 'none'})")
     try:
-        table = data.to_table(columns=order)
+        table = data.to_table(columns=[c for c in order if c not in later])
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{root}: the {which} files cannot be read (truncated or corrupt): "
                          f"{_first_line(exc)}") from None
+    for c in later:                     # written by an older btperp: no partial liquidation then
+        field = schema.field(c)
+        table = table.add_column(order.index(c), field, pa.nulls(table.num_rows, field.type))
     return table.to_pandas()
 
 
@@ -271,7 +285,8 @@ def _run_order(run_id: str):
 
 def summarize(root: "str | os.PathLike[str]") -> list[dict]:
     """Per run: rows, range, trades (closed, as backtrader's trade count, and still open at the
-    end), liquidations, worst margin ratio, funding and fees."""
+    end), liquidation events (``partial_liquidations`` of them partial steps), worst margin ratio,
+    funding and fees."""
     history = read(root, "history")
     events = read(root, "events")
     runs = sorted(set(map(str, history["run_id"].unique())) | set(map(str, events["run_id"].unique())),
@@ -284,9 +299,10 @@ def summarize(root: "str | os.PathLike[str]") -> list[dict]:
         trades = set(zip(h["symbol"].astype(str), h["trade_id"]))
         fills = e[kinds == "fill"]
         trades |= set(zip(fills["symbol"].astype(str), fills["trade_id"].astype("Int64")))
-        # a trade is closed when its fills net to zero or it was liquidated
-        liquidated = set(zip(e.loc[kinds == "liquidation", "symbol"].astype(str),
-                             e.loc[kinds == "liquidation", "trade_id"].astype("Int64")))
+        # a trade is closed when its fills net to zero or a liquidation closed it (not a step)
+        closes = (kinds == "liquidation") & ~e["partial"].fillna(False).astype(bool)
+        liquidated = set(zip(e.loc[closes, "symbol"].astype(str),
+                             e.loc[closes, "trade_id"].astype("Int64")))
         net = fills.groupby([fills["symbol"].astype(str), fills["trade_id"].astype("Int64")])["size"]
         flat = {key for key, sizes in net if abs(sizes.sum()) <= 1e-9 * max(sizes.abs().sum(), 1e-300)}
         open_trades = len({t for t in trades if t not in flat and t not in liquidated})
@@ -300,6 +316,7 @@ def summarize(root: "str | os.PathLike[str]") -> list[dict]:
             "trades": len(trades) - open_trades,
             "open_trades": open_trades,
             "liquidations": int((kinds == "liquidation").sum()),
+            "partial_liquidations": int((kinds == "liquidation").sum() - closes.sum()),
             "worst_margin_ratio": None if worst is None else float(worst["margin_ratio"]),
             "worst_at": None if worst is None else str(worst["time"]),
             "worst_symbol": None if worst is None else str(worst["symbol"]),
