@@ -19,6 +19,13 @@ The Python API behind ``btperp audit``::
 
 Positions are replayed by :func:`btperp.replay.replay` (numpy over the price arrays, the core's
 formulas), not by a backtrader run; ``tests/test_audit.py`` checks that the two agree.
+
+Partial liquidation (``liquidation="partial"``, the default as in the broker): the liquidation
+fields (time, prices, tier, the verdict) describe the *first* liquidation event, when the rules
+first liquidate the position at least in part; ``events`` lists every event, each partial step and
+the close, as :func:`btperp.replay.liquidation_events` (the broker's own
+:func:`btperp.liquidation.partial_step`) gives them, and ``closed_time`` when a liquidation closed
+what was left.
 """
 
 from __future__ import annotations
@@ -34,8 +41,9 @@ import pandas as pd
 
 from .errors import DataError, InputError, LeverageError
 from .io.market import inclusive_end, list_series, parse_timeframe, timeframe_name
+from .liquidation import LiquidationMode
 from .margin import MarginMode, Side, solve_price_array
-from .replay import Epoch, Market, Positions, liquidation_path, replay
+from .replay import Epoch, Market, Positions, liquidation_events, liquidation_path, replay
 from .rules import Rulebook, get_rulebook
 from .symbols import to_unified
 from .tiers import TierHistory, TierTable
@@ -171,6 +179,13 @@ class PositionAudit:
     notes: list[str] = field(default_factory=list)
     detail: str | None = None
     """Timeframe of the detail bars the liquidation bar was replayed on (its minute named), if any."""
+    liquidation: str = "full"
+    """``partial`` (the exchange's partial liquidation rule, module docstring) or ``full``."""
+    events: list[dict] = field(default_factory=list)
+    """Every liquidation event: the partial steps (``partial``: size closed at the trigger price,
+    ``remaining``, the remainder's ``margin_ratio``), then the close; times are bar open times."""
+    closed_time: str | None = None
+    """When a liquidation closed the position (None: it, or its remainder, survived the data)."""
     _market: Market | None = field(default=None, repr=False, compare=False)
     """The replayed market and the (entry, last held) bars: what :func:`plot_position` draws."""
     _bars: tuple[int, int] = field(default=(0, 0), repr=False, compare=False)
@@ -239,17 +254,21 @@ def audit_position(symbol: str, side, entry_time: Any, entry_price: float | None
                    reported_price: float | None = None, datadir=None, frame: pd.DataFrame | None = None,
                    tiers: "TierHistory | TierTable | None" = None,
                    taker_fee: float | None = None,
-                   detail: "str | pd.DataFrame | None" = None) -> PositionAudit:
+                   detail: "str | pd.DataFrame | None" = None, liquidation: str = "partial",
+                   liquidation_fee: float | None = None) -> PositionAudit:
     """Replay one position from ``entry_time`` (bar open time, UTC) until it is liquidated or the
     data (or ``end``) ends; given what the exchange reported, judge it (module docstring).
 
     ``frame`` (a :func:`btperp.load` frame) and ``tiers`` replace the bundled data; the entry
     price defaults to the last-price open of the entry bar. ``detail`` (``"1m"`` or a
     :func:`btperp.io.loader.load_detail` frame): the liquidation bar is replayed on those finer bars,
-    so the liquidation (and the report) are judged to the minute.
+    so the liquidation (and the report) are judged to the minute. ``liquidation``: ``partial``
+    (default) lists the exchange's partial steps in ``events`` (module docstring), with the
+    liquidation fee ``liquidation_fee`` (default the exchange's); ``full``: one close.
     """
     rulebook = get_rulebook(exchange)
     mode = MarginMode.parse(margin_mode)
+    how = LiquidationMode.parse(liquidation)
     sgn = int(Side.parse(side))
     if trigger not in TRIGGERS:
         raise InputError(f"trigger must be 'mark' or 'last', got {trigger!r}", field="trigger")
@@ -360,12 +379,36 @@ def audit_position(symbol: str, side, entry_time: Any, entry_price: float | None
         other_trigger={"trigger": other_name, "liquidated": bool(other.liquidated[0]),
                        "liquidation_time": _iso(market.times[other.bar[0]]) if other.liquidated[0] else None,
                        "liquidation_price": _num(other.liquidation_price[0])},
-        notes=notes, detail=fine["timeframe"] if fine else None, _market=market,
+        notes=notes, detail=fine["timeframe"] if fine else None, liquidation=str(how), _market=market,
         _bars=(i, int(out.last_bar[0])),
         _detail=_detail_rows(detail, market, t, _ohlc_columns(trigger)) if fine else None)
+    if liquidated:
+        chain = liquidation_events(market, rulebook, sgn, size, entry_price, margin, lev, i, stop, True,
+                                   trigger=trigger, taker_fee=fee, liquidation=how,
+                                   fee_rate=liquidation_fee)
+        audit.events = [_event_dict(market, e) for e in chain.events]
+        if fine is not None and audit.events:   # the first event, to the detail bar
+            audit.events[0]["time"] = fine["time"]
+        audit.closed_time = audit.events[-1]["time"] if chain.closed else None
+        if len(chain.events) > 1 or audit.events[0]["partial"]:
+            steps = sum(1 for e in chain.events if e.partial)
+            notes.append(f"partial liquidation ({rulebook.partial_liquidation.document}): {steps} "
+                         f"step{'s' if steps != 1 else ''}"
+                         + (f", then closed in the {_iso(market.times[chain.last_bar])} bar"
+                            if chain.closed else "; the rest survived the data"))
     if reported_time is not None:
         _judge(audit, market, rulebook, out, i, _ms(reported_time), reported_price, fee, fine, detail)
     return audit
+
+
+def _event_dict(market: Market, e) -> dict:
+    """A :class:`btperp.replay.Event` as the audit lists it (time: its bar's open, UTC)."""
+    return {"time": _iso(market.times[e.bar]), "partial": e.partial, "size": e.size,
+            "remaining": e.remaining, "trigger_price": e.trigger_price, "fill_price": e.fill_price,
+            "liquidation_price": _num(e.liquidation_price), "bankruptcy_price": _num(e.bankruptcy_price),
+            "gap": e.gap, "tier": e.tier, "equity": e.equity, "maintenance_margin": e.maintenance_margin,
+            "pnl": e.pnl, "fee": e.fee, "loss": e.loss, "insurance_flow": e.insurance_flow,
+            "margin_ratio": _num(e.margin_ratio)}
 
 
 def _detail_rows(detail: pd.DataFrame | None, market: Market, t: int, columns: list[str],
@@ -525,7 +568,8 @@ def audit_positions(entries: pd.DataFrame, *, symbol: str, exchange: str = "bina
                     margin_mode: str = "isolated", trigger: str = "mark", timeframe: str | None = None,
                     end: Any = None, datadir=None, frame: pd.DataFrame | None = None,
                     tiers: "TierHistory | TierTable | None" = None,
-                    taker_fee: float | None = None) -> pd.DataFrame:
+                    taker_fee: float | None = None, liquidation: str = "partial",
+                    liquidation_fee: float | None = None) -> pd.DataFrame:
     """Audit many positions of one symbol at once.
 
     ``entries`` has ``entry_time``, ``side`` and two of ``size``, ``margin``, ``leverage``
@@ -533,10 +577,13 @@ def audit_positions(entries: pd.DataFrame, *, symbol: str, exchange: str = "bina
     end of the data). Each is held until liquidated or its end. Returns ``entries`` with
     ``liquidated``, ``liquidation_time``, ``liquidation_price``, ``trigger_price``,
     ``bankruptcy_price``, ``gap``, ``tier``, ``funding_paid``, ``bars_held`` and the resolved
-    ``size``/``margin``/``leverage``.
+    ``size``/``margin``/``leverage`` (of the first liquidation event), and ``partial_steps`` (the
+    exchange's partial steps, :func:`audit_position`) and ``closed_time`` (when a liquidation closed
+    the position; NaT when it survived).
     """
     rulebook = get_rulebook(exchange)
     mode = MarginMode.parse(margin_mode)
+    how = LiquidationMode.parse(liquidation)
     fee = rulebook.taker_fee if taker_fee is None else float(taker_fee)
     if trigger not in TRIGGERS:
         raise InputError(f"trigger must be 'mark' or 'last', got {trigger!r}", field="trigger")
@@ -590,6 +637,17 @@ def audit_positions(entries: pd.DataFrame, *, symbol: str, exchange: str = "bina
     result["tier"] = pd.Series(out.tier, index=result.index).astype("Int64").where(out.liquidated)
     result["funding_paid"] = out.funding_paid
     result["bars_held"] = out.last_bar - start + 1
+    steps = np.zeros(len(result), dtype=np.int64)
+    closed = np.full(len(result), -1, dtype=np.int64)
+    for r in np.flatnonzero(out.liquidated):
+        chain = liquidation_events(market, rulebook, side[r], size[r], price[r], margin[r], lev[r],
+                                   start[r], stop[r], True, trigger=trigger, taker_fee=fee,
+                                   liquidation=how, fee_rate=liquidation_fee)
+        steps[r] = sum(1 for e in chain.events if e.partial)
+        closed[r] = chain.last_bar if chain.closed else -1
+    result["partial_steps"] = steps
+    result["closed_time"] = pd.Series(pd.to_datetime(market.times[np.maximum(closed, 0)], unit="ms",
+                                                     utc=True), index=result.index).where(closed >= 0)
     return result
 
 
@@ -641,6 +699,13 @@ class LiquidationAudit:
     other_time: str | None
     plot: str | None = None
     notes: list[str] = field(default_factory=list)
+    partial: bool = False
+    """A partial liquidation step: ``size`` closed at the trigger price, ``remaining`` left open."""
+    step: int | None = None
+    """1-based number of the event within the trade (steps, then the close)."""
+    remaining: float = 0.0
+    margin_ratio_after: float | None = None
+    """After a partial step: the remainder's margin ratio at the trigger price."""
 
     def to_dict(self) -> dict:
         return _jsonable(asdict(self))
@@ -711,7 +776,9 @@ def audit_history(root: "str | os.PathLike[str]", *, datadir=None,
             fee=float(ev["fee"]), insurance_flow=float(_insurance(ev_trade, ev["time"])),
             gap="gap" in detail, funding_paid=funding,
             other_trigger="last" if trigger == "mark" else "mark", other_verdict="unknown",
-            other_time=None)
+            other_time=None, partial=bool(_value(ev, "partial", False)),
+            step=_int(_value(ev, "step", None)), remaining=float(_value(ev, "remaining", 0.0)),
+            margin_ratio_after=_num(ev["margin_ratio"]) if _value(ev, "partial", False) else None)
         key = (inst.get("exchange", "binance-usdm"), symbol,
                settings.get("data", {}).get(symbol, {}).get("timeframe"))
         if key not in markets:
@@ -728,6 +795,16 @@ def audit_history(root: "str | os.PathLike[str]", *, datadir=None,
                                      bars_before=bars_before, bars_after=bars_after))
         audits.append(a)
     return audits
+
+
+def _value(ev, column: str, default):
+    """``ev[column]``, or ``default`` when it is null (a history written before the column)."""
+    value = ev.get(column)
+    return default if value is None or pd.isna(value) else value
+
+
+def _int(value) -> int | None:
+    return None if value is None else int(value)
 
 
 def _insurance(ev_trade: pd.DataFrame, when) -> float:
@@ -775,9 +852,11 @@ def _other_trigger(a: LiquidationAudit, market: Market, rows: pd.DataFrame, rule
     if t + 1 >= len(market):
         a.other_verdict = "never"
         return
-    # the position as it stood: margin = equity at the trigger − unrealized PnL there
-    margin = a.equity - sgn * a.size * (a.trigger_price - a.entry_price)
-    out = replay(market, rulebook, Positions.of(sgn, a.size, a.entry_price, margin, a.leverage, t + 1,
+    # the position as it stood (before a partial step: what it closed and what it left): margin =
+    # equity at the trigger − unrealized PnL there
+    whole = a.size + a.remaining
+    margin = a.equity - sgn * whole * (a.trigger_price - a.entry_price)
+    out = replay(market, rulebook, Positions.of(sgn, whole, a.entry_price, margin, a.leverage, t + 1,
                                                 len(market), False),
                  trigger=a.other_trigger, taker_fee=inst.get("taker_fee"))
     if out.liquidated[0]:

@@ -283,6 +283,8 @@ class RunConfig:
     stake: float = 95.0
     """Percent of the available balance each entry puts up as initial margin (MarginSizer)."""
     datadir: str | None = None
+    liquidation: str = "partial"
+    """``partial`` (reduce a larger position first where the exchange does) or ``full``."""
 
     def with_leverage(self, leverage: float) -> "RunConfig":
         return dataclasses.replace(self, leverage=float(leverage))
@@ -317,6 +319,8 @@ def _check(config: RunConfig, leverages: Sequence[float] | None = None) -> None:
     if not (isinstance(config.leverage, (int, float)) and config.leverage > 0
             and math.isfinite(config.leverage)):
         raise InputError(f"leverage must be a positive number, got {config.leverage!r}", field="leverage")
+    from .liquidation import LiquidationMode
+    LiquidationMode.parse(config.liquidation)
     if not (0 < config.stake <= 100):
         raise InputError(f"stake must be a percent in (0, 100], got {config.stake!r}", field="stake")
     if not (isinstance(config.cash, (int, float)) and math.isfinite(config.cash) and config.cash > 0):
@@ -384,7 +388,7 @@ def run(config: RunConfig, out: "str | os.PathLike[str] | None" = None, *, run_i
     cerebro.addanalyzer(EquityCurve, _name="equity")
     broker = install(cerebro, exchange=config.exchange, cash=config.cash, leverage=config.leverage,
                      margin_mode=config.margin_mode, trigger=config.trigger, intrabar=config.intrabar,
-                     detail=config.detail,
+                     detail=config.detail, liquidation=config.liquidation,
                      **({"datadir": config.datadir} if config.datadir else {}))
     if out is not None:
         cerebro.addanalyzer(PerpHistory, path=str(out), run_id=run_id)

@@ -65,6 +65,9 @@ def register(sub) -> None:
                      help="replay the liquidation bar on these finer stored bars (e.g. 1m; import them "
                           "with `btperp data import-klines`): the liquidation and the report are then "
                           "judged to that resolution")
+    pos.add_argument("--liquidation", default="partial", choices=["partial", "full"],
+                     help="partial (default): list the exchange's partial liquidation steps before "
+                          "the close; full: one close")
     pos.add_argument("--reported-time", type=types.utc_time, help="when the exchange reported the liquidation, UTC")
     pos.add_argument("--reported-price", type=types.positive_float, help="the price the exchange reported")
     pos.add_argument("--datadir", type=types.data_dir, help="datasets folder (default: the bundled datasets/)")
@@ -101,7 +104,8 @@ def run_position(args: argparse.Namespace) -> int:
                        margin=args.margin, leverage=args.leverage, exchange=args.exchange,
                        margin_mode=args.margin_mode, end=args.end, timeframe=args.timeframe,
                        trigger=args.trigger, reported_time=args.reported_time,
-                       reported_price=args.reported_price, datadir=args.datadir, detail=args.detail)
+                       reported_price=args.reported_price, datadir=args.datadir, detail=args.detail,
+                       liquidation=args.liquidation)
     plot = None
     if args.plot:
         from ..report.audit import plot_position
@@ -128,6 +132,14 @@ def run_position(args: argparse.Namespace) -> int:
               f"L {a.bar['mark']['low']:,.2f} C {a.bar['mark']['close']:,.2f}; last O "
               f"{a.bar['last']['open']:,.2f} H {a.bar['last']['high']:,.2f} L {a.bar['last']['low']:,.2f} "
               f"C {a.bar['last']['close']:,.2f}")
+        if any(e["partial"] for e in a.events):
+            for e in a.events:
+                what = (f"partial step: {e['size']:.6g} closed at {_price(e['fill_price'])}, fee "
+                        f"{_price(e['fee'])}, {e['remaining']:.6g} left, margin ratio "
+                        f"{e['margin_ratio'] * 100:.2f} %" if e["partial"] else
+                        f"closed: {e['size']:.6g} at {_price(e['fill_price'])} (trigger "
+                        f"{_price(e['trigger_price'])}), loss {_price(e['loss'])}")
+                print(f"  {e['time']} tier {e['tier']}: {what}")
     else:
         print(f"not liquidated by the {a.trigger} price through {a.data_end} ({a.bars_held} bars)")
     print(f"funding paid until then: {a.funding_paid:,.2f} USDT (negative: received)")
@@ -168,13 +180,17 @@ def run_history(args: argparse.Namespace) -> int:
         rate = "-" if a.maintenance_rate is None else f"{a.tier} ({a.maintenance_rate * 100:.2f} %)"
         other = f"{a.other_trigger}: {a.other_verdict}" + (f" {a.other_time}" if a.other_time and
                                                             a.other_verdict != "same bar" else "")
-        rows.append([a.run_id, a.time, a.symbol.split(":")[0], a.side, f"{a.size:.6g}", _price(a.entry_price),
+        size = f"{a.size:.6g}" + (f" of {a.size + a.remaining:.6g}" if a.partial else "")
+        rows.append([a.run_id, a.time, a.symbol.split(":")[0], a.side, size, _price(a.entry_price),
                      f"{a.leverage:g}x", rate, _price(a.mark_price), _price(a.last_price),
                      _price(a.liquidation_price), _price(a.trigger_price) + (" gap" if a.gap else ""),
                      _price(a.bankruptcy_price),
                      _price(a.equity), _price(a.maintenance_margin), _price(a.loss), _price(a.fee),
                      _price(a.insurance_flow), _price(a.funding_paid), other])
     print(table(headers, rows, right=[False, False, False, False] + [True] * 15 + [False]))
+    if any(a.partial for a in audits):
+        print("note: 'x of y': a partial liquidation step closed x of a position of y at the trigger "
+              "price (fee on x only); the remainder stayed open")
     notes = sorted({n for a in audits for n in a.notes})
     for note in notes:
         print(f"note: {note}")

@@ -47,6 +47,10 @@ def _common(p: argparse.ArgumentParser, leverage_help: str, leverage_default: st
                    help="which extreme of a bar comes first when fills and liquidations are put in "
                         "time order: path (the extreme nearer the open, default) or adverse (each "
                         "position's adverse extreme first, the cautious bound)")
+    p.add_argument("--liquidation", default="partial", choices=["partial", "full"],
+                   help="partial (default): a larger position is reduced first where the exchange "
+                        "does it (Binance one order, Bybit a lower risk limit, Hyperliquid 20 %%); "
+                        "full: every liquidation closes the whole position")
     p.add_argument("--detail", metavar="TIMEFRAME",
                    help="replay each bar on these finer stored bars where a liquidation or fill can "
                         "happen in it (e.g. 1m mark and/or last prices; bars without them use their own)")
@@ -100,7 +104,8 @@ def _config(args: argparse.Namespace, leverage: float):
     return RunConfig(strategy=args.strategy, params=dict(_pairs(args.param)), symbol=args.symbol,
                      exchange=args.exchange, timeframe=args.timeframe, start=args.start, end=args.end,
                      leverage=leverage, margin_mode=args.margin_mode, cash=args.cash,
-                     trigger=args.trigger, intrabar=args.intrabar, detail=args.detail, stake=args.stake, datadir=args.datadir)
+                     trigger=args.trigger, intrabar=args.intrabar, detail=args.detail, stake=args.stake,
+                     datadir=args.datadir, liquidation=args.liquidation)
 
 
 def _pairs(items):
