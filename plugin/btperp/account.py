@@ -101,7 +101,8 @@ class Liquidation:
     remaining: float = 0.0
     """Size left open after it (0: the position was closed)."""
     margin_ratio: float = math.nan
-    """After a partial step: the remainder's margin ratio at the trigger price (< 1: compliant)."""
+    """After a partial step: the remainder's margin ratio at the trigger price (compliant below 1,
+    :mod:`btperp.liquidation`)."""
 
     def to_dict(self) -> dict:
         return asdict(self)

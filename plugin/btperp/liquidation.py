@@ -43,7 +43,7 @@ an account holding only it). It picks the size ``s`` kept; the part ``S − s`` 
     fee         = liquidation fee rate × (S − s) × T        (the amount liquidated only)
     balance'    = balance + pnl − fee                        (what backs the remainder)
     equity'     = balance' + σ s (T − E)  =  equity at T − fee
-    ratio'      = MM(s, T) / equity'                         (compliant when < 1)
+    ratio'      = MM(s, T) / equity'                         (compliant when < 1 − 10⁻⁶)
 
 and the fee goes to the insurance fund. The remainder keeps its entry price and is checked again
 on the rest of the bar's path from the step's time.
@@ -70,6 +70,10 @@ on the rest of the bar's path from the step's time.
     notional at ``T`` is above 100,000 keeps 80 % (lot-rounded); a trigger less than 30 s after a
     step closes the whole remainder. btperp knows a step's time to the bar (or detail bar) it
     happened in, so a second trigger in the same bar counts as within the cooldown.
+
+Compliant means a ratio' below 1 − 10⁻⁶ (:data:`COMPLIANCE_MARGIN`): a short stepped to the top of
+a tier re-enters it as the price rises, and the steps that follow close less and less, their
+ratios tending to 1; the margin stops that series after a few steps and closes the rest.
 
 No step when the trader could not pay it: an equity' below what the exchange keeps at the
 bankruptcy price (a gap past the bankruptcy price), or a balance' below zero; the position is then
@@ -198,6 +202,13 @@ def settle_group(legs: Sequence[GroupLeg], balance: float, *,
             for l, w, u in zip(legs, weights, upnl)]
 
 
+#: How far below 1 a step must leave the remainder's margin ratio to count as compliant. A short
+#: stepped to the top of a tier re-enters it as the price rises, and each further step closes less
+#: (the ratios after them tend to 1, the prices to where the remainder is due whole): a ratio this
+#: close to 1 has not restored compliance, and the rest is closed (module docstring).
+COMPLIANCE_MARGIN = 1e-6
+
+
 class LiquidationMode(Choice):
     """Whether a liquidation reduces the position first where the exchange does (module docstring)."""
 
@@ -251,7 +262,8 @@ class Step:
 
     @property
     def compliant(self) -> bool:
-        return self.margin_ratio < 1.0
+        """The remainder's margin ratio is below 1 by more than :data:`COMPLIANCE_MARGIN`."""
+        return self.margin_ratio < 1.0 - COMPLIANCE_MARGIN
 
     @property
     def insurance_flow(self) -> float:
@@ -324,4 +336,4 @@ def partial_step(rulebook: Rulebook, pos: Position, trigger_price: float, balanc
 
 
 __all__ = ["FillPolicy", "Settlement", "GroupLeg", "settle", "settle_group", "bankruptcy_fill",
-           "LiquidationMode", "Step", "partial_step", "partial_rule"]
+           "LiquidationMode", "Step", "partial_step", "partial_rule", "COMPLIANCE_MARGIN"]
