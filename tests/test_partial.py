@@ -157,6 +157,7 @@ def test_with_full_liquidation_the_5m_long_is_closed_whole():
     assert x.size == pytest.approx(SIZE, rel=1e-12) and x.remaining == 0
     assert x.trigger_price == pytest.approx(h["lp"], rel=1e-9)
     assert x.fill_price == pytest.approx(ENTRY - h["m"] / SIZE, rel=1e-9)     # bankruptcy price
+    assert x.fill_price == pytest.approx(28_255.97, abs=0.01)                 # README
     assert x.loss == pytest.approx(h["m"], rel=1e-9) and x.fee == 0
     assert x.insurance_flow == pytest.approx(h["equity"], rel=1e-9)
 
