@@ -958,8 +958,10 @@ class PerpBroker(bt.brokers.BackBroker):
         order.addcomminfo(book.comminfo)
         self.orders.append(order)
         comm = record.fee + (self.d_credit.pop(data, 0.0) if self.p.int2pnl else 0.0)
+        left = math.copysign(record.remaining, size)          # a partial step leaves the rest
         order.execute(data.datetime[0], -size, fill, -size, closed_value, comm,
-                      0.0, 0.0, 0.0, book.comminfo.get_margin(fill), record.pnl, 0.0, 0.0)
+                      0.0, 0.0, 0.0, book.comminfo.get_margin(fill), record.pnl, left,
+                      entry if left else 0.0)
         order.addinfo(entry_price=entry)
         self.notify(order)
 
