@@ -29,6 +29,10 @@ A bar's events, in the order :mod:`btperp.intrabar` gives them (the adapter call
     3. :meth:`Account.close_bar`: funding events later in the bar, paid by the positions held
        after the fills; liquidations on the rest of the path; margin calls.
 Liquidations and margin calls are reported to the account's :class:`Listener` as they happen.
+With ``Instrument.liquidation="partial"`` (the broker's default; the account's is ``full``) a
+position that alone moves its equity (isolated, or the only cross position) is first reduced by
+its exchange's rule (:func:`btperp.liquidation.partial_step`): each step is a :class:`Liquidation`
+record with ``partial=True``, and the remainder is checked again from the step's bar time.
 """
 
 from __future__ import annotations

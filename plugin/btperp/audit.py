@@ -41,8 +41,8 @@ import pandas as pd
 
 from .errors import DataError, InputError, LeverageError
 from .io.market import inclusive_end, list_series, parse_timeframe, timeframe_name
-from .liquidation import LiquidationMode
-from .margin import MarginMode, Side, solve_price_array
+from .liquidation import LiquidationMode, partial_rule, partial_step
+from .margin import MarginMode, Position, Side, solve_price_array
 from .replay import Epoch, Market, Positions, liquidation_events, liquidation_path, replay
 from .rules import Rulebook, get_rulebook
 from .symbols import to_unified
@@ -638,8 +638,21 @@ def audit_positions(entries: pd.DataFrame, *, symbol: str, exchange: str = "bina
     result["funding_paid"] = out.funding_paid
     result["bars_held"] = out.last_bar - start + 1
     steps = np.zeros(len(result), dtype=np.int64)
-    closed = np.full(len(result), -1, dtype=np.int64)
-    for r in np.flatnonzero(out.liquidated):
+    closed = np.where(out.liquidated, out.bar, -1)      # closed whole at the first event ...
+    rule = partial_rule(rulebook, how)
+    maybe = np.flatnonzero(out.liquidated) if rule is not None else np.array([], dtype=np.int64)
+    if rule is not None and rule.kind == "fraction":    # ... unless the rule may step first
+        maybe = maybe[size[maybe] * out.trigger_price[maybe] > rule.min_notional]
+    elif rule is not None:
+        maybe = maybe[out.tier[maybe] > 1]
+    fee_rate = rulebook.liquidation_fee_rate if liquidation_fee is None else float(liquidation_fee)
+    for r in maybe:
+        t = int(out.bar[r])                 # no step at the first event: closed whole there
+        pos = Position("", Side(int(side[r])), float(size[r]), float(price[r]), float(price[r]),
+                       float(lev[r]), market.epochs[int(market.epoch_of[t])].table)
+        if partial_step(rulebook, pos, float(out.trigger_price[r]), float(out.margin_left[r]),
+                        rule=rule, fee_rate=fee_rate, taker_fee=fee) is None:
+            continue
         chain = liquidation_events(market, rulebook, side[r], size[r], price[r], margin[r], lev[r],
                                    start[r], stop[r], True, trigger=trigger, taker_fee=fee,
                                    liquidation=how, fee_rate=liquidation_fee)
