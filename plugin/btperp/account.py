@@ -934,8 +934,8 @@ class Account:
         or the cross wallet of an account holding only it), by its exchange's rule
         (:func:`btperp.liquidation.partial_step`). Returns True when the remainder is margin
         compliant at the trigger price and stays open (checked from ``tau`` on); False when there
-        was no step, or the rest was then closed at the bankruptcy price (both: the position is
-        closed)."""
+        was no step (the caller closes the position whole) or when, after the step, the rest was
+        closed at the bankruptcy price."""
         inst = leg.inst
         rule = inst.partial_rule
         if rule is None:
