@@ -203,6 +203,8 @@ def test_the_audit_agrees_with_the_broker_on_the_5m_long(tmp_path):
     assert [x.partial for x in audits] == [True, False] and audits[0].step == 1
     assert audits[0].remaining == pytest.approx(h["kept"], rel=1e-9)
     assert audits[0].fee == pytest.approx(h["fee"], rel=1e-9)
+    assert audits[0].insurance_flow == pytest.approx(h["fee"], rel=1e-9)         # its own flow
+    assert audits[1].insurance_flow == pytest.approx(h["mm2"], rel=1e-7)
 
 
 def test_events_written_before_partial_liquidation_still_read(tmp_path):
@@ -382,3 +384,24 @@ def test_the_broker_and_the_replay_take_the_same_steps(seed, side, exchange, not
         if e.partial:
             assert e.margin_ratio == pytest.approx(x.margin_ratio, rel=1e-9)
     assert chain.closed == (bool(got) and not got[-1].partial)
+
+
+def test_audit_history_gives_a_step_and_the_close_in_one_bar_their_own_flows(tmp_path):
+    """ETHUSDT 25x, May 2021: a short in tier 3 whose one order leaves it still deficient (the
+    rest closed at once, in the same bar): each row has its own fee and insurance-fund flow."""
+    config = RunConfig("sma_long_short", symbol="ETHUSDT", start="2021-05-10", end="2021-05-25",
+                       leverage=25)
+    with pytest.warns(btperp.errors.EarliestTableAssumed):
+        btperp.backtest.run(config, out=tmp_path / "run")
+    audits = audit_history(tmp_path / "run")
+    events = btperp.io.history.read(tmp_path / "run", "events")
+    liq = events[events["kind"].astype(str) == "liquidation"]
+    pairs = [(a, b) for a, b in zip(audits, audits[1:]) if a.partial and a.time == b.time]
+    assert pairs, "a step and the close in one bar"
+    for step, close in pairs:
+        assert step.margin_ratio_after >= 1 and not close.partial and close.step == step.step + 1
+        assert close.size == pytest.approx(step.remaining, rel=1e-12)
+        assert step.insurance_flow == pytest.approx(step.fee, rel=1e-12)      # the step's fee
+    flows = events[events["kind"].astype(str) == "insurance_fund"]["amount"]
+    assert math.fsum(a.insurance_flow for a in audits) == pytest.approx(math.fsum(flows), rel=1e-9)
+    assert len(liq) == len(audits)

@@ -762,7 +762,7 @@ def audit_history(root: "str | os.PathLike[str]", *, datadir=None,
                          f"liquidation details; rerun the backtest", field="path")
     audits: list[LiquidationAudit] = []
     markets: dict[tuple, Any] = {}
-    for _, ev in liq.iterrows():
+    for at, ev in liq.iterrows():
         run = str(ev["run_id"])
         meta = metas.get(run, {})
         settings = meta.get("settings", {})
@@ -786,7 +786,7 @@ def audit_history(root: "str | os.PathLike[str]", *, datadir=None,
             trigger_price=float(ev["trigger_price"]), bankruptcy_price=float(ev["bankruptcy_price"]),
             fill_price=float(ev["price"]), equity=_num(ev["equity"]),
             maintenance_margin=_num(ev["maintenance_margin"]), loss=float(ev["amount"]),
-            fee=float(ev["fee"]), insurance_flow=float(_insurance(ev_trade, ev["time"])),
+            fee=float(ev["fee"]), insurance_flow=float(_insurance(events, at, ev_trade)),
             gap="gap" in detail, funding_paid=funding,
             other_trigger="last" if trigger == "mark" else "mark", other_verdict="unknown",
             other_time=None, partial=bool(_value(ev, "partial", False)),
@@ -820,7 +820,20 @@ def _int(value) -> int | None:
     return None if value is None else int(value)
 
 
-def _insurance(ev_trade: pd.DataFrame, when) -> float:
+def _insurance(events: pd.DataFrame, at, ev_trade: pd.DataFrame) -> float:
+    """The insurance-fund flow of the liquidation at row ``at``: the row written right after it
+    (events follow the account's journal); else the trade's flows at its time."""
+    nxt = events.index.get_loc(at) + 1
+    if nxt < len(events):
+        row = events.iloc[nxt]
+        ev = events.loc[at]
+        if (str(row["kind"]) == "insurance_fund" and row["time"] == ev["time"]
+                and str(row["symbol"]) == str(ev["symbol"]) and row["run_id"] == ev["run_id"]):
+            return float(row["amount"])
+    return _insurance_at(ev_trade, events.loc[at, "time"])
+
+
+def _insurance_at(ev_trade: pd.DataFrame, when) -> float:
     fund = ev_trade[(ev_trade["kind"].astype(str) == "insurance_fund") & (ev_trade["time"] == when)]
     return float(fund["amount"].sum())
 

@@ -190,7 +190,8 @@ def run_history(args: argparse.Namespace) -> int:
     print(table(headers, rows, right=[False, False, False, False] + [True] * 15 + [False]))
     if any(a.partial for a in audits):
         print("note: 'x of y': a partial liquidation step closed x of a position of y at the trigger "
-              "price (fee on x only); the remainder stayed open")
+              "price (fee on x only); the remainder stayed open, or (still margin-deficient) was "
+              "closed at the bankruptcy price in the row that follows")
     notes = sorted({n for a in audits for n in a.notes})
     for note in notes:
         print(f"note: {note}")
