@@ -55,6 +55,48 @@ def test_solve_price_array_bybit_uses_the_tier_at_entry():
     assert k.tolist() == [0, 0, -1]
 
 
+def test_solve_price_array_binance_takes_the_tier_at_the_liquidation_price():
+    """Binance's note to its formula: "if the position at the liquidation price and the current
+    position are of different levels, substitute the level at the liquidation price". Both
+    positions here change tier between entry and liquidation (10x, fee 0, table T)."""
+    lp, k = solve_price_array(BINANCE, T, [1, -1], [52.0, 48.0], [100.0, 100.0], [10, 10],
+                              [520.0, 480.0], 0.0)
+    # long 52 at 100: 5,200 at entry (tier 3), but with tier 2's 2.5 % and cum 15:
+    # LP = (520 + 15 − 52 × 100) / (52 × 0.025 − 52) = −4,665 / −50.7 = 92.0118...,
+    # notional 52 × 92.01 = 4,784.6 < 5,000: tier 2, consistent (tier 3 would give
+    # (520 + 140 − 5,200) / (52 × 0.05 − 52) = 91.90, whose notional 4,779 is not in tier 3)
+    long_lp = (520 + 15 - 52 * 100) / (52 * 0.025 - 52)
+    # short 48 at 100: 4,800 at entry (tier 2), but with tier 3's 5 % and cum 140:
+    # LP = (480 + 140 + 48 × 100) / (48 × 0.05 + 48) = 5,420 / 50.4 = 107.5397...,
+    # notional 48 × 107.54 = 5,161.9 ≥ 5,000: tier 3 (tier 2 would give 5,295 / 49.2 = 107.62)
+    short_lp = (480 + 140 + 48 * 100) / (48 * 0.05 + 48)
+    np.testing.assert_allclose(lp, [long_lp, short_lp], rtol=1e-12)
+    assert long_lp == pytest.approx(92.0118343195, rel=1e-10)
+    assert short_lp == pytest.approx(107.5396825397, rel=1e-10)
+    assert k.tolist() == [1, 2]
+
+
+def test_solve_price_array_bybit_positions_in_different_tiers():
+    """Bybit ("Liquidation Price (USDT Contract)", isolated, fee 0): LP(long) = entry − (IM − MM) / size,
+    LP(short) = entry + (IM − MM) / size, MM = position value at entry × MMR − mmDeduction, in the
+    tier of the value at entry, whatever the notional at the liquidation price."""
+    bybit_t = table((0, 1_000, 0.01, 50), (1_000, math.inf, 0.025, 20))   # deduction 1,000 × 1.5 % = 15
+    lp, k = solve_price_array(BYBIT, bybit_t, [1, 1, 1, -1], [5.0, 20.0, 10.5, 5.0],
+                              [100.0, 100.0, 100.0, 100.0], [10, 10, 10, 10],
+                              [50.0, 200.0, 105.0, 50.0], 0.0)
+    expected = [
+        100 - (50 - 500 * 0.01) / 5,               # 500 at entry, tier 1: MM 5, LP 91
+        100 - (200 - (2_000 * 0.025 - 15)) / 20,   # 2,000, tier 2: MM 35, LP 91.75
+        # 1,050 at entry, tier 2: MM 26.25 − 15 = 11.25, LP 100 − 93.75 / 10.5 = 91.0714...
+        # (its notional there, 956, is in tier 1's range: Bybit keeps the tier at entry)
+        100 - (105 - (1_050 * 0.025 - 15)) / 10.5,
+        100 + (50 - 500 * 0.01) / 5,               # short, 500, tier 1: LP 109
+    ]
+    np.testing.assert_allclose(lp, expected, rtol=1e-12)
+    np.testing.assert_allclose(expected, [91.0, 91.75, 91.0 + 0.75 / 10.5, 109.0], rtol=1e-12)
+    assert k.tolist() == [0, 1, 1, 0]
+
+
 def test_maintenance_margin_array_by_hand():
     idx, mm = maintenance_margin_array(BINANCE, T, [1, -1, 1], [2, 20, 100], [100, 100, 100],
                                        [100, 100, 100], [10, 10, 10], 0.0)
@@ -393,6 +435,9 @@ def test_evaluate_every_field_by_hand():
     assert acct == AccountMargin("binance-usdm", MarginMode.ISOLATED, None, (pa, pb), 15.0,
                                  pytest.approx(2.05), pytest.approx(0.19), 0.001)
     assert evaluate(BINANCE, []).margin_ratio == 0.0
+    # an isolated account keeps the wallet balance it was given (the positions' margins stand alone)
+    kept = evaluate(BINANCE, [a, b], wallet_balance=1_234.5, taker_fee=0.001)
+    assert kept.wallet_balance == 1_234.5 and kept.margin_balance == 15.0
     cross = evaluate(BINANCE, [a, b], margin_mode="cross", wallet_balance=100.0)
     assert (cross.exchange, cross.margin_mode, cross.wallet_balance) == ("binance-usdm", MarginMode.CROSS, 100.0)
     assert cross.margin_balance == 85.0 and cross.maintenance_margin == pytest.approx(2.05)
