@@ -232,3 +232,44 @@ def test_audit_history_says_the_other_trigger_would_never_have_fired(tmp_path, c
     assert a.notes == ["the mark price never reached its liquidation price through 2024-01-02 23:00"]
     assert cli(["audit", "history", str(out), "--no-plots"]) == 0
     assert "mark: never" in capsys.readouterr().out
+
+
+def test_the_demos_comparison_prints_the_readmes_figures(tmp_path, capsys):
+    """README: "`make demo` runs that comparison: the Donchian breakout on all bundled BTCUSDT 4h
+    bars earns most at 2x (+532 %), loses 81 % at 5x without a single liquidation (it paid 19,547
+    USDT of funding and 7,651 of fees on the way), and is liquidated from 10x up, the first time
+    after 342 days at 10x and 10.8 days at 50x." The command is the Makefile's own."""
+    import re
+    import shlex
+
+    import pandas as pd
+
+    from btperp.cli.main import main as cli
+
+    root = Path(HERE).resolve().parents[1]
+    readme = " ".join((root / "README.md").read_text(encoding="utf-8").split())
+    assert ("earns most at 2x (+532 %), loses 81 % at 5x without a single liquidation (it paid "
+            "19,547 USDT of funding and 7,651 of fees on the way), and is liquidated from 10x up, "
+            "the first time after 342 days at 10x and 10.8 days at 50x") in readme
+    (line,) = [x for x in (root / "Makefile").read_text(encoding="utf-8").splitlines()
+               if x.strip().startswith("$(BIN)/btperp compare")]
+    args = shlex.split(line.strip())[1:]
+    assert args[args.index("--out") + 1] == "out/compare"
+    args[args.index("--out") + 1] = str(tmp_path / "compare")
+    assert cli(args) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_parquet(tmp_path / "compare" / "results.parquet").set_index("leverage")
+    assert table.index.tolist() == [1, 2, 3, 5, 10, 20, 50]
+    assert table["total_return"].idxmax() == 2 and round(table.loc[2, "total_return"] * 100) == 532
+    five = table.loc[5]
+    assert round(five["total_return"] * 100) == -81 and five["liquidations"] == 0
+    assert round(five["funding_paid"]) == 19_547 and round(five["fees"]) == 7_651
+    assert (table.loc[[1, 2, 3, 5], "liquidations"] == 0).all()
+    assert (table.loc[[10, 20, 50], "liquidations"] > 0).all()
+    assert table.loc[10, "days_to_first_liquidation"] == pytest.approx(342, abs=0.05)
+    assert table.loc[50, "days_to_first_liquidation"] == pytest.approx(10.8, abs=0.05)
+    # and the printed table says the same
+    rows = {int(m.group(1)): m.group(0) for m in re.finditer(r"^\s*(\d+)x .*$", printed, re.M)}
+    assert "531.93 %" in rows[2] and "-81.29 %" in rows[5]
+    assert "19,546.72" in rows[5] and "7,650.67" in rows[5]
+    assert "342.0" in rows[10] and "10.8" in rows[50]
