@@ -1,0 +1,95 @@
+"""The replay's smaller parts pinned to values worked out by hand (what mutation testing found
+unchecked): the funding baseline, the liquidation line bar by bar, the sparse table's search."""
+
+import math
+
+import numpy as np
+import pytest
+
+from btperp.replay import Epoch, Market, _SparseMin, liquidation_path
+from btperp.rules import get_rulebook
+from btperp.tiers import TierTable
+
+BINANCE, BYBIT = get_rulebook("binance-usdm"), get_rulebook("bybit")
+TA, TB = TierTable.single(0.01), TierTable.single(0.02)      # one tier each: 1 %, then 2 % (cum 0)
+HOUR = 3_600_000
+
+
+def six_bars(prices=None) -> Market:
+    """Six hourly bars; funding per unit of a long: bar 0 pays 2 at its open, bar 1 pays 0.5 later
+    in the bar, bar 2 pays 1 later, bar 3 pays 3 at its open and 0.5 later, bar 4 pays 1.5 later.
+    TA holds bars 0-3, TB 4-5.
+
+    Cumulative funding after each bar (F after): 2, 2.5, 3.5, 7, 8.5, 8.5;
+    through each bar's open (F at open = F after the bar before + the open events): 2, 2, 2.5, 6.5, 7, 8.5.
+    """
+    p = np.full(6, 100.0) if prices is None else np.asarray(prices, float)
+    return Market(np.arange(6) * HOUR, mark=[p, p, p, p], last=[p, p, p, p],
+                  funding_per_unit=np.array([2.0, 0.5, 1.0, 3.5, 1.5, 0.0]),
+                  funding_open_per_unit=np.array([2.0, np.nan, 0.0, 3.0, 0.0, 0.0]),
+                  epochs=[Epoch(0, 4, TA), Epoch(4, 6, TB)], step_ms=HOUR, symbol="T")
+
+
+def test_cumulative_funding_and_the_baseline():
+    m = six_bars()
+    np.testing.assert_allclose(m.f_after, [2, 2.5, 3.5, 7, 8.5, 8.5])
+    np.testing.assert_allclose(m.f_open, [2, 2, 2.5, 6.5, 7, 8.5])
+    # opened in the bar: it does not pay the bar's open events (F at open); held from before: it
+    # pays them (F after the bar before, 0 before the first bar)
+    got = m.baseline(np.array([0, 0, 3, 3, 1]), np.array([False, True, True, False, False]))
+    assert got.tolist() == [0.0, 2.0, 6.5, 3.5, 2.0]
+    assert m.index_of([-1, 0, HOUR - 1, HOUR, 5 * HOUR + 7]).tolist() == [-1, 0, 0, 1, 5]
+    with pytest.raises(ValueError) as info:
+        m.prices("index")
+    assert str(info.value) == "trigger must be 'mark' or 'last', got 'index'"
+
+
+def test_the_liquidation_line_bar_by_bar():
+    m = six_bars()
+    # Binance long of 2 at 100 with 40 of margin, opened at bar 3 (the default): baseline F at
+    # bar 3's open = 6.5; margin after each bar = 40 − 2 × (F after − 6.5) = 39, 36, 36; LP =
+    # (margin − 2 × 100) / (2 × MMR − 2), MMR 1 % at bar 3 (TA), 2 % at bars 4 and 5 (TB)
+    line = liquidation_path(m, BINANCE, 1, 2.0, 100.0, 40.0, 5.0, 3, 6)
+    np.testing.assert_allclose(line, [(39 - 200) / (0.02 - 2), (36 - 200) / (0.04 - 2),
+                                      (36 - 200) / (0.04 - 2)], rtol=1e-12)
+    assert line[0] == pytest.approx(81.3131313131, rel=1e-10)
+    # held from before bar 3 (it pays bar 3's open events): baseline F after bar 2 = 3.5, margins
+    # 40 − 2 × 3.5 = 33, then 40 − 2 × 5 = 30
+    held = liquidation_path(m, BINANCE, 1, 2.0, 100.0, 40.0, 5.0, 3, 6, opened=False)
+    np.testing.assert_allclose(held, [(33 - 200) / (0.02 - 2), (30 - 200) / (0.04 - 2),
+                                      (30 - 200) / (0.04 - 2)], rtol=1e-12)
+    # a short receives what a long pays: margins 40 + 2 × (F after − 6.5); LP = (margin + 200) / (2 MMR + 2)
+    short = liquidation_path(m, BINANCE, -1, 2.0, 100.0, 40.0, 5.0, 3, 5)
+    np.testing.assert_allclose(short, [(41 + 200) / (0.02 + 2), (44 + 200) / (0.04 + 2)], rtol=1e-12)
+
+
+def test_the_liquidation_line_of_bybit_reads_the_fee_and_the_leverage():
+    """Bybit ("Liquidation Price (USDT Contract)"): LP(long) = entry − (margin − MM) / size, MM =
+    value at entry × MMR + fee to close, fee to close = size × entry × (1 − 1/leverage) × fee."""
+    m = six_bars()
+    # long 1 at 100, 5x, 30 of margin, held from before bar 0: margin 30 − 2 = 28 after bar 0,
+    # 27.5 after bar 1; TA's 1 %: MM = 1 + 1 × 100 × 0.8 × 0.001 = 1.08; LP = 100 − (28 − 1.08)
+    # = 73.08, then 100 − (27.5 − 1.08) = 73.58
+    line = liquidation_path(m, BYBIT, 1, 1.0, 100.0, 30.0, 5.0, 0, 2, opened=False, taker_fee=0.001)
+    np.testing.assert_allclose(line, [73.08, 73.58], rtol=1e-12)
+    # Bybit's own taker fee, 0.055 %: MM = 1 + 80 × 0.00055 = 1.044; at 2x: MM = 1 + 50 × 0.00055 = 1.0275
+    np.testing.assert_allclose(liquidation_path(m, BYBIT, 1, 1.0, 100.0, 30.0, 5.0, 0, 2, opened=False),
+                               [73.044, 73.544], rtol=1e-12)
+    np.testing.assert_allclose(liquidation_path(m, BYBIT, 1, 1.0, 100.0, 30.0, 2.0, 0, 1, opened=False),
+                               [100 - (28 - 1.0275)], rtol=1e-12)
+
+
+def test_the_sparse_table_on_worked_cases():
+    # levels of [5, 3, 4, 1]: width 1, 2 (3, 3, 1), 4 (1): a whole-array query of a power-of-two length
+    g = _SparseMin(np.array([5.0, 3.0, 4.0, 1.0]))
+    assert [lv.tolist() for lv in g.levels] == [[5, 3, 4, 1], [3, 3, 1], [1]]
+    got = g.first_at_or_below(np.array([0, 0, 0, 2]), np.array([4, 4, 4, 3]),
+                              np.array([1.0, 3.5, 0.5, 3.9]), missing=-1)
+    assert got.tolist() == [3, 1, -1, -1]
+    # eleven values, the only one at or below 1 last: the search skips 8 values, cannot try 4
+    # (past the end), skips 2 and finds it at 10
+    g = _SparseMin(np.array([9.0] * 10 + [1.0]))
+    assert g.first_at_or_below(np.array([0]), np.array([11]), np.array([1.0]), missing=-1).tolist() == [10]
+    # no queries, no answers
+    assert g.first_at_or_below(np.array([], np.int64), np.array([], np.int64), np.array([]),
+                               missing=-1).tolist() == []
