@@ -3,7 +3,7 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
 from btperp.io.tierfile import TierHistoryFile
 
@@ -13,9 +13,11 @@ DATASETS = ROOT / "datasets"
 # No deadlines: property tests check outcomes, never speed (speed lives in `make bench`).
 settings.register_profile("btperp", deadline=None, max_examples=300,
                           suppress_health_check=[HealthCheck.too_slow])
-# `make mutation` runs the core's tests once per mutant: fewer, fixed examples.
+# `make mutation` runs the core's tests once per mutant: fewer, fixed examples, and no shrinking
+# (a mutant is killed by the first failing example; shrinking it only costs time).
 settings.register_profile("mutation", parent=settings.get_profile("btperp"), max_examples=25,
-                          derandomize=True, database=None)
+                          derandomize=True, database=None,
+                          phases=(Phase.explicit, Phase.reuse, Phase.generate))
 settings.load_profile(os.environ.get("BTPERP_HYPOTHESIS", "btperp"))
 
 
