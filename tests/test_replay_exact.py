@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from btperp.replay import Epoch, Market, _SparseMin, liquidation_path
+from btperp.replay import Epoch, Market, Positions, _SparseMin, liquidation_path, replay
 from btperp.rules import get_rulebook
 from btperp.tiers import TierTable
 
@@ -93,3 +93,42 @@ def test_the_sparse_table_on_worked_cases():
     # no queries, no answers
     assert g.first_at_or_below(np.array([], np.int64), np.array([], np.int64), np.array([]),
                                missing=-1).tolist() == []
+
+
+def test_an_open_beyond_the_liquidation_price_after_funding_at_the_open():
+    """README steps 1-2: funding at the open is paid, then the open is checked; funding later in
+    the bar comes after. A Binance long of 1 at 100 with 20 of margin (5x, 1 %, cum 0), opened
+    at bar 0. Bar 1 charges 5 per unit at its open (margin 15: LP = (15 − 100) / (0.01 − 1) =
+    85.86) and opens at 85.50, beyond it; later in the bar the long receives 10 (margin 25: LP
+    75.76), and the bar's low is its open, so only the open check catches it."""
+    bar1 = np.array([100.0, 85.5, 86.0, 86.0, 86.0, 86.0])
+    high = np.maximum(bar1, [100, 86, 86, 86, 86, 86])
+    m = Market(np.arange(6) * HOUR, mark=[bar1, high, bar1, high], last=[bar1, high, bar1, high],
+               funding_per_unit=np.array([0.0, -5.0, 0, 0, 0, 0]),
+               funding_open_per_unit=np.array([0.0, 5.0, 0, 0, 0, 0]),
+               epochs=[Epoch(0, 6, TA)], step_ms=HOUR)
+    # integers, and a start computed as a float, are taken as the numbers they are
+    p = Positions.of(1, 1, 100, 20, 5, np.float64(0.0), 6, opened=1)
+    out = replay(m, BINANCE, p)
+    assert out.liquidated.tolist() == [True] and out.bar.tolist() == [1] and out.gap.tolist() == [True]
+    assert out.liquidation_price[0] == pytest.approx((15 - 100) / (0.01 - 1), rel=1e-12)   # 85.86
+    assert out.trigger_price[0] == 85.5                         # filled at the open
+    assert out.margin_left[0] == pytest.approx(15.0) and out.funding_paid[0] == pytest.approx(5.0)
+    assert out.bankruptcy_price[0] == pytest.approx(100 - 15 / 1, rel=1e-12)            # 85
+    assert out.equity[0] == pytest.approx(15 + (85.5 - 100), rel=1e-12)                # 0.5
+    assert out.maintenance_margin[0] == pytest.approx(85.5 * 0.01, rel=1e-12)
+    assert (out.tier[0], out.maintenance_rate[0], out.last_bar[0]) == (1, 0.01, 1)
+
+
+def test_positions_broadcast_whichever_argument_is_an_array():
+    base = dict(side=1, size=2.0, entry_price=100.0, margin=50.0, leverage=2.0, start=0, stop=3)
+    for name, values in [("side", [1, -1, 1]), ("size", [1.0, 2.0, 3.0]),
+                         ("entry_price", [90.0, 100.0, 110.0]), ("margin", [10.0, 20.0, 30.0]),
+                         ("leverage", [1.0, 2.0, 5.0]), ("start", [0, 1, 2]), ("stop", [3, 4, 5])]:
+        p = Positions.of(**{**base, name: values})
+        assert len(p) == 3 and getattr(p, name).tolist() == values, name
+        others = [k for k in base if k != name]
+        assert all(getattr(p, k).tolist() == [base[k]] * 3 for k in others), name
+    p = Positions.of(**base)
+    assert (p.side.dtype, p.start.dtype, p.stop.dtype, p.opened.dtype) == (float, np.int64, np.int64, bool)
+    assert p.opened.tolist() == [True] and p.entry_t.tolist() == [0.0]
