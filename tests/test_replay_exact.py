@@ -107,8 +107,8 @@ def test_an_open_beyond_the_liquidation_price_after_funding_at_the_open():
                funding_per_unit=np.array([0.0, -5.0, 0, 0, 0, 0]),
                funding_open_per_unit=np.array([0.0, 5.0, 0, 0, 0, 0]),
                epochs=[Epoch(0, 6, TA)], step_ms=HOUR)
-    # integers, and a start computed as a float, are taken as the numbers they are
-    p = Positions.of(1, 1, 100, 20, 5, np.float64(0.0), 6, opened=1)
+    # integers, and a start and stop computed as floats, are taken as the numbers they are
+    p = Positions.of(1, 1, 100, 20, 5, np.float64(0.0), np.float64(6.0), opened=1)
     out = replay(m, BINANCE, p)
     assert out.liquidated.tolist() == [True] and out.bar.tolist() == [1] and out.gap.tolist() == [True]
     assert out.liquidation_price[0] == pytest.approx((15 - 100) / (0.01 - 1), rel=1e-12)   # 85.86
@@ -132,3 +132,41 @@ def test_positions_broadcast_whichever_argument_is_an_array():
     p = Positions.of(**base)
     assert (p.side.dtype, p.start.dtype, p.stop.dtype, p.opened.dtype) == (float, np.int64, np.int64, bool)
     assert p.opened.tolist() == [True] and p.entry_t.tolist() == [0.0]
+
+
+def test_a_position_is_checked_only_against_the_tables_of_its_own_bars():
+    """Bars 0-1 under a 5 % table, bars 2-3 under 1 %. A long of 1 at 100 with 10 of margin opened
+    at bar 2: its liquidation price is (10 − 100) / (0.01 − 1) = 90.91 there (it would be
+    (10 − 100) / (0.05 − 1) = 94.74 under the earlier table), and bar 2's low of 93 does not reach it."""
+    px = np.array([100.0, 100.0, 100.0, 100.0])
+    low = np.array([100.0, 100.0, 93.0, 100.0])
+    m = Market(np.arange(4) * HOUR, mark=[px, px, low, px], last=[px, px, low, px],
+               funding_per_unit=np.zeros(4), funding_open_per_unit=np.zeros(4),
+               epochs=[Epoch(0, 2, TierTable.single(0.05)), Epoch(2, 4, TA)], step_ms=HOUR)
+    out = replay(m, BINANCE, Positions.of(1, 1.0, 100.0, 10.0, 10.0, 2, 4))
+    assert out.liquidated.tolist() == [False] and out.last_bar.tolist() == [3]
+    # the same position opened at bar 0 (5 %, LP 94.74) and held into bar 2 (1 %, LP 90.91) too
+    out = replay(m, BINANCE, Positions.of(1, 1.0, 100.0, 10.0, 10.0, 0, 4))
+    assert out.liquidated.tolist() == [False]
+    # with 6 of margin instead, LP (6 − 100) / (0.01 − 1) = 94.95 under 1 %: bar 2's low crosses it
+    out = replay(m, BINANCE, Positions.of(1, 1.0, 100.0, 6.0, 10.0, 0, 4))
+    assert out.bar.tolist() == [2]
+    assert out.liquidation_price[0] == pytest.approx((6 - 100) / (0.01 - 1), rel=1e-12)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(start=-1), "each position needs 0 <= start < stop <= number of bars"),
+    (dict(stop=5), "each position needs 0 <= start < stop <= number of bars"),
+    (dict(start=2, stop=2), "each position needs 0 <= start < stop <= number of bars"),
+    (dict(size=0.0), "sizes must be positive and sides +1 or -1"),
+    (dict(side=0.5), "sizes must be positive and sides +1 or -1"),
+])
+def test_replay_refuses_positions_outside_its_bars_or_malformed(change, message):
+    px = np.full(4, 100.0)
+    m = Market(np.arange(4) * HOUR, mark=[px] * 4, last=[px] * 4, funding_per_unit=np.zeros(4),
+               funding_open_per_unit=np.zeros(4), epochs=[Epoch(0, 4, TA)], step_ms=HOUR)
+    args = {**dict(side=1, size=1.0, entry_price=100.0, margin=10.0, leverage=10.0, start=0, stop=4),
+            **change}
+    with pytest.raises(ValueError) as info:
+        replay(m, BINANCE, Positions.of(**args))
+    assert str(info.value) == message
