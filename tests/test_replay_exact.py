@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from perpkit import table
 
 from btperp.replay import Epoch, Market, Positions, _SparseMin, liquidation_path, replay
 from btperp.rules import get_rulebook
@@ -118,6 +119,59 @@ def test_an_open_beyond_the_liquidation_price_after_funding_at_the_open():
     assert out.equity[0] == pytest.approx(15 + (85.5 - 100), rel=1e-12)                # 0.5
     assert out.maintenance_margin[0] == pytest.approx(85.5 * 0.01, rel=1e-12)
     assert (out.tier[0], out.maintenance_rate[0], out.last_bar[0]) == (1, 0.01, 1)
+    # the same when bar 1 starts a new tier table (the position held into it is checked at its
+    # open), and for a position held from before bar 1 that the replay starts at bar 1 (its
+    # baseline is F after bar 0 = 0: it pays bar 1's open events too)
+    split = Market(m.times, mark=m.mark, last=m.last, funding_per_unit=np.array([0.0, -5.0, 0, 0, 0, 0]),
+                   funding_open_per_unit=np.array([0.0, 5.0, 0, 0, 0, 0]),
+                   epochs=[Epoch(0, 1, TA), Epoch(1, 6, TA)], step_ms=HOUR)
+    for market, position in ((split, Positions.of(1, 1.0, 100.0, 20.0, 5.0, 0, 6)),
+                             (m, Positions.of(1, 1.0, 100.0, 20.0, 5.0, 1, 6, opened=False))):
+        out = replay(market, BINANCE, position)
+        assert out.bar.tolist() == [1] and out.trigger_price.tolist() == [85.5]
+        assert out.liquidation_price[0] == pytest.approx((15 - 100) / (0.01 - 1), rel=1e-12)
+    # Positions built field by field, without entry times, are entries at the open
+    direct = Positions(*(np.array([x]) for x in (1.0, 1.0, 100.0, 20.0, 5.0)), np.array([0]),
+                       np.array([6]), np.array([True]))
+    assert replay(m, BINANCE, direct).bar.tolist() == [1]
+
+
+def test_funding_that_moves_the_liquidation_price_into_a_lower_tier():
+    """Table T of 1 % to 1,000, then 2.5 % (cum 15). A Binance long of 12 at 100 (1,200: tier 2 at
+    entry) with 120 of margin, opened at bar 0, whose open charged 20 per unit (not to it: it
+    opened there). Bar 1 pays it 30 per unit later in the bar: margin 120 + 12 × 30 = 480. Its
+    liquidation price is then (480 − 1,200) / (12 × 0.01 − 12) = 60.61 (notional 727: tier 1;
+    tier 2's line would give (480 + 15 − 1,200) / (12 × 0.025 − 12) = 60.26), and bar 2's low of
+    60.40 reaches it."""
+    T = table((0, 1_000, 0.01, 50), (1_000, 5_000, 0.025, 20), (5_000, math.inf, 0.05, 10))
+    px = np.full(4, 100.0)
+    low = np.array([100.0, 100.0, 60.4, 100.0])
+    m = Market(np.arange(4) * HOUR, mark=[px, px, low, px], last=[px, px, low, px],
+               funding_per_unit=np.array([20.0, -30.0, 0.0, 0.0]),
+               funding_open_per_unit=np.array([20.0, 0.0, 0.0, 0.0]),
+               epochs=[Epoch(0, 4, T)], step_ms=HOUR)
+    out = replay(m, BINANCE, Positions.of(1, 12.0, 100.0, 120.0, 10.0, 0, 4))
+    lp = (480 - 1_200) / (12 * 0.01 - 12)
+    assert out.bar.tolist() == [2] and out.liquidation_price[0] == pytest.approx(lp, rel=1e-12)
+    assert round(lp, 2) == 60.61 and out.tier.tolist() == [1]
+    assert out.funding_paid[0] == pytest.approx(-360.0) and out.margin_left[0] == pytest.approx(480.0)
+    assert out.equity[0] == pytest.approx(out.maintenance_margin[0], rel=1e-9)       # 7.27 = 727 × 1 %
+
+
+def test_a_maintenance_rate_of_many_digits():
+    """Hyperliquid at a max leverage of 3: l = 1 / (2 × 3) = 1/6 ("Liquidations"). A long of 1 at 100
+    with 50 of margin: margin_available = 50 − 100 / 6 = 33.33, liq_price = 100 − 33.33 / (1 − 1/6)
+    = 60; bar 3's low of 59 reaches it."""
+    from btperp.rules.hyperliquid import Hyperliquid
+    px = np.full(5, 100.0)
+    low = np.array([100.0, 100.0, 100.0, 59.0, 100.0])
+    m = Market(np.arange(5) * HOUR, mark=[px, px, low, px], last=[px, px, low, px],
+               funding_per_unit=np.zeros(5), funding_open_per_unit=np.zeros(5),
+               epochs=[Epoch(0, 5, Hyperliquid.table_for_max_leverage(3))], step_ms=HOUR)
+    out = replay(m, get_rulebook("hyperliquid"), Positions.of(1, 1.0, 100.0, 50.0, 2.0, 0, 5))
+    assert out.bar.tolist() == [3]
+    assert out.liquidation_price[0] == pytest.approx(100 - (50 - 100 / 6) / (1 - 1 / 6), rel=1e-12)
+    assert out.liquidation_price[0] == pytest.approx(60.0, rel=1e-12)
 
 
 def test_positions_broadcast_whichever_argument_is_an_array():
@@ -145,6 +199,8 @@ def test_a_position_is_checked_only_against_the_tables_of_its_own_bars():
                epochs=[Epoch(0, 2, TierTable.single(0.05)), Epoch(2, 4, TA)], step_ms=HOUR)
     out = replay(m, BINANCE, Positions.of(1, 1.0, 100.0, 10.0, 10.0, 2, 4))
     assert out.liquidated.tolist() == [False] and out.last_bar.tolist() == [3]
+    # with 6 of margin, LP (6 − 100) / (0.01 − 1) = 94.95: bar 2's low, its entry bar, crosses it
+    assert replay(m, BINANCE, Positions.of(1, 1.0, 100.0, 6.0, 10.0, 2, 4)).bar.tolist() == [2]
     # the same position opened at bar 0 (5 %, LP 94.74) and held into bar 2 (1 %, LP 90.91) too
     out = replay(m, BINANCE, Positions.of(1, 1.0, 100.0, 10.0, 10.0, 0, 4))
     assert out.liquidated.tolist() == [False]
