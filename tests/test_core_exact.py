@@ -460,3 +460,45 @@ def test_margin_ratio_with_a_balance_below_one_and_the_evaluate_errors():
     with pytest.raises(InputError) as info:
         evaluate(BINANCE, [a, a], hedge_mode=True)
     assert str(info.value) == "positions[1]: a second long of A (position 0 already holds it); merge them"
+
+
+def test_make_position_derives_the_leverage_and_names_the_field():
+    pos = make_position("X", "long", 2, 100, tiers=T, margin=50)
+    # leverage = notional / margin = 2 × 100 / 50; the mark defaults to the entry
+    assert (pos.side, pos.size, pos.entry_price, pos.mark_price, pos.leverage, pos.margin) == (
+        Side.LONG, 2.0, 100.0, 100.0, 4.0, 50.0)
+    assert make_position("X", "short", 0.5, 2_000, tiers=T, margin=250, mark_price=1_900).leverage == 4.0
+    for kwargs, text in [
+        (dict(size=0), "size: must be a positive number, got 0"),
+        (dict(size=True), "size: must be a positive number, got True"),
+        (dict(entry_price=0.0), "entry_price: must be a positive number, got 0.0"),
+        (dict(mark_price=-1), "mark_price: must be a positive number, got -1"),
+        (dict(margin=0), "margin: must be a positive number, got 0"),
+        (dict(leverage=0), "leverage: must be a positive number, got 0"),
+        (dict(leverage=None), "leverage: give the leverage, or the isolated margin to derive it from"),
+    ]:
+        args = {**dict(size=1, entry_price=100, leverage=10), **kwargs}
+        size, entry = args.pop("size"), args.pop("entry_price")
+        with pytest.raises(InputError) as info:
+            make_position("X", "long", size, entry, tiers=T, **args)
+        assert str(info.value) == text
+        with pytest.raises(InputError) as info:               # in an account file: where it is
+            make_position("X", "long", size, entry, tiers=T, field_prefix="positions[1].", **args)
+        assert str(info.value) == "positions[1]." + text
+
+
+def test_max_open_size_with_the_exchanges_extra_per_unit():
+    # Bybit's fee to close reserved in the initial margin, 0.95 a unit: 1,000 at 100, 10x, 0.05 %
+    # buys 1,000 / (10 + 0.05 + 0.95) = 90.91
+    assert max_open_size(1_000, 100, 10, 0.0005, extra_per_unit=0.95) == pytest.approx(1_000 / 11, rel=1e-15)
+
+
+def test_a_snapshot_that_is_not_an_object_is_named():
+    with pytest.raises(TierTableError) as info:
+        TierHistory.from_snapshots([{"observed": "2024-01-01", "tiers": [T.tiers[0].to_ccxt()]}, "x"],
+                                   symbol="BTC/USDT:USDT")
+    assert str(info.value) == ("BTC/USDT:USDT: snapshot 1 is a JSON str; expected an object with "
+                               "'observed' and 'tiers'")
+    with pytest.raises(TierTableError) as info:
+        TierHistory.from_snapshots([[1, 2]], symbol="X", source="tiers.json")
+    assert str(info.value) == "tiers.json: snapshot 0 is a JSON list; expected an object with 'observed' and 'tiers'"
