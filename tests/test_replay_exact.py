@@ -226,3 +226,164 @@ def test_replay_refuses_positions_outside_its_bars_or_malformed(change, message)
     with pytest.raises(ValueError) as info:
         replay(m, BINANCE, Positions.of(**args))
     assert str(info.value) == message
+
+
+# --- positions entered inside a bar (btperp.intrabar: open, first extreme, other extreme, close
+# at bar times 0, 1/3, 2/3, 1; the extreme nearer the open first, the low on a tie) --------------
+
+def one_bar_then_flat(mark, last, n=3) -> Market:
+    """Bar 0 with the given (open, high, low, close) of each series, then bars at 100."""
+    cols = [np.r_[m_, np.full(n - 1, 100.0)] for m_ in mark]
+    lcols = [np.r_[x, np.full(n - 1, 100.0)] for x in last]
+    return Market(np.arange(n) * HOUR, mark=cols, last=lcols, funding_per_unit=np.zeros(n),
+                  funding_open_per_unit=np.zeros(n), epochs=[Epoch(0, n, TA)], step_ms=HOUR)
+
+
+def test_a_long_entered_inside_a_bar_sees_only_the_path_after_its_entry():
+    # 100 → 110 (t = 1/3) → 70 (2/3) → 105: the high is nearer the open, so it comes first
+    bar = (100.0, 110.0, 70.0, 105.0)
+    m = one_bar_then_flat(bar, bar)
+    # entered at t = 0.8, at 70 + 0.4 × 35 = 84, after the low: the path after it stays at or
+    # above 84, above its LP (8.4 − 84) / (0.01 − 1) = 76.36 (the bar's low of 70 is not its)
+    out = replay(m, BINANCE, Positions.of(1, 1.0, 84.0, 8.4, 10.0, 0, 3, entry_t=0.8))
+    assert out.liquidated.tolist() == [False]
+    # entered at t = 0.4, at 110 − 0.2 × 40 = 102, before the low: the fall to 70 crosses its LP
+    # (10.2 − 102) / (0.01 − 1) = 92.73 in the entry bar, at that price (no gap: it entered above)
+    out = replay(m, BINANCE, Positions.of(1, 1.0, 102.0, 10.2, 10.0, 0, 3, entry_t=0.4))
+    assert out.bar.tolist() == [0] and out.gap.tolist() == [False]
+    assert out.trigger_price[0] == pytest.approx((10.2 - 102) / (0.01 - 1), rel=1e-12)
+
+
+def test_a_short_entered_inside_a_low_first_bar():
+    # 100 → 90 (t = 1/3) → 120 (2/3) → 100: the low is nearer the open. A short entered at
+    # t = 0.5, at 90 + 0.5 × 30 = 105, with 10.5 of margin: LP (10.5 + 105) / (0.01 + 1) = 114.36,
+    # which the rise to 120 crosses (had the high come first, the path after t = 0.5 would top at 105)
+    bar = (100.0, 120.0, 90.0, 100.0)
+    out = replay(one_bar_then_flat(bar, bar), BINANCE,
+                 Positions.of(-1, 1.0, 105.0, 10.5, 10.0, 0, 3, entry_t=0.5))
+    assert out.bar.tolist() == [0]
+    assert out.trigger_price[0] == pytest.approx((10.5 + 105) / (0.01 + 1), rel=1e-12)
+    # entered at t = 0.9, after the high, at 120 − 0.7 × 20 = 106 with 10.6 of margin: LP
+    # (10.6 + 106) / 1.01 = 115.45 is below the bar's high of 120 but above all that came after
+    out = replay(one_bar_then_flat(bar, bar), BINANCE,
+                 Positions.of(-1, 1.0, 106.0, 10.6, 10.0, 0, 3, entry_t=0.9))
+    assert out.liquidated.tolist() == [False]
+
+
+@pytest.mark.parametrize("trigger", ["mark", "last"])
+def test_the_path_after_an_entry_ends_at_the_trigger_series_close(trigger):
+    """Mark 100 → 90 → 110 → 95, last 100 → 90 → 110 → 100 (the low first on a tie). A long of 1
+    at 104 with 6.98 of margin: LP (6.98 − 104) / (0.01 − 1) = 98. Entered at t = 0.8, the mark
+    path falls from 104 to its close of 95 (liquidated at 98), the last path from 106 to 100 (not)."""
+    m = one_bar_then_flat((100.0, 110.0, 90.0, 95.0), (100.0, 110.0, 90.0, 100.0))
+    # with a second long opened at the open (100, 10 of margin: LP (10 − 100) / (0.01 − 1) =
+    # 90.91, below the open, reached by the low of 90 on either series)
+    out = replay(m, BINANCE, Positions.of(1, 1.0, [104.0, 100.0], [6.98, 10.0], 10.0, 0, 3,
+                                          entry_t=[0.8, 0.0]), trigger=trigger)
+    assert out.liquidated.tolist() == [trigger == "mark", True]
+    if trigger == "mark":
+        assert out.trigger_price[0] == pytest.approx(98.0, rel=1e-12)
+    assert out.trigger_price[1] == pytest.approx((10 - 100) / (0.01 - 1), rel=1e-12)
+
+
+def test_an_entry_bar_low_exactly_at_the_liquidation_price_liquidates():
+    """MMR 1/16 makes the arithmetic exact: a long of 1 at 100 with 25 of margin has LP
+    (100 − 25) / (1 − 1/16) = 80; a low of exactly 80 liquidates it ("reaches" is at or below),
+    in its entry bar as in a later one."""
+    table = TierTable.single(0.0625)
+    px = np.full(3, 100.0)
+    for bar in (0, 1):
+        low = px.copy()
+        low[bar] = 80.0
+        m = Market(np.arange(3) * HOUR, mark=[px, px, low, px], last=[px, px, low, px],
+                   funding_per_unit=np.zeros(3), funding_open_per_unit=np.zeros(3),
+                   epochs=[Epoch(0, 3, table)], step_ms=HOUR)
+        out = replay(m, BINANCE, Positions.of(1, 1.0, 100.0, 25.0, 4.0, 0, 3))
+        assert out.bar.tolist() == [bar] and out.trigger_price.tolist() == [80.0]
+
+
+def test_an_open_exactly_at_the_liquidation_price():
+    """Exact arithmetic again (MMR 1/16), a long of 1 at 100 with 25 of margin opened at bar 0.
+    Case 1: bar 1 charges 7.5 at its open (margin 17.5: LP (100 − 17.5) / (15/16) = 88) and opens
+    at exactly 88; later the long receives 10 (margin 27.5: LP 77.33): liquidated at the open, at
+    88, a gap. Case 2: no funding at the open (LP 80), the long pays 7.5 later in the bar (LP 88):
+    the bar opening at 88 is already at it, so it is filled at the open, flagged as a gap."""
+    table = TierTable.single(0.0625)
+    o = np.array([100.0, 88.0, 100.0])
+    h = np.array([100.0, 90.0, 100.0])
+    for per_unit, at_open in (([0.0, -2.5, 0.0], [0.0, 7.5, 0.0]), ([0.0, 7.5, 0.0], [0.0, 0.0, 0.0])):
+        m = Market(np.arange(3) * HOUR, mark=[o, h, o, h], last=[o, h, o, h],
+                   funding_per_unit=np.array(per_unit), funding_open_per_unit=np.array(at_open),
+                   epochs=[Epoch(0, 3, table)], step_ms=HOUR)
+        out = replay(m, BINANCE, Positions.of(1, 1.0, 100.0, 25.0, 4.0, 0, 3))
+        assert out.bar.tolist() == [1] and out.gap.tolist() == [True] and out.gap.dtype == bool
+        assert out.liquidation_price.tolist() == [88.0] and out.trigger_price.tolist() == [88.0]
+        assert out.margin_left.tolist() == [17.5]
+
+
+def test_bybit_liquidated_at_the_open_with_its_fee_to_close():
+    """Bybit ("Liquidation Price", "Bankruptcy Price (USDT Contract)"), fee 0.1 %: a long of 1 at
+    100, 5x, 20 of margin; fee to close 1 × 100 × (1 − 1/5) × 0.001 = 0.08, MM = 1 + 0.08 = 1.08.
+    Bar 1 charges 5 at its open (margin 15: LP = 100 − (15 − 1.08) = 86.08) and opens at 85.50;
+    later the long receives 10 (LP 76.08), and the low is the open. Taken over at the bankruptcy
+    price, where the equity is the reserved fee: 100 − (15 − 0.08) = 85.08."""
+    bar1 = np.array([100.0, 85.5, 86.0, 86.0])
+    high = np.array([100.0, 86.0, 86.0, 86.0])
+    m = Market(np.arange(4) * HOUR, mark=[bar1, high, bar1, high], last=[bar1, high, bar1, high],
+               funding_per_unit=np.array([0.0, -5.0, 0, 0]), funding_open_per_unit=np.array([0.0, 5.0, 0, 0]),
+               epochs=[Epoch(0, 4, TA)], step_ms=HOUR)
+    out = replay(m, BYBIT, Positions.of(1, 1.0, 100.0, 20.0, 5.0, 0, 4), taker_fee=0.001)
+    assert out.bar.tolist() == [1] and out.trigger_price.tolist() == [85.5]
+    assert out.liquidation_price[0] == pytest.approx(86.08, rel=1e-12)
+    assert out.bankruptcy_price[0] == pytest.approx(85.08, rel=1e-12)
+    assert out.maintenance_margin[0] == pytest.approx(1.08, rel=1e-12)     # at entry, whatever the price
+
+
+def test_the_outcome_of_positions_never_liquidated_and_of_two_tables():
+    """Bars 0-1 under 5 %, 2-3 under 1 %; each bar's long funding 1 per unit later in the bar."""
+    px = np.full(4, 100.0)
+    low = np.array([100.0, 96.0, 93.0, 100.0])
+    m = Market(np.arange(4) * HOUR, mark=[px, px, low, px], last=[px, px, low, px],
+               funding_per_unit=np.ones(4), funding_open_per_unit=np.zeros(4),
+               epochs=[Epoch(0, 2, TierTable.single(0.05)), Epoch(2, 4, TA)], step_ms=HOUR)
+    # A: long 1 at 100, 9 of margin, held from before bar 0 (its baseline: 0): after bar 0 8 left,
+    #    LP (8 − 100) / (0.05 − 1) = 96.84, reached by bar 1's low of 96 (margin 7 after its
+    #    funding: LP (7 − 100) / 0.95 = 97.89, at 0.05 × 97.89 of MM).
+    # B: long 1 at 100, 10 of margin, opened at bar 2 (baseline F at bar 2's open = 2): after bar 2,
+    #    9 left, LP (9 − 100) / (0.01 − 1) = 91.92, not reached by 93: after bar 3, 8 left.
+    # C: short 1 at 100, 30 of margin, opened at bar 1 (baseline 1): receives 1 a bar, 33 at the end.
+    out = replay(m, BINANCE, Positions.of([1, 1, -1], 1.0, 100.0, [9.0, 10.0, 30.0], 10.0,
+                                          [0, 2, 1], 4, opened=[False, True, True]))
+    assert out.liquidated.tolist() == [True, False, False]
+    assert out.bar.tolist() == [1, -1, -1] and out.tier.tolist() == [1, -1, -1]
+    assert out.liquidation_price[0] == pytest.approx((7 - 100) / (0.05 - 1), rel=1e-12)
+    assert out.maintenance_rate[0] == 0.05
+    assert out.maintenance_margin[0] == pytest.approx(0.05 * (7 - 100) / (0.05 - 1), rel=1e-12)
+    assert out.margin_left.tolist() == pytest.approx([7.0, 8.0, 33.0])
+    assert out.funding_paid.tolist() == pytest.approx([2.0, 2.0, -3.0])
+    assert out.last_bar.tolist() == [1, 3, 3]
+    assert np.isnan(out.liquidation_price[1:]).all() and np.isnan(out.maintenance_rate[1:]).all()
+    # and one liquidated in each table: B with 6 of margin (LP (5 − 100) / (0.01 − 1) = 95.96 after
+    # bar 2's funding, under 1 %, reached by 93)
+    out = replay(m, BINANCE, Positions.of([1, 1], 1.0, 100.0, [9.0, 6.0], 10.0, [0, 2], 4,
+                                          opened=[False, True]))
+    assert out.bar.tolist() == [1, 2] and out.maintenance_rate.tolist() == [0.05, 0.01]
+    assert out.liquidation_price[1] == pytest.approx((5 - 100) / (0.01 - 1), rel=1e-12)
+    assert out.maintenance_margin[1] == pytest.approx(0.01 * (5 - 100) / (0.01 - 1), rel=1e-12)
+
+
+def test_a_position_no_price_liquidates_until_funding_drains_it():
+    """Table 1 % to 1,000, 2.5 % (cum 15) to 5,000, 5 % (cum 140) above. A 1x long of 10,000 at 1
+    (10,000 of margin: no positive price liquidates it) pays 0.1 per unit at bar 1's open and 0.4
+    at bar 2's. After the first, 9,000 of margin: LP = (9,000 + 15 − 10,000) / (250 − 10,000) =
+    0.10103 (notional 1,010: tier 2), which bar 1's low of 0.1 reaches (tier 3's line would be
+    (9,000 + 140 − 10,000) / (500 − 10,000) = 0.0905, not reached)."""
+    T = table((0, 1_000, 0.01, 50), (1_000, 5_000, 0.025, 20), (5_000, math.inf, 0.05, 10))
+    px = np.ones(3)
+    low = np.array([1.0, 0.1, 1.0])
+    m = Market(np.arange(3) * HOUR, mark=[px, px, low, px], last=[px, px, low, px],
+               funding_per_unit=np.array([0.0, 0.1, 0.4]), funding_open_per_unit=np.array([0.0, 0.1, 0.4]),
+               epochs=[Epoch(0, 3, T)], step_ms=HOUR)
+    out = replay(m, BINANCE, Positions.of(1, 10_000.0, 1.0, 10_000.0, 1.0, 0, 3))
+    assert out.bar.tolist() == [1] and out.tier.tolist() == [2]
+    assert out.liquidation_price[0] == pytest.approx((9_000 + 15 - 10_000) / (250 - 10_000), rel=1e-12)
