@@ -502,3 +502,41 @@ def test_a_snapshot_that_is_not_an_object_is_named():
     with pytest.raises(TierTableError) as info:
         TierHistory.from_snapshots([[1, 2]], symbol="X", source="tiers.json")
     assert str(info.value) == "tiers.json: snapshot 0 is a JSON list; expected an object with 'observed' and 'tiers'"
+
+
+#: T with a fourth tier: 25 % above 20,000 (max 2x; cum 140 + 20,000 × (25 % − 5 %) = 4,140)
+T4 = table((0, 1_000, 0.01, 50), (1_000, 5_000, 0.025, 20), (5_000, 20_000, 0.05, 10),
+           (20_000, math.inf, 0.25, 2))
+
+
+def test_the_scalar_solve_reaches_the_last_tier_and_prices_below_one():
+    # short 48 at 100 with 480 (10x): 4,800 at entry (tier 2), LP in tier 3:
+    # (480 + 140 + 4,800) / (48 × 0.05 + 48) = 107.54 (notional 5,162)
+    assert liquidation_price(BINANCE, "short", 48, 100, margin=480, tiers=T) == pytest.approx(
+        (480 + 140 + 48 * 100) / (48 * 0.05 + 48), rel=1e-12)
+    # a bankruptcy price below 1: long 100 at 2 with 150 of margin: 2 − 150 / 100 = 0.5
+    assert bankruptcy_price(BINANCE, "long", 100, 2.0, margin=150, tiers=T) == pytest.approx(0.5, rel=1e-12)
+
+
+def test_hedge_mode_liquidation_where_the_gross_position_outgrows_the_net():
+    """Binance hedge mode, cross, one symbol: long 100 and short 80 at 100, wallet 2,000. Equity
+    2,000 + 100 (P − 100) − 80 (P − 100) = 20 P; the only root is where both legs are in tier 4
+    (25 %, cum 4,140), Binance's hedge formula: LP = (WB + cumL + cumS − posL × EPL + posS × EPS) /
+    (posL × MMRL + posS × MMRS − posL + posS) = (2,000 + 8,280 − 10,000 + 8,000) / (25 + 20 − 20) = 331.2."""
+    from btperp.margin import evaluate
+    a = make_position("X", "long", 100, 100, tiers=T4, leverage=2)
+    b = make_position("X", "short", 80, 100, tiers=T4, leverage=2)
+    acct = evaluate(BINANCE, [a, b], margin_mode="cross", wallet_balance=2_000, hedge_mode=True)
+    expected = (2_000 + 2 * 4_140 - 100 * 100 + 80 * 100) / (100 * 0.25 + 80 * 0.25 - 100 + 80)
+    assert expected == pytest.approx(331.2)
+    assert [p.liquidation_price for p in acct.positions] == pytest.approx([expected, expected], rel=1e-12)
+    assert [p.liquidation_tier for p in acct.positions] == [4, 4]
+
+
+def test_a_margin_call_level_reached_only_in_the_top_tier():
+    """solve_price's ``ratio``: where MM / equity reaches 20 %. A 1x long of 10 at 100 (1,000 of
+    margin): equity 10 P; in tier 4, MM = 2.5 P − 4,140 = 0.2 × 10 P at P = 4,140 / 0.5 = 8,280
+    (below 2,000 the ratio stays under 1 %)."""
+    from btperp.margin import solve_price
+    p = make_position("X", "long", 10, 100, tiers=T4, margin=1_000)
+    assert solve_price(BINANCE, [p], 1_000.0, 0.0, 100.0, ratio=0.2) == pytest.approx(8_280.0, rel=1e-12)
