@@ -540,3 +540,49 @@ def test_a_margin_call_level_reached_only_in_the_top_tier():
     from btperp.margin import solve_price
     p = make_position("X", "long", 10, 100, tiers=T4, margin=1_000)
     assert solve_price(BINANCE, [p], 1_000.0, 0.0, 100.0, ratio=0.2) == pytest.approx(8_280.0, rel=1e-12)
+
+
+def _rows(**override):
+    """Two ccxt rows (1 % to 1,000, then 2.5 %; cum 0 and 15) without tier numbers, then ``override``
+    applied to the second row (a key set to ... is removed)."""
+    rows = [{"minNotional": 0, "maxNotional": 1_000, "maintenanceMarginRate": 0.01, "maxLeverage": 50},
+            {"minNotional": 1_000, "maxNotional": None, "maintenanceMarginRate": 0.025, "maxLeverage": 20}]
+    for key, value in override.items():
+        if value is ...:
+            rows[1].pop(key)
+        else:
+            rows[1][key] = value
+    return rows
+
+
+def test_ccxt_rows_are_numbered_by_position_and_read_the_published_amounts():
+    table = TierTable.from_ccxt(_rows(), symbol="X")
+    assert [t.tier for t in table.tiers] == [1, 2]
+    assert [t.maintenance_amount for t in table.tiers] == [0.0, pytest.approx(15.0)]   # 1,000 × (2.5 % − 1 %)
+    # a published amount, top level or in info, is read; an empty one is derived
+    assert TierTable.from_ccxt(_rows(cum="15"), symbol="X").tiers[1].maintenance_amount == 15.0
+    assert TierTable.from_ccxt(_rows(cum=""), symbol="X").tiers[1].maintenance_amount == pytest.approx(15.0)
+    assert TierTable.from_ccxt(_rows(info={"mmDeduction": "15"}), symbol="X").tiers[1].maintenance_amount == 15.0
+
+
+@pytest.mark.parametrize("rows, text", [
+    (_rows(cum="16"), "X, tier 2, field 'cum': published maintenance amount 16.0 disagrees with the derived 15"),
+    (_rows(info={"cum": "17"}), "X, tier 2, field 'cum': published maintenance amount 17.0 disagrees with the derived 15"),
+    (_rows(cum="-1"), "X, tier 2, field 'cum': negative: -1.0"),
+    (_rows(info={"mmDeduction": "x"}), "X, tier 2, field 'mmDeduction': not a number: 'x'"),
+    (_rows(minNotional=...), "X, tier 2, field 'minNotional': missing"),
+    (_rows(minNotional=""), "X, tier 2, field 'minNotional': missing"),
+    (_rows(maxLeverage="20x"), "X, tier 2, field 'maxLeverage': not a number: '20x'"),
+    (_rows(maintenanceMarginRate=float("nan")), "X, tier 2, field 'maintenanceMarginRate': NaN"),
+    (_rows(maintenanceMarginRate=-0.1), "X, tier 2, field 'maintenanceMarginRate': negative: -0.1"),
+    (_rows(tier="two"), "X, tier 2, field 'tier': not a tier number: 'two'"),
+    ([_rows()[0], 7], "X, tier 2: expected an object with minNotional, maxNotional, "
+                      "maintenanceMarginRate and maxLeverage, got 7"),
+    ({"tiers": []}, "X: expected a list of tiers, got a JSON dict"),
+    ("tiers", "X: expected a list of tiers, got a JSON str"),
+    ([], "X: the table has no tiers"),
+])
+def test_ccxt_rows_refused_with_where_and_why(rows, text):
+    with pytest.raises(TierTableError) as info:
+        TierTable.from_ccxt(rows, symbol="X")
+    assert str(info.value) == text
