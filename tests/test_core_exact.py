@@ -586,3 +586,60 @@ def test_ccxt_rows_refused_with_where_and_why(rows, text):
     with pytest.raises(TierTableError) as info:
         TierTable.from_ccxt(rows, symbol="X")
     assert str(info.value) == text
+
+
+def _t(n, lo, hi, rate, lev, cum):
+    return Tier(n, float(lo), float(hi), float(rate), float(lev), float(cum))
+
+
+NAN = float("nan")
+GOOD1, GOOD2 = _t(1, 0, 1_000, 0.01, 50, 0), _t(2, 1_000, math.inf, 0.025, 20, 15)
+
+
+@pytest.mark.parametrize("tiers, text", [
+    ([], "S: the table has no tiers"),
+    ([_t(1, NAN, 1_000, 0.01, 50, 0)], "S, tier 1, field 'minNotional': NaN"),
+    ([_t(1, 0, NAN, 0.01, 50, 0)], "S, tier 1, field 'maxNotional': NaN"),
+    ([_t(1, 0, 1_000, NAN, 50, 0)], "S, tier 1, field 'maintenanceMarginRate': NaN"),
+    ([_t(1, 0, 1_000, 0.01, NAN, 0)], "S, tier 1, field 'maxLeverage': NaN"),
+    ([_t(1, -1, 1_000, 0.01, 50, 0)], "S, tier 1, field 'minNotional': negative: -1.0"),
+    ([_t(1, 0, -1, 0.01, 50, 0)], "S, tier 1, field 'maxNotional': negative: -1.0"),
+    ([_t(1, 0, 1_000, -0.01, 50, 0)], "S, tier 1, field 'maintenanceMarginRate': negative: -0.01"),
+    ([_t(1, 0, 1_000, 0.01, -5, 0)], "S, tier 1, field 'maxLeverage': negative: -5.0"),
+    ([_t(1, 0, 1_000, 1.0, 50, 0)], "S, tier 1, field 'maintenanceMarginRate': rate 1.0 is not below 1 (100 %)"),
+    ([GOOD1, _t(2, 1_000, math.inf, 1.5, 20, 15)],
+     "S, tier 2, field 'maintenanceMarginRate': rate 1.5 is not below 1 (100 %)"),
+    ([_t(1, 0, 1_000, 0.01, 0.5, 0)], "S, tier 1, field 'maxLeverage': max leverage 0.5 is below 1"),
+    ([GOOD1, _t(3, 1_000, math.inf, 0.025, 20, 15)],
+     "S, tier 3, field 'tier': tier numbers must be 1, 2, 3, ...; found 3 at position 2"),
+    ([_t(1, 0, 0, 0.01, 50, 0)], "S, tier 1, field 'maxNotional': maxNotional 0.0 is not above minNotional 0.0"),
+    ([_t(1, 10, 1_000, 0.01, 50, 0)], "S, tier 1, field 'minNotional': the first tier starts at 10.0, not 0"),
+    ([GOOD1, _t(2, 1_000, 5_000, 0.025, 20, 15), _t(3, 500, math.inf, 0.05, 10, 140)],
+     "S, tier 3, field 'minNotional': minNotional 500.0 is below tier 2's 1000.0: tiers are not sorted"),
+    ([GOOD1, _t(2, 1_200, math.inf, 0.025, 20, 18)],
+     "S, tier 2, field 'minNotional': minNotional 1200.0 leaves a gap after tier 1's maxNotional 1000.0"),
+    ([_t(1, 0, 1_200, 0.01, 50, 0), _t(2, 1_000, math.inf, 0.025, 20, 15)],
+     "S, tier 2, field 'minNotional': minNotional 1000.0 overlaps tier 1, whose maxNotional is 1200.0"),
+    ([GOOD1, _t(2, 1_000, math.inf, 0.005, 20, 0)],
+     "S, tier 2, field 'maintenanceMarginRate': rate 0.005 is below tier 1's 0.01"),
+    ([GOOD1, _t(2, 1_000, math.inf, 0.025, 60, 15)],
+     "S, tier 2, field 'maxLeverage': max leverage 60.0 is above tier 1's 50.0"),
+    ([GOOD1, _t(2, 1_000, math.inf, 0.025, 20, -1)], "S, tier 2, field 'cum': negative or NaN: -1.0"),
+    ([GOOD1, _t(2, 1_000, math.inf, 0.025, 20, NAN)], "S, tier 2, field 'cum': negative or NaN: nan"),
+    ([GOOD1, _t(2, 1_000, math.inf, 0.025, 20, 16)],
+     "S, tier 2, field 'cum': published maintenance amount 16.0 disagrees with the derived 15"),
+])
+def test_every_table_rule_refuses_with_where_and_why(tiers, text):
+    with pytest.raises(TierTableError) as info:
+        TierTable(tiers, symbol="X", source="S")
+    assert str(info.value) == text
+
+
+def test_a_table_named_by_its_symbol_and_its_amounts_unchecked_on_request():
+    with pytest.raises(TierTableError) as info:
+        TierTable([], symbol="X")
+    assert str(info.value) == "X: the table has no tiers"
+    # amounts are checked unless told not to (a table of explicit rates and amounts)
+    odd = TierTable([GOOD1, _t(2, 1_000, math.inf, 0.025, 20, 16)], check_amounts=False)
+    assert odd.tiers[1].maintenance_amount == 16.0 and odd.source is None
+    assert TierTable([GOOD1, GOOD2], symbol="X").source == "X"
