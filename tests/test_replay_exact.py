@@ -387,3 +387,41 @@ def test_a_position_no_price_liquidates_until_funding_drains_it():
     out = replay(m, BINANCE, Positions.of(1, 10_000.0, 1.0, 10_000.0, 1.0, 0, 3))
     assert out.bar.tolist() == [1] and out.tier.tolist() == [2]
     assert out.liquidation_price[0] == pytest.approx((9_000 + 15 - 10_000) / (250 - 10_000), rel=1e-12)
+
+
+def test_a_market_refuses_what_it_cannot_replay():
+    from btperp.errors import DataError
+    px = [100.0, 100.0, 100.0]
+
+    def market(n=3, mark=None, last=None, epochs=None, **kw):
+        return Market(np.arange(n) * HOUR, mark=mark or [px[:n]] * 4, last=last or [px[:n]] * 4,
+                      funding_per_unit=np.zeros(n), funding_open_per_unit=np.zeros(n),
+                      epochs=epochs if epochs is not None else [Epoch(0, n, TA)], step_ms=HOUR, **kw)
+
+    with pytest.raises(DataError) as info:
+        market(0, symbol="T")
+    assert str(info.value) == "T: no bars to replay"
+    one = market(1, symbol="T")                               # one bar is a market
+    assert len(one) == 1 and one.symbol == "T" and market().symbol == ""
+    assert market(mark=[[0.5, 0.25, 2.0]] * 4).mark[2].tolist() == [0.5, 0.25, 2.0]   # prices below 1
+    with pytest.raises(DataError) as info:
+        market(last=[px, px, px, px[:2]], symbol="T")
+    assert str(info.value) == "T: last_close has 2 values for 3 bars"
+    for series, label in (("mark", "open"), ("mark", "high"), ("last", "low"), ("last", "close")):
+        bad = [px, px, px, px]
+        bad[("open", "high", "low", "close").index(label)] = [100.0, 100.0, 0.0]
+        with pytest.raises(DataError) as info:
+            market(**{series: bad}, symbol="T")
+        assert str(info.value) == (f"T: {series} {label} price 0.0 at bar 2 (1970-01-01 02:00); the "
+                                   f"replay needs a price in every bar (at 1970-01-01 02:00)")
+        assert info.value.timestamp == "1970-01-01 02:00"
+    for epochs in ([], [Epoch(1, 3, TA)], [Epoch(0, 2, TA)], [Epoch(0, 1, TA), Epoch(2, 3, TA)]):
+        with pytest.raises(ValueError) as info:
+            market(epochs=epochs)
+        assert str(info.value) == "epochs must partition the bars [0, n)"
+    # funding NaN is no event
+    m = Market(np.arange(3) * HOUR, mark=[px] * 4, last=[px] * 4,
+               funding_per_unit=np.array([np.nan, 1.0, np.nan]),
+               funding_open_per_unit=np.array([np.nan, np.nan, np.nan]),
+               epochs=[Epoch(0, 3, TA)], step_ms=HOUR)
+    assert m.f_after.tolist() == [0.0, 1.0, 1.0] and m.f_open.tolist() == [0.0, 0.0, 1.0]
