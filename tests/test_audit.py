@@ -289,6 +289,38 @@ def test_many_positions_at_once_equal_one_at_a_time(data, seed):
         assert table["funding_paid"].iloc[i] == pytest.approx(one.funding_paid, rel=1e-12, abs=1e-12)
 
 
+@pytest.mark.parametrize("seed", [3, 11, 29])
+def test_many_positions_at_once_equal_the_per_bar_reference(seed):
+    """Forty longs and forty shorts at once (more than the 16 a plain scan takes: the sparse table
+    answers), each against ``_reference``: Binance's formula written out, bar by bar."""
+    rng = np.random.default_rng(seed)
+    frame = _frame(rng.uniform(-0.08, 0.08, bars), rng.uniform(0, 0.15, bars),
+                   rng.uniform(-0.05, 0.05, bars),
+                   {int(i): float(r) for i, r in zip(rng.integers(0, bars, 6), rng.uniform(-0.01, 0.01, 6))},
+                   {int(i): float(r) for i, r in zip(rng.integers(0, bars, 6), rng.uniform(-0.01, 0.01, 6))})
+    n = 80
+    side = np.where(np.arange(n) < n // 2, 1.0, -1.0)
+    entry_bar = rng.integers(1, 31, n)
+    entry = frame["open"].to_numpy()[entry_bar]
+    size = rng.uniform(200, 1_500, n) / entry          # tier 1 of T1 at entry
+    leverage = rng.choice([2.0, 5.0, 10.0, 20.0], n)
+    margin = size * entry / leverage
+    market = market_of(frame, HISTORY)
+    for trigger in ("mark", "last"):
+        out = replay(market, RB, Positions.of(side, size, entry, margin, leverage, entry_bar, len(frame)),
+                     trigger=trigger)
+        liquidated = 0
+        for i in range(n):
+            t_ref, price_ref, paid_ref = _reference(frame, side[i], size[i], entry[i], margin[i],
+                                                    leverage[i], entry_bar[i], trigger)
+            assert (out.bar[i] if out.liquidated[i] else None) == t_ref, (trigger, i)
+            assert out.funding_paid[i] == pytest.approx(paid_ref, rel=1e-9, abs=1e-9)
+            if t_ref is not None:
+                liquidated += 1
+                assert out.trigger_price[i] == pytest.approx(price_ref, rel=1e-9)
+        assert 10 <= liquidated <= n - 10             # both outcomes, many times
+
+
 @given(values=st.lists(st.floats(-100, 100), min_size=1, max_size=70),
        queries=st.lists(st.tuples(st.integers(0, 69), st.integers(1, 70), st.floats(-110, 110)),
                         min_size=1, max_size=30))

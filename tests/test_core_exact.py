@@ -55,6 +55,48 @@ def test_solve_price_array_bybit_uses_the_tier_at_entry():
     assert k.tolist() == [0, 0, -1]
 
 
+def test_solve_price_array_binance_takes_the_tier_at_the_liquidation_price():
+    """Binance's note to its formula: "if the position at the liquidation price and the current
+    position are of different levels, substitute the level at the liquidation price". Both
+    positions here change tier between entry and liquidation (10x, fee 0, table T)."""
+    lp, k = solve_price_array(BINANCE, T, [1, -1], [52.0, 48.0], [100.0, 100.0], [10, 10],
+                              [520.0, 480.0], 0.0)
+    # long 52 at 100: 5,200 at entry (tier 3), but with tier 2's 2.5 % and cum 15:
+    # LP = (520 + 15 − 52 × 100) / (52 × 0.025 − 52) = −4,665 / −50.7 = 92.0118...,
+    # notional 52 × 92.01 = 4,784.6 < 5,000: tier 2, consistent (tier 3 would give
+    # (520 + 140 − 5,200) / (52 × 0.05 − 52) = 91.90, whose notional 4,779 is not in tier 3)
+    long_lp = (520 + 15 - 52 * 100) / (52 * 0.025 - 52)
+    # short 48 at 100: 4,800 at entry (tier 2), but with tier 3's 5 % and cum 140:
+    # LP = (480 + 140 + 48 × 100) / (48 × 0.05 + 48) = 5,420 / 50.4 = 107.5397...,
+    # notional 48 × 107.54 = 5,161.9 ≥ 5,000: tier 3 (tier 2 would give 5,295 / 49.2 = 107.62)
+    short_lp = (480 + 140 + 48 * 100) / (48 * 0.05 + 48)
+    np.testing.assert_allclose(lp, [long_lp, short_lp], rtol=1e-12)
+    assert long_lp == pytest.approx(92.0118343195, rel=1e-10)
+    assert short_lp == pytest.approx(107.5396825397, rel=1e-10)
+    assert k.tolist() == [1, 2]
+
+
+def test_solve_price_array_bybit_positions_in_different_tiers():
+    """Bybit ("Liquidation Price (USDT Contract)", isolated, fee 0): LP(long) = entry − (IM − MM) / size,
+    LP(short) = entry + (IM − MM) / size, MM = position value at entry × MMR − mmDeduction, in the
+    tier of the value at entry, whatever the notional at the liquidation price."""
+    bybit_t = table((0, 1_000, 0.01, 50), (1_000, math.inf, 0.025, 20))   # deduction 1,000 × 1.5 % = 15
+    lp, k = solve_price_array(BYBIT, bybit_t, [1, 1, 1, -1], [5.0, 20.0, 10.5, 5.0],
+                              [100.0, 100.0, 100.0, 100.0], [10, 10, 10, 10],
+                              [50.0, 200.0, 105.0, 50.0], 0.0)
+    expected = [
+        100 - (50 - 500 * 0.01) / 5,               # 500 at entry, tier 1: MM 5, LP 91
+        100 - (200 - (2_000 * 0.025 - 15)) / 20,   # 2,000, tier 2: MM 35, LP 91.75
+        # 1,050 at entry, tier 2: MM 26.25 − 15 = 11.25, LP 100 − 93.75 / 10.5 = 91.0714...
+        # (its notional there, 956, is in tier 1's range: Bybit keeps the tier at entry)
+        100 - (105 - (1_050 * 0.025 - 15)) / 10.5,
+        100 + (50 - 500 * 0.01) / 5,               # short, 500, tier 1: LP 109
+    ]
+    np.testing.assert_allclose(lp, expected, rtol=1e-12)
+    np.testing.assert_allclose(expected, [91.0, 91.75, 91.0 + 0.75 / 10.5, 109.0], rtol=1e-12)
+    assert k.tolist() == [0, 1, 1, 0]
+
+
 def test_maintenance_margin_array_by_hand():
     idx, mm = maintenance_margin_array(BINANCE, T, [1, -1, 1], [2, 20, 100], [100, 100, 100],
                                        [100, 100, 100], [10, 10, 10], 0.0)
@@ -393,6 +435,9 @@ def test_evaluate_every_field_by_hand():
     assert acct == AccountMargin("binance-usdm", MarginMode.ISOLATED, None, (pa, pb), 15.0,
                                  pytest.approx(2.05), pytest.approx(0.19), 0.001)
     assert evaluate(BINANCE, []).margin_ratio == 0.0
+    # an isolated account keeps the wallet balance it was given (the positions' margins stand alone)
+    kept = evaluate(BINANCE, [a, b], wallet_balance=1_234.5, taker_fee=0.001)
+    assert kept.wallet_balance == 1_234.5 and kept.margin_balance == 15.0
     cross = evaluate(BINANCE, [a, b], margin_mode="cross", wallet_balance=100.0)
     assert (cross.exchange, cross.margin_mode, cross.wallet_balance) == ("binance-usdm", MarginMode.CROSS, 100.0)
     assert cross.margin_balance == 85.0 and cross.maintenance_margin == pytest.approx(2.05)
@@ -415,3 +460,186 @@ def test_margin_ratio_with_a_balance_below_one_and_the_evaluate_errors():
     with pytest.raises(InputError) as info:
         evaluate(BINANCE, [a, a], hedge_mode=True)
     assert str(info.value) == "positions[1]: a second long of A (position 0 already holds it); merge them"
+
+
+def test_make_position_derives_the_leverage_and_names_the_field():
+    pos = make_position("X", "long", 2, 100, tiers=T, margin=50)
+    # leverage = notional / margin = 2 × 100 / 50; the mark defaults to the entry
+    assert (pos.side, pos.size, pos.entry_price, pos.mark_price, pos.leverage, pos.margin) == (
+        Side.LONG, 2.0, 100.0, 100.0, 4.0, 50.0)
+    assert make_position("X", "short", 0.5, 2_000, tiers=T, margin=250, mark_price=1_900).leverage == 4.0
+    for kwargs, text in [
+        (dict(size=0), "size: must be a positive number, got 0"),
+        (dict(size=True), "size: must be a positive number, got True"),
+        (dict(entry_price=0.0), "entry_price: must be a positive number, got 0.0"),
+        (dict(mark_price=-1), "mark_price: must be a positive number, got -1"),
+        (dict(margin=0), "margin: must be a positive number, got 0"),
+        (dict(leverage=0), "leverage: must be a positive number, got 0"),
+        (dict(leverage=None), "leverage: give the leverage, or the isolated margin to derive it from"),
+    ]:
+        args = {**dict(size=1, entry_price=100, leverage=10), **kwargs}
+        size, entry = args.pop("size"), args.pop("entry_price")
+        with pytest.raises(InputError) as info:
+            make_position("X", "long", size, entry, tiers=T, **args)
+        assert str(info.value) == text
+        with pytest.raises(InputError) as info:               # in an account file: where it is
+            make_position("X", "long", size, entry, tiers=T, field_prefix="positions[1].", **args)
+        assert str(info.value) == "positions[1]." + text
+
+
+def test_max_open_size_with_the_exchanges_extra_per_unit():
+    # Bybit's fee to close reserved in the initial margin, 0.95 a unit: 1,000 at 100, 10x, 0.05 %
+    # buys 1,000 / (10 + 0.05 + 0.95) = 90.91
+    assert max_open_size(1_000, 100, 10, 0.0005, extra_per_unit=0.95) == pytest.approx(1_000 / 11, rel=1e-15)
+
+
+def test_a_snapshot_that_is_not_an_object_is_named():
+    with pytest.raises(TierTableError) as info:
+        TierHistory.from_snapshots([{"observed": "2024-01-01", "tiers": [T.tiers[0].to_ccxt()]}, "x"],
+                                   symbol="BTC/USDT:USDT")
+    assert str(info.value) == ("BTC/USDT:USDT: snapshot 1 is a JSON str; expected an object with "
+                               "'observed' and 'tiers'")
+    with pytest.raises(TierTableError) as info:
+        TierHistory.from_snapshots([[1, 2]], symbol="X", source="tiers.json")
+    assert str(info.value) == "tiers.json: snapshot 0 is a JSON list; expected an object with 'observed' and 'tiers'"
+
+
+#: T with a fourth tier: 25 % above 20,000 (max 2x; cum 140 + 20,000 × (25 % − 5 %) = 4,140)
+T4 = table((0, 1_000, 0.01, 50), (1_000, 5_000, 0.025, 20), (5_000, 20_000, 0.05, 10),
+           (20_000, math.inf, 0.25, 2))
+
+
+def test_the_scalar_solve_reaches_the_last_tier_and_prices_below_one():
+    # short 48 at 100 with 480 (10x): 4,800 at entry (tier 2), LP in tier 3:
+    # (480 + 140 + 4,800) / (48 × 0.05 + 48) = 107.54 (notional 5,162)
+    assert liquidation_price(BINANCE, "short", 48, 100, margin=480, tiers=T) == pytest.approx(
+        (480 + 140 + 48 * 100) / (48 * 0.05 + 48), rel=1e-12)
+    # a bankruptcy price below 1: long 100 at 2 with 150 of margin: 2 − 150 / 100 = 0.5
+    assert bankruptcy_price(BINANCE, "long", 100, 2.0, margin=150, tiers=T) == pytest.approx(0.5, rel=1e-12)
+
+
+def test_hedge_mode_liquidation_where_the_gross_position_outgrows_the_net():
+    """Binance hedge mode, cross, one symbol: long 100 and short 80 at 100, wallet 2,000. Equity
+    2,000 + 100 (P − 100) − 80 (P − 100) = 20 P; the only root is where both legs are in tier 4
+    (25 %, cum 4,140), Binance's hedge formula: LP = (WB + cumL + cumS − posL × EPL + posS × EPS) /
+    (posL × MMRL + posS × MMRS − posL + posS) = (2,000 + 8,280 − 10,000 + 8,000) / (25 + 20 − 20) = 331.2."""
+    from btperp.margin import evaluate
+    a = make_position("X", "long", 100, 100, tiers=T4, leverage=2)
+    b = make_position("X", "short", 80, 100, tiers=T4, leverage=2)
+    acct = evaluate(BINANCE, [a, b], margin_mode="cross", wallet_balance=2_000, hedge_mode=True)
+    expected = (2_000 + 2 * 4_140 - 100 * 100 + 80 * 100) / (100 * 0.25 + 80 * 0.25 - 100 + 80)
+    assert expected == pytest.approx(331.2)
+    assert [p.liquidation_price for p in acct.positions] == pytest.approx([expected, expected], rel=1e-12)
+    assert [p.liquidation_tier for p in acct.positions] == [4, 4]
+
+
+def test_a_margin_call_level_reached_only_in_the_top_tier():
+    """solve_price's ``ratio``: where MM / equity reaches 20 %. A 1x long of 10 at 100 (1,000 of
+    margin): equity 10 P; in tier 4, MM = 2.5 P − 4,140 = 0.2 × 10 P at P = 4,140 / 0.5 = 8,280
+    (below 2,000 the ratio stays under 1 %)."""
+    from btperp.margin import solve_price
+    p = make_position("X", "long", 10, 100, tiers=T4, margin=1_000)
+    assert solve_price(BINANCE, [p], 1_000.0, 0.0, 100.0, ratio=0.2) == pytest.approx(8_280.0, rel=1e-12)
+
+
+def _rows(**override):
+    """Two ccxt rows (1 % to 1,000, then 2.5 %; cum 0 and 15) without tier numbers, then ``override``
+    applied to the second row (a key set to ... is removed)."""
+    rows = [{"minNotional": 0, "maxNotional": 1_000, "maintenanceMarginRate": 0.01, "maxLeverage": 50},
+            {"minNotional": 1_000, "maxNotional": None, "maintenanceMarginRate": 0.025, "maxLeverage": 20}]
+    for key, value in override.items():
+        if value is ...:
+            rows[1].pop(key)
+        else:
+            rows[1][key] = value
+    return rows
+
+
+def test_ccxt_rows_are_numbered_by_position_and_read_the_published_amounts():
+    table = TierTable.from_ccxt(_rows(), symbol="X")
+    assert [t.tier for t in table.tiers] == [1, 2]
+    assert [t.maintenance_amount for t in table.tiers] == [0.0, pytest.approx(15.0)]   # 1,000 × (2.5 % − 1 %)
+    # a published amount, top level or in info, is read; an empty one is derived
+    assert TierTable.from_ccxt(_rows(cum="15"), symbol="X").tiers[1].maintenance_amount == 15.0
+    assert TierTable.from_ccxt(_rows(cum=""), symbol="X").tiers[1].maintenance_amount == pytest.approx(15.0)
+    assert TierTable.from_ccxt(_rows(info={"mmDeduction": "15"}), symbol="X").tiers[1].maintenance_amount == 15.0
+
+
+@pytest.mark.parametrize("rows, text", [
+    (_rows(cum="16"), "X, tier 2, field 'cum': published maintenance amount 16.0 disagrees with the derived 15"),
+    (_rows(info={"cum": "17"}), "X, tier 2, field 'cum': published maintenance amount 17.0 disagrees with the derived 15"),
+    (_rows(cum="-1"), "X, tier 2, field 'cum': negative: -1.0"),
+    (_rows(info={"mmDeduction": "x"}), "X, tier 2, field 'mmDeduction': not a number: 'x'"),
+    (_rows(minNotional=...), "X, tier 2, field 'minNotional': missing"),
+    (_rows(minNotional=""), "X, tier 2, field 'minNotional': missing"),
+    (_rows(maxLeverage="20x"), "X, tier 2, field 'maxLeverage': not a number: '20x'"),
+    (_rows(maintenanceMarginRate=float("nan")), "X, tier 2, field 'maintenanceMarginRate': NaN"),
+    (_rows(maintenanceMarginRate=-0.1), "X, tier 2, field 'maintenanceMarginRate': negative: -0.1"),
+    (_rows(tier="two"), "X, tier 2, field 'tier': not a tier number: 'two'"),
+    ([_rows()[0], 7], "X, tier 2: expected an object with minNotional, maxNotional, "
+                      "maintenanceMarginRate and maxLeverage, got 7"),
+    ({"tiers": []}, "X: expected a list of tiers, got a JSON dict"),
+    ("tiers", "X: expected a list of tiers, got a JSON str"),
+    ([], "X: the table has no tiers"),
+])
+def test_ccxt_rows_refused_with_where_and_why(rows, text):
+    with pytest.raises(TierTableError) as info:
+        TierTable.from_ccxt(rows, symbol="X")
+    assert str(info.value) == text
+
+
+def _t(n, lo, hi, rate, lev, cum):
+    return Tier(n, float(lo), float(hi), float(rate), float(lev), float(cum))
+
+
+NAN = float("nan")
+GOOD1, GOOD2 = _t(1, 0, 1_000, 0.01, 50, 0), _t(2, 1_000, math.inf, 0.025, 20, 15)
+
+
+@pytest.mark.parametrize("tiers, text", [
+    ([], "S: the table has no tiers"),
+    ([_t(1, NAN, 1_000, 0.01, 50, 0)], "S, tier 1, field 'minNotional': NaN"),
+    ([_t(1, 0, NAN, 0.01, 50, 0)], "S, tier 1, field 'maxNotional': NaN"),
+    ([_t(1, 0, 1_000, NAN, 50, 0)], "S, tier 1, field 'maintenanceMarginRate': NaN"),
+    ([_t(1, 0, 1_000, 0.01, NAN, 0)], "S, tier 1, field 'maxLeverage': NaN"),
+    ([_t(1, -1, 1_000, 0.01, 50, 0)], "S, tier 1, field 'minNotional': negative: -1.0"),
+    ([_t(1, 0, -1, 0.01, 50, 0)], "S, tier 1, field 'maxNotional': negative: -1.0"),
+    ([_t(1, 0, 1_000, -0.01, 50, 0)], "S, tier 1, field 'maintenanceMarginRate': negative: -0.01"),
+    ([_t(1, 0, 1_000, 0.01, -5, 0)], "S, tier 1, field 'maxLeverage': negative: -5.0"),
+    ([_t(1, 0, 1_000, 1.0, 50, 0)], "S, tier 1, field 'maintenanceMarginRate': rate 1.0 is not below 1 (100 %)"),
+    ([GOOD1, _t(2, 1_000, math.inf, 1.5, 20, 15)],
+     "S, tier 2, field 'maintenanceMarginRate': rate 1.5 is not below 1 (100 %)"),
+    ([_t(1, 0, 1_000, 0.01, 0.5, 0)], "S, tier 1, field 'maxLeverage': max leverage 0.5 is below 1"),
+    ([GOOD1, _t(3, 1_000, math.inf, 0.025, 20, 15)],
+     "S, tier 3, field 'tier': tier numbers must be 1, 2, 3, ...; found 3 at position 2"),
+    ([_t(1, 0, 0, 0.01, 50, 0)], "S, tier 1, field 'maxNotional': maxNotional 0.0 is not above minNotional 0.0"),
+    ([_t(1, 10, 1_000, 0.01, 50, 0)], "S, tier 1, field 'minNotional': the first tier starts at 10.0, not 0"),
+    ([GOOD1, _t(2, 1_000, 5_000, 0.025, 20, 15), _t(3, 500, math.inf, 0.05, 10, 140)],
+     "S, tier 3, field 'minNotional': minNotional 500.0 is below tier 2's 1000.0: tiers are not sorted"),
+    ([GOOD1, _t(2, 1_200, math.inf, 0.025, 20, 18)],
+     "S, tier 2, field 'minNotional': minNotional 1200.0 leaves a gap after tier 1's maxNotional 1000.0"),
+    ([_t(1, 0, 1_200, 0.01, 50, 0), _t(2, 1_000, math.inf, 0.025, 20, 15)],
+     "S, tier 2, field 'minNotional': minNotional 1000.0 overlaps tier 1, whose maxNotional is 1200.0"),
+    ([GOOD1, _t(2, 1_000, math.inf, 0.005, 20, 0)],
+     "S, tier 2, field 'maintenanceMarginRate': rate 0.005 is below tier 1's 0.01"),
+    ([GOOD1, _t(2, 1_000, math.inf, 0.025, 60, 15)],
+     "S, tier 2, field 'maxLeverage': max leverage 60.0 is above tier 1's 50.0"),
+    ([GOOD1, _t(2, 1_000, math.inf, 0.025, 20, -1)], "S, tier 2, field 'cum': negative or NaN: -1.0"),
+    ([GOOD1, _t(2, 1_000, math.inf, 0.025, 20, NAN)], "S, tier 2, field 'cum': negative or NaN: nan"),
+    ([GOOD1, _t(2, 1_000, math.inf, 0.025, 20, 16)],
+     "S, tier 2, field 'cum': published maintenance amount 16.0 disagrees with the derived 15"),
+])
+def test_every_table_rule_refuses_with_where_and_why(tiers, text):
+    with pytest.raises(TierTableError) as info:
+        TierTable(tiers, symbol="X", source="S")
+    assert str(info.value) == text
+
+
+def test_a_table_named_by_its_symbol_and_its_amounts_unchecked_on_request():
+    with pytest.raises(TierTableError) as info:
+        TierTable([], symbol="X")
+    assert str(info.value) == "X: the table has no tiers"
+    # amounts are checked unless told not to (a table of explicit rates and amounts)
+    odd = TierTable([GOOD1, _t(2, 1_000, math.inf, 0.025, 20, 16)], check_amounts=False)
+    assert odd.tiers[1].maintenance_amount == 16.0 and odd.source is None
+    assert TierTable([GOOD1, GOOD2], symbol="X").source == "X"

@@ -2,7 +2,9 @@
 ``tiers`` as a dict by symbol, custom ``margin_call_levels``, withdrawing isolated margin with
 ``add_margin`` and its refusals, the history's ``extreme_checked`` column and its
 ``margin_change`` and ``rejection`` events, the audit's ``undetermined`` verdict and the
-``earlier`` outcome of ``audit history``."""
+``earlier`` and ``never`` outcomes of ``audit history``."""
+
+from pathlib import Path
 
 import backtrader as bt
 import pytest
@@ -16,6 +18,7 @@ from btperp.io.history import read
 
 pytestmark = pytest.mark.filterwarnings("ignore::btperp.errors.EarliestTableAssumed")
 HERE = __file__
+DATASETS = Path(HERE).resolve().parents[1] / "datasets"
 
 
 def test_a_strategy_that_sizes_its_own_orders_keeps_its_sizes(tmp_path):
@@ -178,3 +181,95 @@ def test_audit_history_says_the_last_price_would_have_fired_earlier(tmp_path):
     rows = read(out)
     at = rows[rows["time"] == "2021-05-19 13:00"]
     assert at["close"].size == 1 and 1400.73 <= at["liquidation_price"].iloc[0] < 1764.26
+
+
+def test_audit_history_says_the_other_trigger_would_never_have_fired(tmp_path, capsys):
+    """README "A backtest's liquidations": the other price's outcome can be `never`. A datasets
+    folder of 48 flat BTCUSDT hours at 40,000 (funding rate 0) where the last price wicks to
+    35,000 at 10:00 and the mark only to 39,000: a last-triggered 10x long of 0.05 BTC is
+    liquidated there, and the mark, whose lows stay at 39,000 and above, never reaches its
+    liquidation price."""
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+
+    from btperp.cli.main import main as cli
+    from btperp.io.market import series_path, write_series
+
+    root = tmp_path / "data"
+    (root / "binance-usdm").mkdir(parents=True)
+    shutil.copy(DATASETS / "binance-usdm" / "tier_history.json", root / "binance-usdm")
+    times = pd.date_range("2024-01-01", periods=48, freq="h", tz="UTC")
+    flat = np.full(48, 40_000.0)
+    last_low, mark_low = flat - 20, flat - 20
+    last_low[10], mark_low[10] = 35_000.0, 39_000.0
+    meta = {"exchange": "binance-usdm", "symbol": "BTC/USDT:USDT", "timeframe": "1h", "source": "test"}
+    write_series(pd.DataFrame({"time": times, "open": flat, "high": flat + 20, "low": last_low,
+                               "close": flat, "volume": 1.0}),
+                 series_path("binance-usdm", "BTCUSDT", "ohlcv", "1h", root), "ohlcv", meta=meta)
+    write_series(pd.DataFrame({"time": times, "open": flat, "high": flat + 20, "low": mark_low,
+                               "close": flat}),
+                 series_path("binance-usdm", "BTCUSDT", "mark", "1h", root), "mark", meta=meta)
+    write_series(pd.DataFrame({"time": times[::8], "rate": 0.0}),
+                 series_path("binance-usdm", "BTCUSDT", "funding", root=root), "funding",
+                 meta={**meta, "timeframe": None})
+    config = RunConfig(HERE.replace("test_readme_promises.py", "strategies_for_tests.py:BuyOwnSize"),
+                       symbol="BTCUSDT", leverage=10, trigger="last", datadir=str(root))
+    out = tmp_path / "run"
+    run_config(config, out=out)
+    (a,) = audit_history(out)
+    # bought 0.05 at the 01:00 open of 40,000: 2,000 of notional, 200 of margin at 10x; BTC's
+    # tier 1 (0.4 %, cum 0) in the table of 2023-12-12: LP = (200 − 2,000) / (0.05 × 0.004 − 0.05)
+    # = 36,144.58, which the last price's 35,000 crosses at 10:00 (it opened at 40,000: no gap)
+    assert a.time == "2024-01-01 10:00" and a.trigger == "last" and not a.gap
+    assert (a.size, a.entry_price, a.leverage) == (0.05, 40_000.0, 10.0)
+    assert a.liquidation_price == pytest.approx((200 - 2_000) / (0.05 * 0.004 - 0.05), rel=1e-12)
+    assert round(a.liquidation_price, 2) == 36_144.58
+    assert a.bankruptcy_price == pytest.approx(40_000 - 200 / 0.05, rel=1e-12)      # 36,000
+    # the mark: lows of 39,980 before, 39,000 in that bar, 39,980 after: never at 36,144.58
+    assert a.other_trigger == "mark" and a.other_verdict == "never" and a.other_time is None
+    assert a.notes == ["the mark price never reached its liquidation price through 2024-01-02 23:00"]
+    assert cli(["audit", "history", str(out), "--no-plots"]) == 0
+    assert "mark: never" in capsys.readouterr().out
+
+
+def test_the_demos_comparison_prints_the_readmes_figures(tmp_path, capsys):
+    """README: "`make demo` runs that comparison: the Donchian breakout on all bundled BTCUSDT 4h
+    bars earns most at 2x (+532 %), loses 81 % at 5x without a single liquidation (it paid 19,547
+    USDT of funding and 7,651 of fees on the way), and is liquidated from 10x up, the first time
+    after 342 days at 10x and 10.8 days at 50x." The command is the Makefile's own."""
+    import re
+    import shlex
+
+    import pandas as pd
+
+    from btperp.cli.main import main as cli
+
+    root = Path(HERE).resolve().parents[1]
+    readme = " ".join((root / "README.md").read_text(encoding="utf-8").split())
+    assert ("earns most at 2x (+532 %), loses 81 % at 5x without a single liquidation (it paid "
+            "19,547 USDT of funding and 7,651 of fees on the way), and is liquidated from 10x up, "
+            "the first time after 342 days at 10x and 10.8 days at 50x") in readme
+    (line,) = [x for x in (root / "Makefile").read_text(encoding="utf-8").splitlines()
+               if x.strip().startswith("$(BIN)/btperp compare")]
+    args = shlex.split(line.strip())[1:]
+    assert args[args.index("--out") + 1] == "out/compare"
+    args[args.index("--out") + 1] = str(tmp_path / "compare")
+    assert cli(args) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_parquet(tmp_path / "compare" / "results.parquet").set_index("leverage")
+    assert table.index.tolist() == [1, 2, 3, 5, 10, 20, 50]
+    assert table["total_return"].idxmax() == 2 and round(table.loc[2, "total_return"] * 100) == 532
+    five = table.loc[5]
+    assert round(five["total_return"] * 100) == -81 and five["liquidations"] == 0
+    assert round(five["funding_paid"]) == 19_547 and round(five["fees"]) == 7_651
+    assert (table.loc[[1, 2, 3, 5], "liquidations"] == 0).all()
+    assert (table.loc[[10, 20, 50], "liquidations"] > 0).all()
+    assert table.loc[10, "days_to_first_liquidation"] == pytest.approx(342, abs=0.05)
+    assert table.loc[50, "days_to_first_liquidation"] == pytest.approx(10.8, abs=0.05)
+    # and the printed table says the same
+    rows = {int(m.group(1)): m.group(0) for m in re.finditer(r"^\s*(\d+)x .*$", printed, re.M)}
+    assert "531.93 %" in rows[2] and "-81.29 %" in rows[5]
+    assert "19,546.72" in rows[5] and "7,650.67" in rows[5]
+    assert "342.0" in rows[10] and "10.8" in rows[50]
