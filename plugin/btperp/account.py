@@ -524,14 +524,18 @@ class Account:
         return avail
 
     def unrealized(self) -> tuple[float, float, int]:
-        """Unrealized PnL and notional at the marks the positions were last valued at, and how
-        many positions are open."""
+        """Unrealized PnL and notional at the mark close (a leg with a new bar is valued at its mark
+        close; the others at the mark they were last valued at), and how many positions are open."""
         unrealized = notional = 0.0
         held = 0
         for leg in self.legs:
             pos = leg.pos
             if pos.size:
                 held += 1
+                if leg.fresh:
+                    if not leg.read:
+                        leg.reader(leg)
+                    leg.valprice = leg.mark_close
                 unrealized += pos.size * (leg.valprice - pos.price)
                 notional += abs(pos.size) * leg.valprice
         return unrealized, notional, held

@@ -778,11 +778,6 @@ class PerpBroker(bt.brokers.BackBroker):
             data = datas[0]
             return self.positions[data].size * data.close[0]
         account = self.account
-        for book in self._books or ():
-            if book.fresh and book.pos.size:            # valued at this bar's mark close
-                if not book.read:
-                    book.reader(book)
-                book.valprice = book.mark_close
         unrealized, notional, held = account.unrealized()
         self._unrealized = unrealized
         self.open_positions = held
