@@ -60,13 +60,15 @@ datasets: $(STAMP)
 
 # Developers only (not in CI): mutation testing of the pure core with mutmut (see README).
 # mutmut imports mutated code from src/, so the package is copied to build/mutation/src/btperp.
+# build/mutation is kept between runs: mutmut re-runs only the mutants of functions that changed.
 MUT := build/mutation
 mutation: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	rm -rf $(MUT) && mkdir -p $(MUT)/src
+	mkdir -p $(MUT)/src
+	rm -rf $(MUT)/src/btperp $(MUT)/tests $(MUT)/strategies $(MUT)/examples
 	cp -r plugin/btperp $(MUT)/src/btperp
 	cp -r tests strategies examples pyproject.toml $(MUT)/
-	ln -s $(CURDIR)/datasets $(MUT)/datasets
+	ln -sfn $(CURDIR)/datasets $(MUT)/datasets
 	cd $(MUT) && BTPERP_DATASETS=$(CURDIR)/datasets BTPERP_HYPOTHESIS=mutation \
 	    $(CURDIR)/$(BIN)/mutmut run --max-children $${MUTATION_JOBS:-2}
 	cd $(MUT) && $(CURDIR)/$(BIN)/mutmut results
