@@ -99,6 +99,20 @@ def test_spec_lists_ranges_and_rolling_windows(tmp_path):
     assert run_id(flags.configs()[0]) in ids
 
 
+def test_the_liquidation_mode_is_a_setting_of_every_run_and_of_its_id(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('strategy = "sma_cross"\nleverages = [5, 20]\nliquidation = "full"\n')
+    full = load_spec(path).configs()
+    assert [c.liquidation for c in full] == ["full", "full"]
+    partial = load_spec(path, {"liquidation": "partial"}).configs()          # --liquidation partial
+    assert [c.liquidation for c in partial] == ["partial", "partial"]
+    assert load_spec(tmp_path / "s.toml", {}).liquidation == "full"
+    # the same run in the other mode is another run
+    assert {run_id(c) for c in full}.isdisjoint(run_id(c) for c in partial)
+    from btperp.sweep.task import SETTINGS
+    assert SETTINGS.index("liquidation") == SETTINGS.index("intrabar") + 1
+
+
 @pytest.mark.parametrize("text,message", [
     ('strategy = "sma_cross"\nleverage = [1]\n', "leverage: unknown key"),
     ('strategy = "sma_cross"\n[params]\nslow = [1]\n', "params.slow: SmaCross has no parameter 'slow'"),
@@ -108,6 +122,7 @@ def test_spec_lists_ranges_and_rolling_windows(tmp_path):
      "windows.length: '1mo' is longer than"),
     ('strategy = "sma_cross"\nsymbols = ["DOGEUSDT"]\n', "symbols: no data for 'DOGEUSDT'"),
     ('strategy = "nope"\n', "strategy: unknown strategy 'nope'"),
+    ('strategy = "sma_cross"\nliquidation = "half"\n', "liquidation: 'half': use partial or full"),
     ('strategy = "sma_cross"\nleverages = [1\n', "not valid TOML"),
 ])
 def test_bad_spec_is_an_error_naming_the_file_and_field(tmp_path, capsys, text, message):

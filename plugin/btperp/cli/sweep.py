@@ -47,6 +47,9 @@ def register(sub) -> None:
     p.add_argument("--trigger", choices=["mark", "last"], help="price that liquidates (default mark)")
     p.add_argument("--intrabar", choices=["path", "adverse"],
                    help="which extreme of a bar comes first (default path; see btperp run --help)")
+    p.add_argument("--liquidation", choices=["partial", "full"],
+                   help="partial: reduce large positions first where the exchange does (default); "
+                        "full: every liquidation closes the whole position")
     p.add_argument("--detail", metavar="TIMEFRAME", help="replay bars on stored finer bars (see btperp run --help)")
     p.add_argument("--stake", type=types.percent, help="percent of the balance each entry puts up (default 95)")
     p.add_argument("--datadir", help="datasets folder (default: the bundled datasets/)")
@@ -122,7 +125,8 @@ def overrides(args: argparse.Namespace) -> dict:
               if getattr(args, a)}
     if window:
         out["windows"] = window
-    for key in ("exchange", "cash", "trigger", "intrabar", "detail", "stake", "datadir", "history"):
+    for key in ("exchange", "cash", "trigger", "intrabar", "liquidation", "detail", "stake", "datadir",
+                "history"):
         if getattr(args, key) is not None:
             out[key] = getattr(args, key)
     return out

@@ -11,6 +11,7 @@
     cash = 10000
     trigger = "mark"                      # or "last"
     intrabar = "path"                     # or "adverse": which extreme of a bar comes first
+    liquidation = "partial"               # or "full": every liquidation closes the whole position
     # detail = "1m"                       # replay bars on stored finer bars (btperp run --detail)
     stake = 95
     history = false                       # write each run's margin history and events
@@ -45,11 +46,13 @@ from typing import Any, Mapping, Sequence
 from ..errors import InputError
 
 KEYS = ("strategy", "params", "symbols", "timeframes", "leverages", "margin_modes", "windows",
-        "exchange", "cash", "trigger", "intrabar", "detail", "stake", "datadir", "history")
+        "exchange", "cash", "trigger", "intrabar", "liquidation", "detail", "stake", "datadir",
+        "history")
 WINDOW_KEYS = ("start", "end", "length", "step", "list")
 MARGIN_MODES = ("isolated", "cross")
 TRIGGERS = ("mark", "last")
 INTRABAR = ("path", "adverse")
+LIQUIDATIONS = ("partial", "full")
 
 
 def _text(exc: InputError) -> str:
@@ -81,6 +84,7 @@ class SweepSpec:
     cash: float = 10_000.0
     trigger: str = "mark"
     intrabar: str = "path"
+    liquidation: str = "partial"
     detail: str | None = None
     stake: float = 95.0
     datadir: str | None = None
@@ -100,7 +104,7 @@ class SweepSpec:
                                  exchange=self.exchange, timeframe=timeframe, start=start, end=end,
                                  leverage=float(leverage), margin_mode=mode, cash=float(self.cash),
                                  trigger=self.trigger, intrabar=self.intrabar, detail=self.detail,
-                                 stake=float(self.stake),
+                                 liquidation=self.liquidation, stake=float(self.stake),
                                  datadir=self.datadir))
         return out
 
@@ -299,6 +303,9 @@ def spec_from_mapping(mapping: Mapping[str, Any], source: str = "flags") -> Swee
     intrabar = mapping.get("intrabar", "path")
     if intrabar not in INTRABAR:
         raise _bad(source, "intrabar", f"{intrabar!r}: use path or adverse")
+    liquidation = mapping.get("liquidation", "partial")
+    if liquidation not in LIQUIDATIONS:
+        raise _bad(source, "liquidation", f"{liquidation!r}: use partial or full")
     detail = mapping.get("detail")
     if detail is not None:
         if not isinstance(detail, str):
@@ -335,7 +342,8 @@ def spec_from_mapping(mapping: Mapping[str, Any], source: str = "flags") -> Swee
                      leverages=sorted(set(leverages)), margin_modes=list(dict.fromkeys(modes)),
                      windows=list(dict.fromkeys(windows(source, mapping.get("windows")))),
                      exchange=exchange, cash=float(_number(source, "cash", mapping.get("cash", 10_000.0))),
-                     trigger=trigger, intrabar=intrabar, detail=detail, stake=float(stake), datadir=datadir,
+                     trigger=trigger, intrabar=intrabar, liquidation=liquidation, detail=detail,
+                     stake=float(stake), datadir=datadir,
                      history=history, source=source)
 
 

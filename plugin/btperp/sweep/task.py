@@ -27,7 +27,7 @@ RESULT_FILE = "result.parquet"
 #: Settings columns of a results row (the run's :class:`RunConfig`, params as JSON and one
 #: ``param_<name>`` column each).
 SETTINGS = ("strategy", "params", "symbol", "exchange", "timeframe", "start", "end", "leverage",
-            "margin_mode", "cash", "trigger", "intrabar", "detail", "stake")
+            "margin_mode", "cash", "trigger", "intrabar", "liquidation", "detail", "stake")
 #: Columns of the summary that are settings already (the summary's own spelling is dropped).
 _SUMMARY_SETTINGS = {"strategy", "symbol", "leverage", "margin_mode"}
 _STRING_FIGURES = {"first_bar", "last_bar", "first_liquidation", "refusal_reason", "history_dir"}
@@ -91,7 +91,7 @@ def results_schema(params: Mapping[str, Any]):
                pa.field("end", pa.string()), pa.field("leverage", pa.float64()),
                pa.field("margin_mode", pa.string()), pa.field("cash", pa.float64()),
                pa.field("trigger", pa.string()), pa.field("intrabar", pa.string()),
-               pa.field("detail", pa.string()),
+               pa.field("liquidation", pa.string()), pa.field("detail", pa.string()),
                pa.field("stake", pa.float64()),
                pa.field("status", pa.string()), pa.field("error", pa.string()),
                pa.field("traceback", pa.string())]

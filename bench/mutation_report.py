@@ -1,0 +1,123 @@
+"""The mutation score of `make mutation`, per module, from mutmut's own result files.
+
+    python bench/mutation_report.py build/mutation [--json] [--survivors]
+
+mutmut 3 keeps each mutant's exit code in ``mutants/<path>.meta`` (``exit_code_by_key``); this reads
+them with mutmut's own status table, subtracts the mutants judged equivalent in
+``bench/mutation_equivalents.toml`` (each with its reason), and prints killed of the non-equivalent
+ones per module. A mutant listed as equivalent that a test now kills is reported, so the list stays
+honest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+EQUIVALENTS = HERE / "mutation_equivalents.toml"
+
+# mutmut's exit codes (mutmut/stats.py, 3.8): 1 and 3 killed, 0 survived, timeouts are kills too.
+KILLED = {1: "killed", 3: "killed", 36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout",
+          255: "timeout", 37: "caught by type check"}
+SURVIVED = {0: "survived"}
+
+
+def status(code) -> str:
+    if code is None:
+        return "not checked"
+    if code in KILLED:
+        return "killed"
+    if code in SURVIVED:
+        return "survived"
+    if code in (5, 33):
+        return "no tests"
+    return "other"
+
+
+def load_equivalents(path: Path = EQUIVALENTS) -> dict[str, str]:
+    """mutant name -> the reason it cannot change behaviour."""
+    if not path.exists():
+        return {}
+    data = tomllib.loads(path.read_text())
+    out: dict[str, str] = {}
+    for group in data.get("equivalent", []):
+        for name in group["mutants"]:
+            out[name] = group["reason"]
+    return out
+
+
+def collect(root: Path) -> dict[str, dict[str, str]]:
+    """module file -> {mutant name: status}."""
+    metas = sorted((root / "mutants" / "src").rglob("*.py.meta"))
+    if not metas:
+        raise SystemExit(f"{root}: no mutmut results (mutants/src/**/*.py.meta); run `make mutation`")
+    out = {}
+    for meta in metas:
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        out[meta.name[: -len(".meta")]] = {k: status(v) for k, v in codes.items()}
+    return out
+
+
+def table(results, equivalents):
+    rows = []
+    for module, mutants in results.items():
+        counts = Counter(mutants.values())
+        equivalent = [m for m, s in mutants.items() if m in equivalents and s != "killed"]
+        surviving = [m for m, s in mutants.items()
+                     if s in ("survived", "no tests") and m not in equivalents]
+        killed = counts["killed"]
+        checked = len(mutants) - counts["not checked"]
+        non_equivalent = checked - len(equivalent)
+        rows.append({
+            "module": module, "mutants": len(mutants), "checked": checked, "killed": killed,
+            "equivalent": len(equivalent), "surviving": surviving,
+            "not_checked": counts["not checked"],
+            "score": killed / non_equivalent if non_equivalent else None,
+            "equivalent_but_killed": [m for m, s in mutants.items()
+                                      if m in equivalents and s == "killed"],
+        })
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("root", type=Path, help="the mutation folder (build/mutation)")
+    p.add_argument("--json", action="store_true", help="one JSON document on standard output")
+    p.add_argument("--survivors", action="store_true", help="list the surviving mutants by name")
+    args = p.parse_args(argv)
+    rows = table(collect(args.root), load_equivalents())
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1)
+        print()
+        return 0
+    print("| module | mutants | checked | killed | equivalent | survive | killed of non-equivalent |")
+    print("|---|---|---|---|---|---|---|")
+    tot = Counter()
+    for r in rows:
+        score = "–" if r["score"] is None else f"{100 * r['score']:.1f} %"
+        print(f"| `{r['module']}` | {r['mutants']:,} | {r['checked']:,} | {r['killed']:,} | "
+              f"{r['equivalent']} | {len(r['surviving'])} | {score} |")
+        for k in ("mutants", "checked", "killed", "equivalent"):
+            tot[k] += r[k]
+        tot["surviving"] += len(r["surviving"])
+    ne = tot["checked"] - tot["equivalent"]
+    print(f"| all | {tot['mutants']:,} | {tot['checked']:,} | {tot['killed']:,} | {tot['equivalent']} | "
+          f"{tot['surviving']} | {100 * tot['killed'] / ne:.1f} % |" if ne else "")
+    for r in rows:
+        if r["equivalent_but_killed"]:
+            print(f"\n{r['module']}: listed as equivalent but killed (remove from the list): "
+                  + ", ".join(r["equivalent_but_killed"]))
+        if args.survivors and r["surviving"]:
+            print(f"\n{r['module']} survivors:")
+            for m in r["surviving"]:
+                print("  " + m)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
