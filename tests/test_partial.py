@@ -405,3 +405,51 @@ def test_audit_history_gives_a_step_and_the_close_in_one_bar_their_own_flows(tmp
     flows = events[events["kind"].astype(str) == "insurance_fund"]["amount"]
     assert math.fsum(a.insurance_flow for a in audits) == pytest.approx(math.fsum(flows), rel=1e-9)
     assert len(liq) == len(audits)
+
+
+# --- OKX: two tiers down (core) --------------------------------------------------------------------
+
+def test_okx_reduces_a_tier_4_position_two_tiers_down_and_closes_tiers_1_and_2_whole():
+    """OKX "Forced partial liquidation" (perpetual swaps): a position in tier 3 or above is reduced
+    by the contracts that bring it two tiers down; tiers 1 and 2 are liquidated whole. The canned
+    BTC-USDT-SWAP tiers (ctVal 0.01 BTC): tier 2 up to 5,000 contracts (50 BTC) at MMR 0.5 %,
+    tier 4 20,001..40,000 contracts (200..400 BTC) at MMR 1.25 %, at most 50x; OKX's maintenance
+    margin counts the taker fee to close (0.05 %).
+
+    Long 300 BTC (30,000 contracts, tier 4) at 60,000, 50x isolated: margin 300 × 60,000 / 50
+    = 360,000. Liquidated where equity = MM:
+        360,000 + 300 (T − 60,000) = 300 × T × (0.0125 + 0.0005)  →  296.1 T = 17,640,000
+        T = 59,574.47
+    The step keeps 50 BTC (5,000 contracts: the top of tier 2) and closes 250 BTC at T:
+        pnl      = 250 × (T − 60,000)                    = −106,382.98
+        balance' = 360,000 − 106,382.98                  =  253,617.02   (no liquidation fee)
+        equity'  = 3.9 T                                 =  232,340.43
+        MM'      = 50 × T × (0.005 + 0.0005) = 0.275 T   =   16,382.98   → ratio 0.0705, compliant
+    """
+    import json
+    from pathlib import Path
+    from btperp.margin import make_position
+    from btperp.tiers import TierTable
+    rows = json.loads((Path(__file__).parent / "canned" / "okx" / "position-tiers-SWAP-BTC-USDT.json")
+                      .read_text())["data"]
+    okx_table = TierTable.from_okx(rows, 0.01, symbol="BTC/USDT:USDT")
+    rb = get_rulebook("okx", core=True)
+    assert (rb.partial_liquidation.tiers_down, rb.liquidation_fee_rate) == (2, 0.0)
+    T = 17_640_000 / 296.1
+    assert round(T, 2) == 59_574.47
+
+    def step(size, trigger, balance):
+        pos = make_position("BTC/USDT:USDT", "long", size, 60_000, leverage=50, tiers=okx_table)
+        return partial_step(rb, pos, trigger, balance, rule=rb.partial_liquidation,
+                            fee_rate=rb.liquidation_fee_rate, taker_fee=rb.taker_fee, lot_size=0.01)
+
+    s = step(300.0, T, 360_000.0)
+    assert (s.closed, s.remaining, s.tier, s.fee) == (250.0, 50.0, 2, 0.0)
+    assert round(s.realized_pnl, 2) == -106_382.98
+    assert round(s.balance_after, 2) == 253_617.02
+    assert round(s.equity_after, 2) == 232_340.43
+    assert round(s.maintenance_margin, 2) == 16_382.98
+    assert round(s.margin_ratio, 4) == 0.0705 and s.compliant
+    # tier 3 (100 BTC) goes to tier 1 (20 BTC: 2,000 contracts); tier 2 (40 BTC) is closed whole
+    assert step(100.0, 59_000.0, 120_000.0).remaining == 20.0
+    assert step(40.0, 59_000.0, 48_000.0) is None

@@ -64,6 +64,13 @@ on the rest of the bar's path from the step's time.
     value at the entry price: s = floor / E), and takes the first whose remainder is compliant at
     ``T``; none is, or tier 1: closed whole. Bybit charges no liquidation fee, so one tier down
     always complies at the trigger; the next trigger (a lower price for a long) steps again.
+``okx`` ("Forced partial liquidation" rules of OKX perpetual swaps: a position in tier 3 or above
+    whose margin ratio falls below its tier's requirement, but not below tier 1's, is reduced by
+    the contracts that bring it *two tiers* down; checked again, and reduced again while still
+    short; tiers 1 and 2 are liquidated whole). btperp's step leaves the largest size inside tier
+    k − 2 (OKX tiers follow the size: s = floor of tier k − 1); not compliant after it: the rest is
+    closed at the bankruptcy price as for Binance. OKX's 2019 rule brought the position to tier 1
+    in one order; btperp follows the current two-tier rule.
 ``hyperliquid`` ("Liquidations": for liquidatable positions larger than 100k USDC only 20 % of the
     position is sent as a market liquidation order; no clearance fee; for 30 seconds after a
     partial liquidation every liquidation order is for the entire position). A position whose
@@ -291,7 +298,7 @@ def _kept_sizes(rule: PartialRule, rulebook: Rulebook, pos: Position, trigger: f
     unit = float(rulebook.tier_notional(1.0, pos.entry_price, trigger))   # notional per unit
     current = table.tiers.index(tier_of(rulebook, pos, trigger))
     out = []
-    for k in range(current, 0, -1):
+    for k in range(current - rule.tiers_down + 1, 0, -1):
         # the largest size whose notional is below tier k's floor (inside tier k − 1)
         floor = table.tiers[k].min_notional
         kept = floor / unit

@@ -31,6 +31,8 @@ class PartialRule:
     price (the largest size in a lower tier). ``search=False`` (Binance): one tier down, and the
     rest closed at the bankruptcy price if that does not restore compliance; ``search=True``
     (Bybit): the highest lower tier whose margin requirement the remainder meets, else none.
+    ``tiers_down=2`` (OKX): the remainder is brought two tiers down (inside tier k − 2), so a
+    position in tier 1 or 2 is closed whole.
     ``kind="fraction"`` (Hyperliquid): ``fraction`` of a position whose notional at the trigger
     price is above ``min_notional``; a trigger within ``cooldown`` seconds of a step closes the
     whole position.
@@ -38,6 +40,7 @@ class PartialRule:
 
     kind: str
     search: bool = False
+    tiers_down: int = 1
     fraction: float = 0.0
     min_notional: float = 0.0
     cooldown: float = 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from .base import PartialRule
 from .generic import Generic
 
 
@@ -23,10 +24,12 @@ class OKXLinear(Generic):
     * Initial margin = face value × contracts × entry price / leverage (isolated; OKX values
       cross positions at the mark, btperp reports the entry value); the bankruptcy price is where
       the position's equity is zero.
+    * Partial liquidation ("Forced partial liquidation"): a position in tier 3 or above is reduced
+      two tiers at a time (:mod:`btperp.liquidation`); tiers 1 and 2 are liquidated whole.
 
     So, for one isolated position, the liquidation price is freqtrade's Gate/OKX formula
-    (:class:`Generic`) with the tier's rate. Simplifications: no partial liquidation (OKX steps
-    large positions down tier by tier), pending orders' margin and fees are not modelled.
+    (:class:`Generic`) with the tier's rate. Simplifications: pending orders' margin and fees are
+    not modelled.
     """
 
     name = "okx"
@@ -41,6 +44,10 @@ class OKXLinear(Generic):
     tiers_from_price = False
     approximate: ClassVar[bool] = False
     tier_basis = "position size"
+    # OKX "Forced partial liquidation" (perpetual swaps): tier 3 and above are reduced by the
+    # contracts that bring them two tiers down, then checked again; tiers 1-2 are closed whole.
+    partial_liquidation = PartialRule("tier", search=False, tiers_down=2,
+                                      document="OKX Forced partial liquidation (perpetual swaps)")
     documents = {
         "tiers and margin ratio": "https://www.okx.com/help/v-tiered-maintenance-margin-ratio-rules",
         "position tiers API": "https://www.okx.com/docs-v5/en/#public-data-rest-api-get-position-tiers",
