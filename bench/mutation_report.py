@@ -1,12 +1,20 @@
 """The mutation score of `make mutation`, per module, from mutmut's own result files.
 
-    python bench/mutation_report.py build/mutation [--json] [--survivors]
+    python bench/mutation_report.py build/mutation [--json] [--survivors] [--reset-survivors]
 
 mutmut 3 keeps each mutant's exit code in ``mutants/<path>.meta`` (``exit_code_by_key``); this reads
 them with mutmut's own status table, subtracts the mutants judged equivalent in
-``bench/mutation_equivalents.toml`` (each with its reason), and prints killed of the non-equivalent
-ones per module. A mutant listed as equivalent that a test now kills is reported, so the list stays
-honest.
+``bench/mutation_equivalents/<module>.toml`` (``[[equivalent]]`` groups: a ``reason`` and the
+``mutants`` it covers), and prints killed of the non-equivalent ones per module. A mutant listed as
+equivalent that a test now kills is reported, so the lists stay honest.
+
+``--reset-survivors`` marks the surviving mutants unchecked, so the next ``make mutation`` runs them
+again (after tests were added) and nothing else.
+
+One mutant against some tests, without mutmut (its trampolines read the variable)::
+
+    cd build/mutation/mutants && MUTANT_UNDER_TEST='btperp.margin.x_evaluate__mutmut_7' \
+        PYTHONPATH=src ../../../.venv/bin/python -m pytest -x -p no:cacheprovider ../../../tests/test_x.py
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-EQUIVALENTS = HERE / "mutation_equivalents.toml"
+EQUIVALENTS = HERE / "mutation_equivalents"
 
 # mutmut's exit codes (mutmut/stats.py, 3.8): 1 and 3 killed, 0 survived, timeouts are kills too.
 KILLED = {1: "killed", 3: "killed", 36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout",
@@ -39,16 +47,37 @@ def status(code) -> str:
     return "other"
 
 
-def load_equivalents(path: Path = EQUIVALENTS) -> dict[str, str]:
+def load_equivalents(folder: Path = EQUIVALENTS) -> dict[str, str]:
     """mutant name -> the reason it cannot change behaviour."""
-    if not path.exists():
-        return {}
-    data = tomllib.loads(path.read_text())
     out: dict[str, str] = {}
-    for group in data.get("equivalent", []):
-        for name in group["mutants"]:
-            out[name] = group["reason"]
+    for path in sorted(folder.glob("*.toml")):
+        try:
+            data = tomllib.loads(path.read_text())
+            for group in data.get("equivalent", []):
+                for name in group["mutants"]:
+                    if name in out:
+                        raise SystemExit(f"{path}: {name} is listed twice")
+                    out[name] = group["reason"]
+        except (tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+            raise SystemExit(f"{path}: not a list of [[equivalent]] groups with reason and mutants "
+                             f"({exc})") from None
     return out
+
+
+def reset_survivors(root: Path) -> int:
+    """Mark every surviving mutant unchecked (exit code None) in mutmut's result files."""
+    count = 0
+    for meta in sorted((root / "mutants" / "src").rglob("*.py.meta")):
+        data = json.loads(meta.read_text())
+        codes = data["exit_code_by_key"]
+        names = [k for k, v in codes.items() if status(v) in ("survived", "no tests")]
+        for k in names:
+            codes[k] = None
+        count += len(names)
+        tmp = meta.with_suffix(".meta.tmp")
+        tmp.write_text(json.dumps(data, indent=4))
+        tmp.replace(meta)
+    return count
 
 
 def collect(root: Path) -> dict[str, dict[str, str]]:
@@ -89,7 +118,12 @@ def main(argv=None) -> int:
     p.add_argument("root", type=Path, help="the mutation folder (build/mutation)")
     p.add_argument("--json", action="store_true", help="one JSON document on standard output")
     p.add_argument("--survivors", action="store_true", help="list the surviving mutants by name")
+    p.add_argument("--reset-survivors", action="store_true",
+                   help="mark the survivors unchecked: the next `make mutation` runs just them")
     args = p.parse_args(argv)
+    if args.reset_survivors:
+        print(f"{reset_survivors(args.root)} surviving mutants marked unchecked")
+        return 0
     rows = table(collect(args.root), load_equivalents())
     if args.json:
         json.dump(rows, sys.stdout, indent=1)

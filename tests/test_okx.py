@@ -7,11 +7,13 @@ at 0.5 % / 100x, tier 3 5,001..20,000 at 0.75 % / 66.66x, then +20,000 contracts
 """
 
 import json
+import math
 
 import numpy as np
 import pytest
 
-from btperp.errors import TierAmountError, TierGapError, TierOverlapError, TierTableError, TierValueError
+from btperp.errors import (TierAmountError, TierGapError, TierOrderError, TierOverlapError, TierTableError,
+                           TierValueError)
 from btperp.io.fetch import Fetcher, VENUES, make_client
 from btperp.io.tierfile import TierHistoryFile
 from btperp.tiers import TierHistory, TierTable, contracts_to_base
@@ -286,3 +288,46 @@ def test_backtests_refuse_the_core_only_rulebooks(exchange):
     with pytest.raises(InputError, match=f"exchange: {exchange} is modelled in the margin core and `btperp "
                                          f"calc` only so far, not in backtests"):
         btperp.install(bt.Cerebro(), exchange=exchange)
+
+
+def _okx_row(lo, hi, mmr, lever, tier=None):
+    row = {"minSz": str(lo), "maxSz": "" if hi is None else str(hi), "mmr": str(mmr), "maxLever": str(lever)}
+    if tier is not None:
+        row["tier"] = str(tier)
+    return row
+
+
+@pytest.mark.parametrize("rows, error, message", [
+    ({"data": []}, TierTableError, "okx X: expected a list of OKX position tiers, got a JSON dict"),
+    ("0,10", TierTableError, "okx X: expected a list of OKX position tiers, got a JSON str"),
+    ([], TierTableError, "okx X: the table has no tiers"),
+    ([5], TierValueError, "okx X, tier 1: expected an OKX tier object (minSz, maxSz, mmr, maxLever), got 5"),
+    ([_okx_row(0, 10, 0.01, 10, tier=2)], TierOrderError,
+     "okx X, tier 2, field 'tier': tier numbers must be 1, 2, 3, ...; found 2 at position 1"),
+    ([{"minSz": "0", "maxSz": "10", "maxLever": "10"}], TierValueError, "okx X, tier 1, field 'mmr': missing"),
+    ([{"minSz": "x", "maxSz": "10", "mmr": "0.01", "maxLever": "10"}], TierValueError,
+     "okx X, tier 1, field 'minSz': not a number: 'x'"),
+    ([_okx_row(0, 10, 0.01, 10), {"minSz": "11", "maxSz": "y", "mmr": "0.01", "maxLever": "5"}],
+     TierValueError, "okx X, tier 2, field 'maxSz': not a number: 'y'"),
+    ([_okx_row(0, 10, 0.01, 10), _okx_row(11, 20, -1, 5)], TierValueError,
+     "okx X, tier 2, field 'mmr': negative: -1.0"),
+    ([_okx_row(0, 10, 0.01, 10), _okx_row(11, 20, 0.02, "z")], TierValueError,
+     "okx X, tier 2, field 'maxLever': not a number: 'z'"),
+    # one contract missing between 10 and 12 is a gap already
+    ([_okx_row(0, 10, 0.01, 10), _okx_row(12, 20, 0.02, 5)], TierGapError,
+     "okx X, tier 2, field 'minSz': minSz 12 leaves a gap of 1 contracts after the previous tier's maxSz "
+     "10 (OKX's tiers follow one another by one contract)"),
+])
+def test_every_okx_refusal_names_the_source_tier_and_field_exactly(rows, error, message):
+    with pytest.raises(error) as info:
+        TierTable.from_okx(rows, 0.01, source="okx X")
+    assert str(info.value) == message
+
+
+def test_okx_tier_numbers_bounds_and_raw_fields_are_kept():
+    """Tier 1 0..10 contracts and tier 2 from 11 up (no maxSz) at ctVal 0.5: 0..5 and 5..∞ in base
+    units; each tier keeps OKX's own minSz/maxSz (and imr when given) in its info."""
+    table = TierTable.from_okx([_okx_row(0, 10, 0.01, 10, tier=1), _okx_row(11, None, 0.02, 5, tier=2)], 0.5)
+    assert [(t.tier, t.min_notional, t.max_notional, t.maintenance_margin_rate, t.max_leverage)
+            for t in table.tiers] == [(1, 0.0, 5.0, 0.01, 10.0), (2, 5.0, math.inf, 0.02, 5.0)]
+    assert [t.info for t in table.tiers] == [{"minSz": "0", "maxSz": "10"}, {"minSz": "11", "maxSz": ""}]

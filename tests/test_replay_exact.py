@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from perpkit import table
 
-from btperp.replay import Epoch, Market, Positions, _SparseMin, liquidation_path, replay
+from btperp.replay import Epoch, Market, Positions, _SparseMin, liquidation_events, liquidation_path, replay
 from btperp.rules import get_rulebook
 from btperp.tiers import TierTable
 
@@ -425,3 +425,38 @@ def test_a_market_refuses_what_it_cannot_replay():
                funding_open_per_unit=np.array([np.nan, np.nan, np.nan]),
                epochs=[Epoch(0, 3, TA)], step_ms=HOUR)
     assert m.f_after.tolist() == [0.0, 1.0, 1.0] and m.f_open.tolist() == [0.0, 0.0, 1.0]
+
+
+def test_liquidation_events_with_its_defaults():
+    """six_bars with bar 2's mark low at 80. A Binance long of 2 at 100, 40 of margin, 5x, opened
+    at bar 0 (the default: it does not pay bar 0's open events): funding F after − F at bar 0's
+    open = 2.5 − 2 through bar 1, and bar 2's events (1 per unit) with it: paid 2 × 1.5 = 3, margin
+    37. LP = (37 − 200) / (2 × 0.01 − 2) = 82.3232 (TA, 1 %), reached by the low of 80; filled at
+    the bankruptcy price 100 − 37 / 2 = 81.5 (the default policy); the insurance fund takes the
+    equity at the trigger, 37 + 2 × (82.3232 − 100) = 1.6465 (= MM, 1 % of 164.65). A short of the
+    same is never liquidated and receives 2 × (8.5 − 2) = 13 over the six bars."""
+    p = np.full(6, 100.0)
+    low = p.copy()
+    low[2] = 80.0
+    m = Market(np.arange(6) * HOUR, mark=[p, p, low, p], last=[p, p, p, p],
+               funding_per_unit=np.array([2.0, 0.5, 1.0, 3.5, 1.5, 0.0]),
+               funding_open_per_unit=np.array([2.0, np.nan, 0.0, 3.0, 0.0, 0.0]),
+               epochs=[Epoch(0, 4, TA), Epoch(4, 6, TB)], step_ms=HOUR, symbol="T")
+    long = liquidation_events(m, BINANCE, 1, 2.0, 100.0, 40.0, 5.0, 0, 6)
+    assert (long.closed, long.funding_paid, long.margin_left, long.size_left, long.last_bar) == (True, 3.0, 37.0, 0.0, 2)
+    (e,) = long.events
+    lp = (37 - 200) / (0.02 - 2)
+    assert (e.bar, e.partial, e.gap, e.size, e.remaining, e.tier) == (2, False, False, 2.0, 0.0, 1)
+    assert e.trigger_price == pytest.approx(lp, rel=1e-12) and round(lp, 4) == 82.3232
+    assert e.fill_price == e.bankruptcy_price == 81.5 and e.pnl == -37.0
+    assert e.insurance_flow == pytest.approx(37 + 2 * (lp - 100), rel=1e-9) == pytest.approx(1.6465, abs=1e-4)
+    short = liquidation_events(m, BINANCE, -1, 2.0, 100.0, 40.0, 5.0, 0, 6)
+    assert (short.events, short.closed, short.funding_paid, short.margin_left, short.last_bar) == ((), False, -13.0, 53.0, 5)
+    # held from before bar 0 (opened=False) it pays bar 0's open events too: 2 × 2 more
+    assert liquidation_events(m, BINANCE, 1, 2.0, 100.0, 40.0, 5.0, 0, 6, False).funding_paid == 7.0
+    # the fee defaults are the rulebook's: Bybit's taker fee is in its maintenance margin
+    bybit = liquidation_events(m, BYBIT, 1, 2.0, 100.0, 40.0, 5.0, 0, 6)
+    explicit = liquidation_events(m, BYBIT, 1, 2.0, 100.0, 40.0, 5.0, 0, 6, taker_fee=BYBIT.taker_fee,
+                                  fee_rate=BYBIT.liquidation_fee_rate)
+    free = liquidation_events(m, BYBIT, 1, 2.0, 100.0, 40.0, 5.0, 0, 6, taker_fee=0.0)
+    assert bybit.events == explicit.events and bybit.events[0].trigger_price > free.events[0].trigger_price
