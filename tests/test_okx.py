@@ -331,3 +331,18 @@ def test_okx_tier_numbers_bounds_and_raw_fields_are_kept():
     assert [(t.tier, t.min_notional, t.max_notional, t.maintenance_margin_rate, t.max_leverage)
             for t in table.tiers] == [(1, 0.0, 5.0, 0.01, 10.0), (2, 5.0, math.inf, 0.02, 5.0)]
     assert [t.info for t in table.tiers] == [{"minSz": "0", "maxSz": "10"}, {"minSz": "11", "maxSz": ""}]
+
+
+def test_a_tier_after_an_open_ended_one_overlaps_it():
+    rows = [_okx_row(0, None, 0.01, 10), _okx_row(11, 20, 0.02, 5)]
+    with pytest.raises(TierOverlapError) as info:
+        TierTable.from_okx(rows, 0.01, source="okx X")
+    assert str(info.value) == ("okx X, tier 2, field 'minSz': minSz 11 overlaps the previous tier, whose "
+                               "maxSz is inf contracts")
+
+
+def test_an_okx_table_knows_its_symbol_and_source():
+    table = TierTable.from_okx([_okx_row(0, 10, 0.01, 10)], 0.01, symbol="BTC/USDT:USDT")
+    assert (table.symbol, table.source) == ("BTC/USDT:USDT", "BTC/USDT:USDT")
+    named = TierTable.from_okx([_okx_row(0, 10, 0.01, 10)], 0.01, symbol="BTC/USDT:USDT", source="okx.json")
+    assert (named.symbol, named.source) == ("BTC/USDT:USDT", "okx.json")

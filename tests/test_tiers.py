@@ -229,3 +229,14 @@ def test_every_bundled_table_validates(tier_file):
     assert (first.lookup(49_999).maintenance_margin_rate, first.lookup(50_000).maintenance_amount) == (0.004, 50.0)
     assert tier_file.history("BTCUSDT") is btc          # exchange spelling finds it too
     assert tier_file.history("NOPE/USDT:USDT") is None
+
+
+def test_binance_bracket_numbers_are_checked():
+    """Binance numbers its brackets 1, 2, 3, ...; a set that skips one is refused, naming it."""
+    import copy
+    skipped = copy.deepcopy(BINANCE_RAW)
+    skipped["brackets"][1]["bracket"] = 3
+    with pytest.raises(TierTableError) as info:
+        TierTable.from_binance_brackets(skipped, source="brackets.json")
+    assert str(info.value) == ("brackets.json, tier 3, field 'tier': tier numbers must be 1, 2, 3, ...; "
+                               "found 3 at position 2")
