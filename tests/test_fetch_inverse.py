@@ -63,7 +63,7 @@ def _stored(tmp_path, exchange, kind):
 def test_the_coin_margined_venues_are_the_datasets_coin_margined_exchanges():
     assert {name for name, v in VENUES.items() if v.inverse} == set(COIN_MARGINED) == set(INVERSE)
     for name in INVERSE:
-        assert VENUES[VENUES[name].counterpart].counterpart == name
+        assert VENUES[name].counterpart == COIN_MARGINED[name] and VENUES[COIN_MARGINED[name]].counterpart == name
 
 
 @pytest.mark.parametrize("exchange", INVERSE)
@@ -183,8 +183,11 @@ def test_fetched_coin_m_brackets_drive_btperp_calc(tmp_path, monkeypatch, capsys
 
 
 @pytest.mark.parametrize("exchange,symbol,message", [
-    ("binance-coinm", "BTCUSDT", "binance-coinm holds coin-margined contracts .*'BTCUSDT' is not coin-margined"),
-    ("binance-coinm", "BTC/USDT:USDT", "'BTC/USDT:USDT' is not coin-margined"),
+    ("binance-coinm", "BTCUSDT", r"^symbol: 'BTCUSDT' is not a coin-margined symbol; binance-coinm has "
+                                 r"coin-margined perpetuals \(quoted in USD, settled in the coin: BTCUSD, "
+                                 r"BTC/USD:BTC\), linear ones are on binance-usdm$"),
+    ("binance-coinm", "BTC/USDT:USDT", "'BTC/USDT:USDT' is not a coin-margined symbol"),
+    ("bybit-inverse", "ETHUSDC", "'ETHUSDC' is not a coin-margined symbol; .* linear ones are on bybit$"),
     ("binance-coinm", "BTCUSD_250328", "BTC/USD:BTC-250328 on binance-coinm is not a coin-margined perpetual"),
     ("binance-coinm", "DOGEUSD", "binance-coinm has no market 'DOGE/USD:DOGE'"),
     ("bybit-inverse", "BTCUSDH25", "BTC/USD:BTC-250328 on bybit-inverse is not a coin-margined perpetual"),
@@ -207,7 +210,7 @@ def test_a_symbol_of_the_other_margin_type_or_unknown_is_an_input_error(tmp_path
 def test_loading_a_linear_symbol_from_a_coin_margined_exchange_is_an_input_error(tmp_path):
     _fetcher(_fake("binance-coinm", 20), tmp_path, "binance-coinm").fetch(["BTCUSD"], since="2024-01-01",
                                                                          what=["ohlcv", "mark"])
-    with pytest.raises(InputError, match="symbol: binance-coinm holds coin-margined contracts") as info:
+    with pytest.raises(InputError, match="symbol: 'BTCUSDT' is not a coin-margined symbol") as info:
         btperp.load("BTCUSDT", exchange="binance-coinm", datadir=tmp_path)
     assert info.value.field == "symbol"
     with pytest.raises(DataError, match="no data for symbol 'ETHUSD'"):
@@ -249,7 +252,7 @@ def test_cli_fetches_coin_margined_symbols_and_refuses_linear_ones_with_exit_2(t
     assert cli(["fetch", "--exchange", "binance-coinm", "--symbol", "BTCUSDT", "--since", "2024-01-01",
                 "--datadir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "symbol: binance-coinm holds coin-margined contracts" in err and "Traceback" not in err
+    assert "symbol: 'BTCUSDT' is not a coin-margined symbol" in err and "Traceback" not in err
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
 
 

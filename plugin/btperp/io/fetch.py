@@ -1,6 +1,14 @@
 """Download candles, mark-price candles, funding history and leverage tiers through ccxt into the
 ``datasets/`` layout (:mod:`btperp.io.market`), incrementally.
 
+* **Venues** (:data:`VENUES`): linear perpetuals on ``binance-usdm``, ``bybit`` and ``okx``;
+  coin-margined (inverse) ones, ``BTC/USD:BTC``, on ``binance-coinm`` (ccxt's ``binancecoinm``
+  class: Binance serves them from another host, dapi), ``bybit-inverse`` (ccxt's ``bybit`` with
+  ``category=inverse``) and ``okx-inverse`` (ccxt's ``okx``, instType SWAP, the instruments whose
+  ``ctType`` is inverse). One btperp exchange name per venue and margin type, as the rulebooks and
+  the ``datasets/<exchange>/`` folders have; each series records its contract (type, size in USD
+  for inverse contracts, settle coin) in its metadata.
+
 * **Own pagination.** ccxt's ``paginate`` option ignores an old ``since`` without ``until`` and
   walks funding history in fixed 8-hour windows, which leaves holes on symbols that fund every 4 or
   1 hours. Here every request names a window that cannot hold more rows than one page (candles:
@@ -239,7 +247,8 @@ class Fetcher:
                                  + (f"; linear ones: --exchange {v.counterpart}" if m.get("linear") else ""),
                                  field="symbol")
             raise InputError(f"{unified} on {v.name} is not a linear perpetual "
-                             f"(type {m.get('type')!r}); btperp models USDT/USDC-settled perpetuals"
+                             f"(type {m.get('type')!r}{', coin-margined' if m.get('inverse') else ''}); "
+                             f"{v.name} fetches USDT/USDC-settled perpetuals"
                              + (f"; coin-margined ones: --exchange {v.counterpart}"
                                 if m.get("inverse") and v.counterpart else ""),
                              field="symbol")

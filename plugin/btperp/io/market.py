@@ -49,8 +49,9 @@ SCHEMAS = {
 }
 ZSTD_LEVEL = 9
 
-#: btperp's coin-margined (inverse) exchanges: their datasets hold ``BASE/USD:BASE`` symbols.
-COIN_MARGINED = frozenset({"binance-coinm", "bybit-inverse", "okx-inverse"})
+#: btperp's coin-margined (inverse) exchanges, whose datasets hold ``BASE/USD:BASE`` symbols, and
+#: the linear exchange of the same venue.
+COIN_MARGINED = {"binance-coinm": "binance-usdm", "bybit-inverse": "bybit", "okx-inverse": "okx"}
 
 
 def is_coin_margined(exchange: str) -> bool:
@@ -64,9 +65,10 @@ def dataset_symbol(symbol: str, exchange: str) -> str:
     if is_coin_margined(exchange):
         try:
             return to_inverse(symbol, field="symbol")
-        except InputError as exc:
-            raise InputError(f"{exchange} holds coin-margined contracts (BTCUSD, BTC/USD:BTC): "
-                             f"{str(exc).removeprefix('symbol: ')}", field="symbol") from None
+        except InputError:
+            raise InputError(f"{symbol!r} is not a coin-margined symbol; {exchange} has coin-margined "
+                             f"perpetuals (quoted in USD, settled in the coin: BTCUSD, BTC/USD:BTC), "
+                             f"linear ones are on {COIN_MARGINED[exchange]}", field="symbol") from None
     return to_unified(symbol)
 
 
