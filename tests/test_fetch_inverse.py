@@ -129,6 +129,16 @@ def test_the_data_catalog_describes_a_coin_margined_dataset(tmp_path):
     assert info["contract"]["contract_size"] == 100.0
 
 
+def test_btperp_data_info_shows_the_contract(tmp_path, capsys):
+    _fetcher(_fake("okx-inverse", 50), tmp_path, "okx-inverse").fetch(["BTC-USD-SWAP"], since="2024-01-01",
+                                                                     what=["ohlcv", "mark"])
+    assert cli(["data", "--datadir", str(tmp_path), "info", "BTC-USD-SWAP", "--exchange", "okx-inverse"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("BTC/USD:BTC on okx-inverse (")
+    # ctVal of BTC-USD-SWAP in the canned instruments: 100 USD
+    assert lines[1] == "contract: inverse, 100 USD a contract, settled in BTC; prices in USD, volume in the coin"
+
+
 def _tiers(tmp_path, exchange):
     history = TierHistoryFile.read(tmp_path / exchange / "tier_history.json").history("BTC/USD:BTC")
     return history.versions[-1][1]
