@@ -274,3 +274,42 @@ def test_a_fetched_coin_margined_file_has_the_bundled_schema(tmp_path):
     for name in ("ohlcv-1h.parquet", "mark-1h.parquet", "funding.parquet"):
         ours = pq.read_schema(tmp_path / "bybit-inverse" / "BTCUSD" / name)
         assert ours.remove_metadata() == pq.read_schema(bundled / name).remove_metadata()
+
+
+@pytest.mark.parametrize("exchange", INVERSE)
+def test_coin_margined_page_sizes_are_within_the_documented_caps(tmp_path, exchange):
+    """The fakes' caps are the exchanges' documented maxima for the inverse endpoints (tests/fakex.py
+    cites them); every request of a multi-page download is within them."""
+    fake = _fake(exchange, 2500)
+    v = VENUES[exchange]
+    assert v.ohlcv_page <= fake.CAPS[fake.PATHS["ohlcv"]] and v.ohlcv_page <= fake.CAPS[fake.PATHS["mark"]]
+    assert v.funding_page <= fake.CAPS[fake.PATHS["funding"]]
+    _fetcher(fake, tmp_path, exchange).fetch(["BTC/USD:BTC"], since="2024-01-01", what=["ohlcv", "mark", "funding"])
+    limits = [(p, int(q["limit"])) for p, q in fake.queries if "limit" in q and p in fake.CAPS]
+    assert {p for p, _ in limits} == {fake.PATHS[k] for k in ("ohlcv", "mark", "funding")}
+    assert all(limit <= fake.CAPS[p] for p, limit in limits)
+
+
+def test_a_coin_m_funding_page_above_1000_is_refused(tmp_path, monkeypatch):
+    import dataclasses
+    from btperp.io.fetch import FetchError
+    monkeypatch.setitem(VENUES, "binance-coinm", dataclasses.replace(VENUES["binance-coinm"], funding_page=1001))
+    with pytest.raises(FetchError, match="page from 2024-01-01 00:00 refused: .*-1130"):
+        _fetcher(_fake("binance-coinm", 300), tmp_path, "binance-coinm", retries=0).fetch(
+            ["BTCUSD_PERP"], since="2024-01-01", what=["funding"])
+
+
+@pytest.mark.parametrize("exchange", INVERSE)
+def test_an_interrupted_coin_margined_download_resumes_to_the_canned_series(tmp_path, exchange):
+    from btperp.io.fetch import FetchError
+    fake = _fake(exchange, 2500)
+    page = VENUES[exchange].ohlcv_page
+    fake.down_after[fake.PATHS["ohlcv"]] = 2               # two pages come, then the exchange is down
+    with pytest.raises(FetchError, match="failed after 2 attempts"):
+        _fetcher(fake, tmp_path, exchange, checkpoint=1, retries=1).fetch(["BTC/USD:BTC"], since="2024-01-01",
+                                                                           what=["ohlcv"])
+    assert len(_stored(tmp_path, exchange, "ohlcv")) == 2 * page
+    fake.down_after.clear()
+    again = _fetcher(fake, tmp_path, exchange).fetch(["BTC/USD:BTC"], since="2024-01-01", what=["ohlcv"])
+    assert again[0].added == 2500 - 2 * page
+    np.testing.assert_array_equal(_as_rows(_stored(tmp_path, exchange, "ohlcv")), fake.expected("ohlcv"))
