@@ -392,7 +392,10 @@ class FakeBybitInverse(FakeBybit):
     volume in contracts (USD) for inverse contracts, turnover in the coin; page sizes as linear.
     Risk limits of BTCUSD in the coin (riskLimitValue, mmDeduction): the classic ladder of Bybit's
     inverse BTCUSD (150 BTC at 100x, +150 BTC and +0.5 % maintenance a step), mmDeduction derived
-    as Bybit derives it; the v5 docs' own example shows the first step (150, 100x)."""
+    as Bybit derives it. "Get Risk Limit" (v5) takes BTCUSD/inverse as its request example; a copy
+    of its response example (in the bybit-rust-api crate) shows that first step, 150 at 100x, with
+    the rates written "0.5" and "1"; the canned answer writes them as fractions, as the linear
+    answers do and as ccxt reads them (maintenanceMargin → maintenanceMarginRate)."""
 
     CATEGORY = "inverse"
     SYMBOL = "BTCUSD"
