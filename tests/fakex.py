@@ -140,10 +140,13 @@ class FakeExchange:
         raise NotImplementedError
 
     @staticmethod
-    def _window(rows, key, lo, hi, limit, newest_first):
-        """Rows with lo <= key <= hi: the oldest ``limit`` ascending (Binance) or the newest
-        ``limit`` descending (Bybit, OKX)."""
+    def _window(rows, key, lo, hi, limit, newest_first, latest=False):
+        """Rows with lo <= key <= hi: the oldest ``limit`` ascending (Binance USDⓈ-M), the newest
+        ``limit`` descending (Bybit, OKX), or with ``latest`` the newest ``limit`` ascending
+        (Binance COIN-M klines)."""
         inside = [r for r in rows if lo <= key(r) <= hi]
+        if latest:
+            return inside[-limit:]
         return inside[-limit:][::-1] if newest_first else inside[:limit]
 
 
@@ -211,44 +214,55 @@ class FakeBybit(FakeExchange):
     OVER_CAP = (200, {"retCode": 10001, "retMsg": "Request parameter error: limit", "result": {},
                       "retExtInfo": {}, "time": 1735689600000})
 
+    CATEGORY = "linear"
+    SYMBOL = "BTCUSDT"
+
     def __init__(self, start: int, bars: int, **kw):
         super().__init__(start, bars, **kw)
-        self.instruments = _canned("bybit", "instruments-info-linear.json")
-        self.risk_limit = _canned("bybit", "risk-limit-BTCUSDT.json")
+        self.instruments = _canned("bybit", f"instruments-info-{self.CATEGORY}.json")
+        self.risk_limit = _canned("bybit", f"risk-limit-{self.SYMBOL}.json")
+
+    def _kline_row(self, row, path):
+        """One v5 kline row: [start, open, high, low, close, volume, turnover]; linear: volume in
+        the base coin, turnover in USDT (mark-price klines have neither)."""
+        if path != "kline":
+            return [str(row[0]), *row[1:]]
+        return [str(row[0]), *row[1:], "1000.0"]
 
     @staticmethod
     def _ok(result: dict) -> dict:
         return {"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {}, "time": 1735689600000}
 
     def answer(self, full_path, path, q, headers, broken):
+        cat, sym = self.CATEGORY, self.SYMBOL
         if full_path == "/v5/market/instruments-info":
-            assert q["category"] == "linear", q
+            assert q["category"] == cat, q
             if q.get("status") == "PreLaunch":
-                return self._ok({"category": "linear", "list": [], "nextPageCursor": ""})
+                return self._ok({"category": cat, "list": [], "nextPageCursor": ""})
             return self.instruments
         if full_path in ("/v5/market/kline", "/v5/market/mark-price-kline"):
-            assert q["symbol"] == "BTCUSDT" and q["category"] == "linear" and q["interval"] == "60", q
+            assert q["symbol"] == sym and q["category"] == cat and q["interval"] == "60", q
             rows = self.candles if path == "kline" else self.marks
             page = self._window(rows, lambda r: r[0], int(q.get("start", 0)), int(q.get("end", FAR)),
                                 int(q.get("limit", self.DEFAULTS[path])), newest_first=True)
-            page = [[str(r[0]), *r[1:], *(["1000.0"] if path == "kline" else [])] for r in page]
+            page = [self._kline_row(r, path) for r in page]
             if broken and page:
                 page[0] = page[0][:3]
-            return self._ok({"symbol": "BTCUSDT", "category": "linear", "list": page})
+            return self._ok({"symbol": sym, "category": cat, "list": page})
         if full_path == "/v5/market/funding/history":
-            assert q["symbol"] == "BTCUSDT" and q["category"] == "linear", q
+            assert q["symbol"] == sym and q["category"] == cat, q
             if "startTime" in q and "endTime" not in q:
                 return {"retCode": 10001, "retMsg": "Only startTime is passed, endTime is required",
                         "result": {}, "retExtInfo": {}, "time": 1735689600000}
             page = self._window(self.events, lambda r: r[0], int(q.get("startTime", 0)),
                                 int(q.get("endTime", FAR)), int(q.get("limit", self.DEFAULTS[path])),
                                 newest_first=True)
-            page = [{"symbol": "BTCUSDT", "fundingRate": r, "fundingRateTimestamp": str(t)} for t, r in page]
+            page = [{"symbol": sym, "fundingRate": r, "fundingRateTimestamp": str(t)} for t, r in page]
             if broken and page:
-                page[0] = {"symbol": "BTCUSDT", "fundingRate": "0.0001", "fundingRateTimestamp": "soon"}
-            return self._ok({"category": "linear", "list": page})
+                page[0] = {"symbol": sym, "fundingRate": "0.0001", "fundingRateTimestamp": "soon"}
+            return self._ok({"category": cat, "list": page})
         if full_path == "/v5/market/risk-limit":
-            assert q["symbol"] == "BTCUSDT" and q["category"] == "linear", q
+            assert q["symbol"] == sym and q["category"] == cat, q
             return self.risk_limit
         return None
 
@@ -274,10 +288,18 @@ class FakeOKX(FakeExchange):
     DEFAULTS = CAPS
     OVER_CAP = (400, {"code": "51000", "msg": "Parameter limit error", "data": []})
 
+    INST = "BTC-USDT-SWAP"
+    FAMILY = "BTC-USDT"
+
     def __init__(self, start: int, bars: int, **kw):
         super().__init__(start, bars, **kw)
         self.instruments = {kind: _canned("okx", f"instruments-{kind}.json") for kind in ("SWAP", "FUTURES")}
-        self.position_tiers = _canned("okx", "position-tiers-SWAP-BTC-USDT.json")
+        self.position_tiers = _canned("okx", f"position-tiers-SWAP-{self.FAMILY}.json")
+
+    def _candle_row(self, t, o, h, lo, c, v):
+        """[ts, o, h, l, c, vol, volCcy, volCcyQuote, confirm]: vol in contracts (ctVal 0.01 BTC),
+        volCcy in BTC, volCcyQuote in USDT."""
+        return [str(t), o, h, lo, c, f"{float(v) * 100:.1f}", v, f"{float(v) * float(c):.2f}", "1"]
 
     def _page(self, rows, q, path):
         lo = int(q.get("before", -1)) + 1
@@ -289,22 +311,20 @@ class FakeOKX(FakeExchange):
         if full_path == "/api/v5/public/instruments":
             return self.instruments[q["instType"]]
         if full_path in ("/api/v5/market/history-candles", "/api/v5/market/history-mark-price-candles"):
-            assert q["instId"] == "BTC-USDT-SWAP" and q["bar"] == "1H", q
+            assert q["instId"] == self.INST and q["bar"] == "1H", q
             if path == "history-candles":
-                # vol in contracts (ctVal 0.01 BTC), volCcy in BTC, volCcyQuote in USDT, confirm
-                page = [[str(t), o, h, lo, c, f"{float(v) * 100:.1f}", v, f"{float(v) * float(c):.2f}", "1"]
-                        for t, o, h, lo, c, v in self._page(self.candles, q, path)]
+                page = [self._candle_row(*row) for row in self._page(self.candles, q, path)]
             else:
                 page = [[str(t), o, h, lo, c, "1"] for t, o, h, lo, c in self._page(self.marks, q, path)]
             if broken and page:
                 page[0] = page[0][:3]
             return {"code": "0", "msg": "", "data": page}
         if full_path == "/api/v5/public/position-tiers":
-            assert q["instType"] == "SWAP" and q["instFamily"] == "BTC-USDT" and q["tdMode"] in ("cross", "isolated"), q
+            assert q["instType"] == "SWAP" and q["instFamily"] == self.FAMILY and q["tdMode"] in ("cross", "isolated"), q
             return self.position_tiers
         if full_path == "/api/v5/public/funding-rate-history":
-            assert q["instId"] == "BTC-USDT-SWAP", q
-            page = [{"formulaType": "noRate", "fundingRate": r, "fundingTime": str(t), "instId": "BTC-USDT-SWAP",
+            assert q["instId"] == self.INST, q
+            page = [{"formulaType": "noRate", "fundingRate": r, "fundingTime": str(t), "instId": self.INST,
                      "instType": "SWAP", "method": "current_period", "realizedRate": r}
                     for t, r in self._page(self.events, q, path)]
             if broken and page:
@@ -313,4 +333,93 @@ class FakeOKX(FakeExchange):
         return None
 
 
-FAKES = {"binance-usdm": FakeBinance, "bybit": FakeBybit, "okx": FakeOKX}
+# --- coin-margined (inverse) venues ---------------------------------------------------------------
+# The same market history, quoted in USD; volumes as each API writes them for inverse contracts
+# (contracts of USD, and the coin). ccxt stores the coin's column as the volume, so the expected
+# volume is the generated one (in the coin) on every venue.
+
+class FakeBinanceCoinM(FakeBinance):
+    """``dapi.binance.com`` (Binance COIN-M): exchangeInfo, klines, markPriceKlines, fundingRate
+    (/dapi/v1), leverageBracket (/dapi/v2, signed; brackets in the coin: qtyFloor, qtyCap).
+
+    developers.binance.com, COIN-M Futures market data, "Kline/Candlestick Data" and "Mark Price
+    Kline/Candlestick Data": limit "Default 500; max 1500"; "The difference between startTime and
+    endTime can only be up to 200 days"; "Between startTime and endTime, the most recent limit data
+    from endTime will be returned". Kline rows: open time, open, high, low, close, volume (in
+    contracts), close time, base asset volume (the coin), trades, taker buy volume, taker buy base
+    asset volume, ignore. "Get Funding Rate History of Perpetual Futures" (GET /dapi/v1/fundingRate):
+    limit "Default 100; max 1000"; rows {symbol, fundingTime, fundingRate}. A span over 200 days is
+    refused; the docs do not give that error's text, so the fake answers Binance's generic
+    -1130 ("Data sent for parameter '%s' is not valid.") for it.
+    """
+
+    HOST = "dapi.binance.com"
+    CAPS = {"klines": 1500, "markPriceKlines": 1500, "fundingRate": 1000}
+    DEFAULTS = {"klines": 500, "markPriceKlines": 500, "fundingRate": 100}
+    MAX_SPAN_MS = 200 * 24 * HOUR
+    SYMBOL = "BTCUSD_PERP"
+    CONTRACT_USD = 100
+
+    def __init__(self, start: int, bars: int, **kw):
+        super().__init__(start, bars, **kw)
+        self.klines = [[t, o, h, lo, c, str(round(float(v) * float(c) / self.CONTRACT_USD)), t + HOUR - 1, v, 100,
+                        "50", f"{float(v) / 2:.3f}", "0"] for t, o, h, lo, c, v in self.candles]
+        self.funding = [{"symbol": self.SYMBOL, "fundingTime": t + self.FUNDING_DELAY_MS, "fundingRate": r}
+                        for t, r in self.events]
+        self.info = _canned("binance-coinm", "exchangeInfo.json")
+        self.brackets = _canned("binance-coinm", "leverageBracket.json")
+
+    def answer(self, full_path, path, q, headers, broken):
+        if path == "leverageBracket":
+            assert full_path == "/dapi/v2/leverageBracket", full_path
+        elif path != "exchangeInfo":
+            assert full_path.startswith("/dapi/v1/") and q.get("symbol") == self.SYMBOL, (full_path, q)
+        if path in ("klines", "markPriceKlines"):
+            lo, hi = int(q.get("startTime", 0)), int(q.get("endTime", FAR))
+            if hi - lo > self.MAX_SPAN_MS:
+                return _response(full_path, 400, {"code": -1130, "msg": "Data sent for parameter 'endTime' is not valid."})
+            rows = self.klines if path == "klines" else self.mark
+            page = self._window(rows, lambda r: r[0], lo, hi, int(q.get("limit", self.DEFAULTS[path])),
+                                newest_first=False, latest=True)
+            if broken and page:
+                page = [list(page[0][:3])]
+            return page
+        return super().answer(full_path, path, q, headers, broken)
+
+
+class FakeBybitInverse(FakeBybit):
+    """``api.bybit.com`` v5 with ``category=inverse`` (BTCUSD: 1 USD a contract). "Get Kline":
+    volume in contracts (USD) for inverse contracts, turnover in the coin; page sizes as linear.
+    Risk limits of BTCUSD in the coin (riskLimitValue, mmDeduction): the classic ladder of Bybit's
+    inverse BTCUSD (150 BTC at 100x, +150 BTC and +0.5 % maintenance a step), mmDeduction derived
+    as Bybit derives it. "Get Risk Limit" (v5) takes BTCUSD/inverse as its request example; a copy
+    of its response example (in the bybit-rust-api crate) shows that first step, 150 at 100x, with
+    the rates written "0.5" and "1"; the canned answer writes them as fractions, as the linear
+    answers do and as ccxt reads them (maintenanceMargin → maintenanceMarginRate)."""
+
+    CATEGORY = "inverse"
+    SYMBOL = "BTCUSD"
+
+    def _kline_row(self, row, path):
+        if path != "kline":
+            return [str(row[0]), *row[1:]]
+        t, o, h, lo, c, v = row
+        return [str(t), o, h, lo, c, str(round(float(v) * float(c))), v]
+
+
+class FakeOKXInverse(FakeOKX):
+    """``www.okx.com`` v5, the coin-margined swap BTC-USD-SWAP (instType SWAP, ctType inverse,
+    ctVal 100 USD): candles with vol in contracts, volCcy in BTC, volCcyQuote in USD. Position tiers
+    of family BTC-USD bounded in contracts; the ladder's values are illustrative (the shape and the
+    whole-contract steps are OKX's, the figures are not a table OKX published)."""
+
+    INST = "BTC-USD-SWAP"
+    FAMILY = "BTC-USD"
+
+    def _candle_row(self, t, o, h, lo, c, v):
+        usd = float(v) * float(c)
+        return [str(t), o, h, lo, c, str(round(usd / 100)), v, f"{usd:.2f}", "1"]
+
+
+FAKES = {"binance-usdm": FakeBinance, "bybit": FakeBybit, "okx": FakeOKX,
+         "binance-coinm": FakeBinanceCoinM, "bybit-inverse": FakeBybitInverse, "okx-inverse": FakeOKXInverse}

@@ -28,7 +28,7 @@ def register(sub) -> None:
     ls.set_defaults(run=run_list)
 
     info = dsub.add_parser("info", help="rows, range, gaps, funding intervals, mark coverage, tier versions")
-    info.add_argument("symbol", help="BTCUSDT or BTC/USDT:USDT")
+    info.add_argument("symbol", help="BTCUSDT or BTC/USDT:USDT (coin-margined: BTCUSD, BTC/USD:BTC)")
     info.add_argument("--exchange", default="binance-usdm")
     info.add_argument("--json", action="store_true", help="print JSON")
     info.set_defaults(run=run_info)
@@ -87,6 +87,11 @@ def run_info(args: argparse.Namespace) -> int:
         print_json(info)
         return 0
     print(f"{info['symbol']} on {info['exchange']} ({info['folder']})")
+    c = info["contract"]
+    size = (f", {c['contract_size']:g} {c['contract_size_unit']} a contract"
+            if c.get("contract_size") is not None else "")
+    print(f"contract: {c['contract_type']}{size}, settled in {c['settle']}"
+          + ("; prices in USD, volume in the coin" if c["contract_type"] == "inverse" else ""))
     rows = []
     for name, s in info["series"].items():
         gaps = "-" if "gaps" not in s else ("none" if not s["gaps"] else

@@ -9,9 +9,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ..errors import DataError
-from ..symbols import to_exchange, to_unified
-from .loader import available_exchanges, available_symbols
-from .market import find_gaps, list_series, parse_timeframe, read_series, series_path
+from ..symbols import to_exchange
+from .loader import available_exchanges, available_symbols, contract_info
+from .market import dataset_symbol, find_gaps, list_series, parse_timeframe, read_series, series_path
 from .paths import datasets_dir
 from .tierfile import TierHistoryFile
 
@@ -48,7 +48,7 @@ def dataset_info(symbol: str, exchange: str = "binance-usdm",
                  root: "str | os.PathLike[str] | None" = None) -> dict:
     """Rows, range and gaps of every series, funding intervals, mark coverage and tier versions."""
     base = datasets_dir(root)
-    unified = to_unified(symbol)
+    unified = dataset_symbol(symbol, exchange)
     series = list_series(exchange, unified, base)
     if not any(series.values()):
         raise DataError(f"no data for symbol {symbol!r} on {exchange}; available: "
@@ -77,4 +77,5 @@ def dataset_info(symbol: str, exchange: str = "binance-usdm",
     tiers = TierHistoryFile.bundled(exchange, base)
     history = tiers.history(unified) if tiers else None
     info["tier_versions"] = [d.strftime("%Y-%m-%d") for d in history.change_times()] if history else []
+    info["contract"] = contract_info(unified, exchange, datadir=base)
     return info

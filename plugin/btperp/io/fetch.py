@@ -1,6 +1,14 @@
 """Download candles, mark-price candles, funding history and leverage tiers through ccxt into the
 ``datasets/`` layout (:mod:`btperp.io.market`), incrementally.
 
+* **Venues** (:data:`VENUES`): linear perpetuals on ``binance-usdm``, ``bybit`` and ``okx``;
+  coin-margined (inverse) ones, ``BTC/USD:BTC``, on ``binance-coinm`` (ccxt's ``binancecoinm``
+  class: Binance serves them from another host, dapi), ``bybit-inverse`` (ccxt's ``bybit`` with
+  ``category=inverse``) and ``okx-inverse`` (ccxt's ``okx``, instType SWAP, the instruments whose
+  ``ctType`` is inverse). One btperp exchange name per venue and margin type, as the rulebooks and
+  the ``datasets/<exchange>/`` folders have; each series records its contract (type, size in USD
+  for inverse contracts, settle coin) in its metadata.
+
 * **Own pagination.** ccxt's ``paginate`` option ignores an old ``since`` without ``until`` and
   walks funding history in fixed 8-hour windows, which leaves holes on symbols that fund every 4 or
   1 hours. Here every request names a window that cannot hold more rows than one page (candles:
@@ -37,10 +45,11 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError, InputError
-from ..symbols import to_unified
+from ..symbols import to_inverse, to_unified
 from ..tiers import TierHistory, TierTable
 from ..times import to_ms, utc_minute as _iso
-from .market import find_gaps, floor_funding_times, parse_timeframe, read_series, series_path, write_series
+from .market import (contract_meta, dataset_symbol, find_gaps, floor_funding_times, parse_timeframe,
+                     read_series, series_path, write_series)
 from .paths import datasets_dir
 
 SERIES = ("ohlcv", "mark", "funding", "tiers")
@@ -76,6 +85,13 @@ class Venue:
     tiers_in_contracts: bool = False
     """The exchange bounds its tiers in contracts (OKX): converted with the market's contract value
     by :meth:`btperp.tiers.TierTable.from_okx`."""
+    inverse: bool = False
+    """Coin-margined (inverse) perpetuals: quoted in USD, margined and settled in the coin
+    (``BTC/USD:BTC``); a linear venue takes USDT/USDC-settled ones only."""
+    counterpart: str | None = None
+    """The venue of the other margin type on the same exchange (named in errors)."""
+    max_window_days: int | None = None
+    """The longest ``startTime``..``endTime`` span a candle request may name (Binance COIN-M: 200 days)."""
 
 
 VENUES = {
@@ -83,12 +99,26 @@ VENUES = {
     # GET /fapi/v1/fundingRate: 1000 per call, shares a 500 calls / 5 min / IP limit.
     "binance-usdm": Venue("binance-usdm", "binanceusdm", 1000, 1000, 0.6,
                           (("apiKey", "BINANCE_API_KEY"), ("secret", "BINANCE_API_SECRET")),
-                          signed_tiers=True),
+                          signed_tiers=True, counterpart="binance-coinm"),
+    # Binance COIN-M (dapi.binance.com, ccxt's binancecoinm class): GET /dapi/v1/klines and
+    # /dapi/v1/markPriceKlines "Default 500; max 1500", a startTime..endTime span of at most 200
+    # days, the most recent ``limit`` rows of the span; GET /dapi/v1/fundingRate "Default 100; max
+    # 1000" (weight 1, no shared funding limit documented). Brackets (GET /dapi/v2/leverageBracket,
+    # signed) are bounded in the coin (qtyFloor/qtyCap), what the binance-coinm rulebook looks
+    # tiers up by (position value in the coin).
+    "binance-coinm": Venue("binance-coinm", "binancecoinm", 1000, 1000, 0.0,
+                           (("apiKey", "BINANCE_API_KEY"), ("secret", "BINANCE_API_SECRET")),
+                           signed_tiers=True, inverse=True, counterpart="binance-usdm", max_window_days=200),
     # Bybit v5: /market/kline and /market/mark-price-kline 1000 per call, /market/funding/history
     # 200; risk limits (tiers) are public. Only linear instruments are loaded.
     "bybit": Venue("bybit", "bybit", 1000, 200, 0.0,
                    (("apiKey", "BYBIT_API_KEY"), ("secret", "BYBIT_API_SECRET")),
-                   (("fetchMarkets", {"types": ["linear"]}),)),
+                   (("fetchMarkets", {"types": ["linear"]}),), counterpart="bybit-inverse"),
+    # Bybit v5 with category=inverse (ccxt's bybit class, inverse markets only): the same
+    # endpoints and page sizes; risk limits (riskLimitValue, mmDeduction) are in the coin.
+    "bybit-inverse": Venue("bybit-inverse", "bybit", 1000, 200, 0.0,
+                           (("apiKey", "BYBIT_API_KEY"), ("secret", "BYBIT_API_SECRET")),
+                           (("fetchMarkets", {"types": ["inverse"]}),), inverse=True, counterpart="bybit"),
     # OKX v5: history candles and mark-price candles 100 per call, funding-rate-history 100 (the
     # last three months only); windows end with ``after`` (exclusive). Position tiers
     # (public/position-tiers, public; ccxt asks for the cross-margin tiers) are bounded by position
@@ -96,7 +126,15 @@ VENUES = {
     "okx": Venue("okx", "okx", 100, 100, 0.0,
                  (("apiKey", "OKX_API_KEY"), ("secret", "OKX_API_SECRET"), ("password", "OKX_API_PASSWORD")),
                  (("fetchMarkets", {"types": ["swap", "future"]}),),
-                 funding_until="after", tiers_in_contracts=True),
+                 funding_until="after", tiers_in_contracts=True, counterpart="okx-inverse"),
+    # OKX coin-margined swaps (BTC-USD-SWAP): the same client and instType SWAP as "okx", the
+    # instruments whose ctType is inverse (ctVal in USD: 100 for BTC-USD-SWAP). Tiers are bounded
+    # in contracts; contracts × ctVal gives USD of face value, the size of the position's mirror
+    # (btperp.inverse), as OKX's linear tiers in base units are the size of a linear position.
+    "okx-inverse": Venue("okx-inverse", "okx", 100, 100, 0.0,
+                         (("apiKey", "OKX_API_KEY"), ("secret", "OKX_API_SECRET"), ("password", "OKX_API_PASSWORD")),
+                         (("fetchMarkets", {"types": ["swap", "future"]}),),
+                         funding_until="after", tiers_in_contracts=True, inverse=True, counterpart="okx"),
 }
 
 
@@ -170,31 +208,51 @@ class Fetcher:
         self.progress = progress
         self._last_funding_call = -math.inf
         self._markets_loaded = False
+        self._markets: dict[str, dict] = {}          # the markets checked, by unified symbol
 
     # --- checks ------------------------------------------------------------------------------
 
     def market(self, symbol: str) -> dict:
-        """The ccxt market of a linear perpetual, or a clear error."""
+        """The ccxt market of a perpetual of the venue's margin type (linear, or coin-margined on
+        an inverse venue), or an :class:`InputError` naming ``symbol``."""
         if not self._markets_loaded:
             self._call("markets", "load_markets", self.client.load_markets)
             self._markets_loaded = True
+        v = self.venue
         markets = self.client.markets or {}
         by_id = getattr(self.client, "markets_by_id", None) or {}
         if symbol in markets:
             unified = symbol
-        elif symbol in by_id:                                # the exchange's spelling: BTC-USDT-SWAP
+        elif symbol in by_id:                   # the exchange's spelling: BTC-USDT-SWAP, BTCUSD_PERP
             unified = by_id[symbol][0]["symbol"]
+        elif v.inverse:
+            unified = dataset_symbol(symbol, v.name)      # BTCUSDT here: an error naming the venue
         else:
             unified = to_unified(symbol)
+            if unified not in markets and _reads_inverse(symbol):
+                raise InputError(f"{symbol!r} reads as a coin-margined symbol ({to_inverse(symbol)}); "
+                                 f"{v.name} has linear (USDT/USDC-settled) perpetuals: fetch it with "
+                                 f"--exchange {v.counterpart}", field="symbol")
         if unified not in markets:
             near = sorted(s for s in markets if s.split("/")[0] == unified.split("/")[0])[:8]
-            raise InputError(f"{self.venue.name} has no market {unified!r}"
+            raise InputError(f"{v.name} has no market {unified!r}"
                              + (f"; near: {', '.join(near)}" if near else ""), field="symbol")
         m = markets[unified]
-        if not (m.get("swap") and m.get("linear") and m.get("expiry") is None):
-            raise InputError(f"{unified} on {self.venue.name} is not a linear perpetual "
-                             f"(type {m.get('type')!r}); btperp models USDT/USDC-settled perpetuals",
+        kind = "inverse" if v.inverse else "linear"
+        if not (m.get("swap") and m.get(kind) and m.get("expiry") is None):
+            if v.inverse:
+                raise InputError(f"{unified} on {v.name} is not a coin-margined perpetual "
+                                 f"(type {m.get('type')!r}{', linear' if m.get('linear') else ''}); "
+                                 f"{v.name} fetches perpetuals settled in their coin (BTC/USD:BTC)"
+                                 + (f"; linear ones: --exchange {v.counterpart}" if m.get("linear") else ""),
+                                 field="symbol")
+            raise InputError(f"{unified} on {v.name} is not a linear perpetual "
+                             f"(type {m.get('type')!r}{', coin-margined' if m.get('inverse') else ''}); "
+                             f"{v.name} fetches USDT/USDC-settled perpetuals"
+                             + (f"; coin-margined ones: --exchange {v.counterpart}"
+                                if m.get("inverse") and v.counterpart else ""),
                              field="symbol")
+        self._markets[unified] = m
         return m
 
     def check_timeframe(self, timeframe: str) -> None:
@@ -364,8 +422,14 @@ class Fetcher:
         return report
 
     def _window_ms(self, tf: str | None) -> int:
-        """One request's window: a page of bars (candles, ``tf`` given) or a page of hours (funding)."""
-        return self.venue.ohlcv_page * _step_ms(tf) if tf else self.venue.funding_page * HOUR_MS
+        """One request's window: a page of bars (candles, ``tf`` given; no longer than the venue
+        allows a span to be) or a page of hours (funding)."""
+        if not tf:
+            return self.venue.funding_page * HOUR_MS
+        span = self.venue.ohlcv_page * _step_ms(tf)
+        if self.venue.max_window_days:
+            span = min(span, self.venue.max_window_days * 24 * HOUR_MS)
+        return span
 
     def _pages(self, symbol: str, kind: str, tf: str | None, start: int, until: int,
                report: SeriesReport) -> Iterator[tuple[list[list[float]], int]]:
@@ -409,6 +473,8 @@ class Fetcher:
         meta = {"exchange": self.venue.name, "symbol": report.symbol, "timeframe": tf,
                 "source": f"ccxt {getattr(self.client, 'id', '?')} {_ccxt_version()}",
                 "fetched": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        if report.symbol in self._markets:
+            meta["contract"] = contract_meta(self._markets[report.symbol])
         path.parent.mkdir(parents=True, exist_ok=True)
         write_series(merged, path, kind, meta=meta)
         t = new["time"]
@@ -528,6 +594,15 @@ def _rows_of(answer: Any) -> int | None:
         if isinstance(answer.get("data"), list):
             return len(answer["data"])
     return None
+
+
+def _reads_inverse(symbol: str) -> bool:
+    """Whether a symbol no linear market matched is spelled as a coin-margined one: ``BTCUSD``,
+    ``BTCUSD_PERP``, ``BTC-USD-SWAP``, ``BTC/USD:BTC`` (quoted in USD)."""
+    try:
+        return to_unified(symbol).split(":")[0].endswith("/USD") and bool(to_inverse(symbol))
+    except InputError:
+        return False
 
 
 def _step_ms(timeframe: str) -> int:

@@ -19,7 +19,17 @@ funding_open_per_unit  the part of ``funding_per_unit`` from events at the bar's
 
 A position of signed size ``q`` pays ``q × funding_per_unit`` in the bar (btperp.funding).
 The frame covers the range where both last and mark prices exist; ``frame.attrs`` records the
-symbol, exchange, timeframes, gaps and mark coverage; :func:`summary` prints it in one line.
+symbol, exchange, timeframes, gaps and mark coverage, and the contract (:func:`contract_info`:
+``contract_type``, ``contract_size``, ``contract_size_unit``, ``settle``); :func:`summary` prints
+it in one line.
+
+**Coin-margined (inverse) datasets** (``binance-coinm``, ``bybit-inverse``, ``okx-inverse``;
+symbols ``BTC/USD:BTC``, ``BTCUSD``, ``BTCUSD_PERP``, ``BTC-USD-SWAP``) have the same columns:
+prices in USD per coin, volume in the coin, funding rates as fractions. ``contract_size`` is USD
+per contract (Binance BTCUSD_PERP 100, other COIN-M 10; Bybit 1; OKX BTC-USD-SWAP 100). The
+``funding_per_unit`` columns keep their linear reading (Σ rate × mark, USD per coin held); what an
+inverse position pays is in the coin: contracts × contract size × rate / mark
+(:func:`btperp.inverse.inverse_funding_payment`, on ``funding_rate`` and the mark).
 """
 
 from __future__ import annotations
@@ -33,9 +43,9 @@ import pandas as pd
 
 from ..errors import DataError, DataWarning
 from ..funding import FUNDING_RATE_BOUND, funding_payment
-from ..symbols import to_exchange, to_unified
-from .market import (find_gaps, list_series, parse_timeframe, read_series, series_path,
-                     timeframe_name, to_utc)
+from ..symbols import to_exchange
+from .market import (dataset_symbol, find_gaps, is_coin_margined, list_series, parse_timeframe,
+                     read_meta, read_series, series_path, timeframe_name, to_utc)
 from .paths import datasets_dir
 
 MARK_COLUMNS = ("mark_open", "mark_high", "mark_low", "mark_close")
@@ -65,9 +75,37 @@ def available_exchanges(root: "str | os.PathLike[str] | None" = None) -> list[st
     return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
 
+def contract_info(symbol: str, exchange: str = "binance-usdm", *,
+                  datadir: "str | os.PathLike[str] | None" = None, timeframe: str | None = None) -> dict:
+    """The contract a stored dataset is of, from its files' metadata (what ``btperp fetch`` records):
+    ``contract_type`` (``linear`` or ``inverse``), ``contract_size`` and ``contract_size_unit``
+    (inverse: USD a contract; linear: base units a contract, ccxt's ``contractSize``), ``settle``
+    (the margin coin). A dataset without that record (imported, bundled) gets the exchange's margin
+    type and settle currency and a ``contract_size`` of None."""
+    root = datasets_dir(datadir)
+    unified = dataset_symbol(symbol, exchange)
+    series = list_series(exchange, unified, root)
+    candidates = [series_path(exchange, unified, kind, tf, root)
+                  for kind in ("ohlcv", "mark") for tf in ([timeframe] if timeframe else []) + series[kind]]
+    candidates.append(series_path(exchange, unified, "funding", root=root))
+    recorded = {}
+    for path in candidates:
+        if path.is_file():
+            recorded = read_meta(path).get("contract") or {}
+            if recorded:
+                break
+    inverse = is_coin_margined(exchange)
+    return {"contract_type": recorded.get("type") or ("inverse" if inverse else "linear"),
+            "contract_size": recorded.get("size"),
+            "contract_size_unit": recorded.get("size_unit") or (
+                unified.split("/")[1].split(":")[0] if inverse else unified.split("/")[0]),
+            "settle": recorded.get("settle") or unified.rsplit(":", 1)[-1]}
+
+
 def load(symbol: str, exchange: str = "binance-usdm", timeframe: str = "1h", start: Any = None,
          end: Any = None, *, datadir: "str | os.PathLike[str] | None" = None) -> pd.DataFrame:
-    """Last price, mark price and funding of ``symbol`` (``BTCUSDT`` or ``BTC/USDT:USDT``).
+    """Last price, mark price and funding of ``symbol`` (``BTCUSDT`` or ``BTC/USDT:USDT``; on a
+    coin-margined exchange ``BTC/USD:BTC``, ``BTCUSD_PERP``, ..., see the module docstring).
 
     ``start``/``end`` (dates or times, UTC) bound the bar open times, both inclusive. A
     ``timeframe`` coarser than the stored one is resampled from it (mark extremes and every
@@ -78,7 +116,7 @@ def load(symbol: str, exchange: str = "binance-usdm", timeframe: str = "1h", sta
     if exchange not in available_exchanges(root):
         raise DataError(f"no datasets for exchange {exchange!r} in {root}; available: "
                         f"{', '.join(available_exchanges(root)) or 'none'}")
-    unified = to_unified(symbol)
+    unified = dataset_symbol(symbol, exchange)
     series = list_series(exchange, unified, root)
     folder = root / exchange / to_exchange(unified)
     if not series["ohlcv"]:
@@ -113,7 +151,8 @@ def load(symbol: str, exchange: str = "binance-usdm", timeframe: str = "1h", sta
         funding = pd.DataFrame({"time": pd.Series([], dtype="datetime64[ms, UTC]"), "rate": []})
     frame = attach_funding(frame, funding, step, where=str(funding_file), window=(lo, hi))
     frame.attrs.update({"symbol": unified, "exchange": exchange, "timeframe": source_tf,
-                        "source_timeframe": source_tf, "path": str(folder)})
+                        "source_timeframe": source_tf, "path": str(folder),
+                        **contract_info(unified, exchange, datadir=root, timeframe=source_tf)})
     if timeframe != source_tf:
         frame = resample(frame, timeframe)
     _record_coverage(frame)
@@ -131,7 +170,7 @@ def load_detail(symbol: str, exchange: str = "binance-usdm", timeframe: str = "1
     liquidations, last-price detail refines fills.
     """
     root = datasets_dir(datadir)
-    unified = to_unified(symbol)
+    unified = dataset_symbol(symbol, exchange)
     folder = root / exchange / to_exchange(unified)
     parse_timeframe(timeframe)
     series = list_series(exchange, unified, root)

@@ -7,11 +7,16 @@
     datasets/<exchange>/<SYMBOL>/funding.parquet             time, rate
     datasets/<exchange>/tier_history.json                    see btperp.io.tierfile
 
-``SYMBOL`` is the exchange spelling (``BTCUSDT``). ``time`` is ``timestamp[ms, UTC]``, the bar's
-open time (funding: the event time floored to the second); prices in the quote currency (USDT),
-volume in base units, rate a fraction per funding event. Files are zstd-compressed and written
-atomically; the Parquet metadata key ``btperp`` holds the series' exchange, symbol, kind,
-timeframe and source.
+``SYMBOL`` is the exchange spelling (``BTCUSDT``; coin-margined ``BTCUSD``). ``time`` is
+``timestamp[ms, UTC]``, the bar's open time (funding: the event time floored to the second); prices
+in the quote currency (USDT; USD for coin-margined contracts), volume in base units (the coin),
+rate a fraction per funding event. Files are zstd-compressed and written atomically; the Parquet
+metadata key ``btperp`` holds the series' exchange, symbol, kind, timeframe and source, and for
+fetched series the ``contract`` (:func:`contract_meta`).
+
+Coin-margined (inverse) exchanges (:data:`COIN_MARGINED`) name their symbols ``BTC/USD:BTC``
+(quoted in USD, settled in the coin); :func:`dataset_symbol` reads a user's spelling for the
+exchange it is asked of.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import DataError, DataWarning
-from ..symbols import to_exchange
+from ..errors import DataError, DataWarning, InputError
+from ..symbols import to_exchange, to_inverse, to_unified
 from ..times import to_utc  # noqa: F401  (re-exported: io.market.to_utc)
 from .atomic import atomic_path
 from .paths import datasets_dir
@@ -43,6 +48,41 @@ SCHEMAS = {
     for kind, cols in COLUMNS.items()
 }
 ZSTD_LEVEL = 9
+
+#: btperp's coin-margined (inverse) exchanges, whose datasets hold ``BASE/USD:BASE`` symbols, and
+#: the linear exchange of the same venue.
+COIN_MARGINED = {"binance-coinm": "binance-usdm", "bybit-inverse": "bybit", "okx-inverse": "okx"}
+
+
+def is_coin_margined(exchange: str) -> bool:
+    return exchange in COIN_MARGINED
+
+
+def dataset_symbol(symbol: str, exchange: str) -> str:
+    """``symbol`` in ccxt's unified form for ``exchange``'s datasets: ``BTC/USD:BTC`` on a
+    coin-margined exchange (``BTCUSD``, ``BTCUSD_PERP``, ``BTC-USD-SWAP`` read so; a linear
+    symbol there is an :class:`~btperp.errors.InputError` naming ``symbol``), else ``BTC/USDT:USDT``."""
+    if is_coin_margined(exchange):
+        try:
+            return to_inverse(symbol, field="symbol")
+        except InputError:
+            raise InputError(f"{symbol!r} is not a coin-margined symbol; {exchange} has coin-margined "
+                             f"perpetuals (quoted in USD, settled in the coin: BTCUSD, BTC/USD:BTC), "
+                             f"linear ones are on {COIN_MARGINED[exchange]}", field="symbol") from None
+    return to_unified(symbol)
+
+
+def contract_meta(market: dict) -> dict:
+    """What a dataset records of its contract, from a ccxt market: ``type`` (linear or inverse),
+    ``size`` and ``size_unit`` (ccxt's ``contractSize``: USD a contract for inverse contracts,
+    base units for linear ones), ``settle`` (the margin currency) and the exchange's ``id``."""
+    inverse = bool(market.get("inverse"))
+    size = market.get("contractSize")
+    return {"type": "inverse" if inverse else "linear",
+            "size": None if size is None else float(size),
+            "size_unit": market.get("quote") if inverse else market.get("base"),
+            "settle": market.get("settle"), "id": market.get("id")}
+
 
 _TIMEFRAME = re.compile(r"^(\d+)([mhdw])$")
 _UNITS = {"m": "min", "h": "h", "d": "D", "w": "W"}
