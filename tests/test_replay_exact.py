@@ -449,9 +449,11 @@ def test_liquidation_events_with_its_defaults():
     assert (e.bar, e.partial, e.gap, e.size, e.remaining, e.tier) == (2, False, False, 2.0, 0.0, 1)
     assert e.trigger_price == pytest.approx(lp, rel=1e-12) and round(lp, 4) == 82.3232
     assert e.fill_price == e.bankruptcy_price == 81.5 and e.pnl == -37.0
+    assert e.maintenance_margin == pytest.approx(0.01 * 2 * lp, rel=1e-12)
     assert e.insurance_flow == pytest.approx(37 + 2 * (lp - 100), rel=1e-9) == pytest.approx(1.6465, abs=1e-4)
     short = liquidation_events(m, BINANCE, -1, 2.0, 100.0, 40.0, 5.0, 0, 6)
-    assert (short.events, short.closed, short.funding_paid, short.margin_left, short.last_bar) == ((), False, -13.0, 53.0, 5)
+    assert (short.events, short.closed, short.funding_paid, short.margin_left, short.size_left,
+            short.last_bar) == ((), False, -13.0, 53.0, 2.0, 5)
     # held from before bar 0 (opened=False) it pays bar 0's open events too: 2 × 2 more
     assert liquidation_events(m, BINANCE, 1, 2.0, 100.0, 40.0, 5.0, 0, 6, False).funding_paid == 7.0
     # the fee defaults are the rulebook's: Bybit's taker fee is in its maintenance margin
@@ -460,3 +462,64 @@ def test_liquidation_events_with_its_defaults():
                                   fee_rate=BYBIT.liquidation_fee_rate)
     free = liquidation_events(m, BYBIT, 1, 2.0, 100.0, 40.0, 5.0, 0, 6, taker_fee=0.0)
     assert bybit.events == explicit.events and bybit.events[0].trigger_price > free.events[0].trigger_price
+
+
+def _six_bars_low_at_2():
+    p = np.full(6, 100.0)
+    low = p.copy()
+    low[2] = 80.0
+    return Market(np.arange(6) * HOUR, mark=[p, p, low, p], last=[p, p, p, p],
+                  funding_per_unit=np.array([2.0, 0.5, 1.0, 3.5, 1.5, 0.0]),
+                  funding_open_per_unit=np.array([2.0, np.nan, 0.0, 3.0, 0.0, 0.0]),
+                  epochs=[Epoch(0, 4, TA), Epoch(4, 6, TB)], step_ms=HOUR, symbol="T")
+
+
+def test_liquidation_events_pass_the_fill_policy_fees_and_reserve_through():
+    """The long of test_liquidation_events_with_its_defaults (margin 37 at bar 2, LP 82.3232, MM
+    1 % × 2 × LP = 1.6465):
+    * fee policy, liquidation fee 0.5 %: filled at the trigger, fee 0.005 × 2 × 82.3232 = 0.8232 to
+      the insurance fund, PnL 2 × (82.3232 − 100) = −35.3535;
+    * Bybit, its taker fee 0.055 % reserved at the bankruptcy price of 5x, 100 × (1 − 1/5) = 80:
+      reserve 2 × 80 × 0.00055 = 0.088; MM at entry value 2 × 100 × 1 % + 0.088 = 2.088;
+      LP = 100 − (37 − 2.088) / 2 = 82.544; bankruptcy = 100 + (0.088 − 37) / 2 = 81.544, the fill;
+      PnL 2 × (81.544 − 100) = −36.912, fee 0.088, the insurance fund 2.088 − 0.088 = 2."""
+    m = _six_bars_low_at_2()
+    lp = (37 - 200) / (0.02 - 2)
+    (e,) = liquidation_events(m, BINANCE, 1, 2.0, 100.0, 40.0, 5.0, 0, 6, policy="fee", fee_rate=0.005).events
+    assert e.fill_price == pytest.approx(lp, rel=1e-12) and e.bankruptcy_price == 81.5
+    assert e.fee == e.insurance_flow == pytest.approx(0.005 * 2 * lp, rel=1e-12)
+    assert e.pnl == pytest.approx(2 * (lp - 100), rel=1e-12)
+    assert e.maintenance_margin == pytest.approx(0.01 * 2 * lp, rel=1e-12) == pytest.approx(1.6465, abs=1e-4)
+    (b,) = liquidation_events(m, BYBIT, 1, 2.0, 100.0, 40.0, 5.0, 0, 6).events
+    assert b.trigger_price == pytest.approx(82.544, rel=1e-12)
+    assert b.fill_price == b.bankruptcy_price == pytest.approx(81.544, rel=1e-12)
+    assert b.pnl == pytest.approx(-36.912, rel=1e-12) and b.fee == pytest.approx(0.088, rel=1e-12)
+    assert b.maintenance_margin == pytest.approx(2.088, rel=1e-12)
+    assert b.insurance_flow == pytest.approx(2.0, rel=1e-9)
+
+
+def test_a_first_hyperliquid_step_at_bar_1_is_not_in_a_cooldown_and_keeps_the_lot_size():
+    """Hyperliquid ("Liquidations"), 20x table (MM 2.5 %): long 2,000 at 100, 10x, margin 20,000,
+    no funding: LP = (20,000 − 200,000) / (2,000 × 0.025 − 2,000) = 92.3077, reached by bar 1's low
+    of 92 (the remainder's LP, 91.716, is not). The first trigger steps 20 % (400), leaving 1,600
+    and a margin of 20,000 − 400 × (100 − 92.3077) = 16,923.08, ratio 0.8; with a lot of 300 the
+    step closes 300 (the 400 rounded down), leaving 17,692.31 at a ratio of 0.85."""
+    from btperp.rules.hyperliquid import Hyperliquid
+    hl = Hyperliquid.table_for_max_leverage(20)
+    q = np.full(4, 100.0)
+    low = q.copy()
+    low[1] = 92.0
+    z = np.zeros(4)
+    m = Market(np.arange(4) * HOUR, mark=[q, q, low, q], last=[q, q, q, q], funding_per_unit=z,
+               funding_open_per_unit=z, epochs=[Epoch(0, 4, hl)], step_ms=HOUR)
+    lp = (20_000 - 200_000) / (2_000 * 0.025 - 2_000)
+    rb = get_rulebook("hyperliquid")
+    out = liquidation_events(m, rb, 1, 2_000.0, 100.0, 20_000.0, 10.0, 0, 4, taker_fee=0.0)
+    (s,) = out.events
+    assert (s.bar, s.partial, s.size, s.remaining) == (1, True, 400.0, 1_600.0)
+    assert s.trigger_price == pytest.approx(lp, rel=1e-12) and s.margin_ratio == pytest.approx(0.8, rel=1e-12)
+    assert (out.closed, out.size_left, out.last_bar) == (False, 1_600.0, 3)
+    assert out.margin_left == pytest.approx(20_000 - 400 * (100 - lp), rel=1e-12)
+    lots = liquidation_events(m, rb, 1, 2_000.0, 100.0, 20_000.0, 10.0, 0, 4, taker_fee=0.0, lot_size=300)
+    assert (lots.events[0].size, lots.size_left) == (300.0, 1_700.0)
+    assert lots.events[0].margin_ratio == pytest.approx(0.85, rel=1e-12)
