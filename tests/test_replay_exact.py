@@ -523,3 +523,14 @@ def test_a_first_hyperliquid_step_at_bar_1_is_not_in_a_cooldown_and_keeps_the_lo
     lots = liquidation_events(m, rb, 1, 2_000.0, 100.0, 20_000.0, 10.0, 0, 4, taker_fee=0.0, lot_size=300)
     assert (lots.events[0].size, lots.size_left) == (300.0, 1_700.0)
     assert lots.events[0].margin_ratio == pytest.approx(0.85, rel=1e-12)
+
+
+def test_liquidation_events_of_a_position_entered_after_the_bars_low():
+    """Entered in bar 2 at t = 0.9, after the low of 80 (path: open, the low nearer the open at 1/3,
+    the high at 2/3, the close), it never sees a price below 100 and is not liquidated; it pays
+    F after bar 5 − F at bar 2's open = 8.5 − 2.5 per unit: 12, leaving 28. Entered at the open
+    (t = 0), the low liquidates it in bar 2."""
+    m = _six_bars_low_at_2()
+    late = liquidation_events(m, BINANCE, 1, 2.0, 100.0, 40.0, 5.0, 2, 6, True, 0.9)
+    assert (late.events, late.closed, late.funding_paid, late.margin_left, late.size_left) == ((), False, 12.0, 28.0, 2.0)
+    assert liquidation_events(m, BINANCE, 1, 2.0, 100.0, 40.0, 5.0, 2, 6, True, 0.0).events[0].bar == 2
