@@ -280,9 +280,10 @@ def test_contracts_need_a_contract_size_the_table_does_not_know():
     assert r.account.positions[0].size == 1.0
 
 
-@pytest.mark.parametrize("exchange", ["okx", "generic", "binance-coinm", "bybit-inverse"])
+@pytest.mark.parametrize("exchange", ["okx", "generic"])
 def test_backtests_refuse_the_core_only_rulebooks(exchange):
-    """Not wired into the broker yet (its opening check looks tiers up by notional): a clear error."""
+    """Not wired into the broker yet (its opening check looks tiers up by notional): a clear error.
+    (The coin-margined rulebooks are: tests/test_inverse_broker.py.)"""
     import backtrader as bt
     import btperp
     with pytest.raises(InputError, match=f"exchange: {exchange} is modelled in the margin core and `btperp "

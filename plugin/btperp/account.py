@@ -13,6 +13,10 @@ The account (settlement currency, USDT)
     * the **available balance** = cross wallet + cross unrealized PnL − cross positions' initial
       margin at their marks (Binance "available balance").
 
+Coin-margined (inverse) contracts: the account is given their mirror (:mod:`btperp.inverse`: a
+linear position of the opposite side, size contracts × contract size, prices 1/P, amounts in the
+coin) by its adapter (:mod:`btperp.bt.inverse`), and computes with the linear formulas unchanged.
+
 One :class:`Leg` per instrument holds its position (any object with ``size``, ``price`` and
 ``update(size, price, dt)``: backtrader's ``Position``, or :class:`Holding`), its margin, the
 trade's fees and funding, the tier table in force, and what the account knows of the current bar
@@ -792,13 +796,14 @@ class Account:
             self.update_table(leg)
         p = leg.position(price, leg.margin if leg.isolated else None)
         if leg.isolated:
-            return evaluate(inst.rulebook, [p], margin_mode="isolated",
-                            taker_fee=inst.taker_fee).positions[0]
+            return evaluate(inst.rulebook, [p], margin_mode="isolated", taker_fee=inst.taker_fee,
+                            _mirrored=inst.rulebook.inverse).positions[0]
         legs = [p if other is leg else other.position(other.valprice if other.valprice == other.valprice
                                                       else None)
                 for other in self.legs if not other.isolated and other.pos.size]
         account: AccountMargin = evaluate(inst.rulebook, legs, margin_mode="cross",
-                                          wallet_balance=self.cross_wallet(), taker_fee=inst.taker_fee)
+                                          wallet_balance=self.cross_wallet(), taker_fee=inst.taker_fee,
+                                          _mirrored=inst.rulebook.inverse)
         return next(x for x in account.positions if x.symbol == inst.symbol)
 
     def margin_state(self, leg: Leg) -> PositionMargin | None:

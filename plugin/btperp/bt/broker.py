@@ -58,11 +58,12 @@ from ..account import (DUST, Account, Clock, Fill, FundingPayment, Instrument, L
 from ..errors import DataError, DataWarning, InputError, outside_stacklevel
 from ..intrabar import END, Intrabar, OrderKind, detail_path, low_first, order_time, vertices
 from ..liquidation import FillPolicy, LiquidationMode
-from ..margin import MarginMode, PositionMargin
+from ..margin import MarginMode, PositionMargin, Side
 from ..rules import get_rulebook
-from ..symbols import to_unified
+from ..symbols import to_inverse, to_unified
 from ..tiers import TierHistory, TierTable
 from .feed import BT_EPOCH, PerpData
+from .inverse import InverseCommInfo, Mirror, MirrorPosition
 from .sizers import make_fractional
 
 #: Order types whose fill at their own limit price rests on the book (maker fee).
@@ -130,10 +131,16 @@ class Book(Leg):
     read it: the feed's lines, its mark and funding readers, its detail bars (plain attributes:
     read every bar)."""
 
-    def __init__(self, data, inst: Instrument, comminfo: PerpCommInfo, pos):
+    def __init__(self, data, inst: Instrument, comminfo: PerpCommInfo, pos, mirror: Mirror | None = None,
+                 lot_size: float | None = None):
         super().__init__(inst, pos, [_to_num(t) for t in inst.tiers.change_times()])
         self.data = data
         self.comminfo = comminfo
+        self.mirror = mirror
+        """Coin-margined: the conversion to the account's mirror (:mod:`btperp.bt.inverse`); None:
+        linear (the account's units are the strategy's)."""
+        self.lot_size = lot_size
+        """Order sizes are rounded down to it, in the strategy's units (contracts when inverse)."""
         self.owner = None               # the strategy that last traded it
         self.fallback_bars = 0
         self.paths: tuple | None = None     # the bar's (trigger, last) paths, if built
@@ -162,6 +169,20 @@ class Book(Leg):
     def stamp(self):
         return self.data.datetime.datetime()
 
+    def own_path(self):
+        """The bar's trigger path; coin-margined: in the mirror, its order of extremes decided on
+        the USD prices (the mirror's high is the USD low)."""
+        if self.mirror is None or self._path is not None:
+            return super().own_path()
+        if not self.read:
+            self.reader(self)
+        r = self.mirror.price
+        usd_low_first = low_first(r(self.t_open), r(self.t_high), r(self.t_low), self.inst.intrabar,
+                                  -self.side0)
+        self.low_first = not bool(usd_low_first)
+        self._path = vertices(self.t_open, self.t_high, self.t_low, self.t_close, self.low_first)
+        return self._path
+
     _TICKS = ("tick_open", "tick_high", "tick_low", "tick_close")
 
     def coarse_paths(self) -> tuple:
@@ -172,7 +193,9 @@ class Book(Leg):
             last = [getattr(data, name, None) for name in self._TICKS]
             o, h, lo, c = (x if x is not None else line[0] for x, line in
                            zip(last, (data.open, data.high, data.low, data.close)))
-            self.coarse = (trigger, vertices(o, h, lo, c, self.low_first))
+            # the last prices stay in USD (orders are priced in USD): their own order of extremes
+            first = self.low_first if self.mirror is None else not self.low_first
+            self.coarse = (trigger, vertices(o, h, lo, c, first))
         return self.coarse
 
     def bar_paths(self) -> tuple:
@@ -215,6 +238,9 @@ class Book(Leg):
     def bar_extremes(self, long: bool) -> tuple[float, float]:
         """The bar's adverse mark and last-price extremes (recorded with a liquidation)."""
         data = self.data
+        if self.mirror is not None:         # the mirror's long is a USD short: adverse is the USD high
+            last = self.mirror.price(data.high[0] if long else data.low[0])
+            return (self.t_low if long else self.t_high), last
         last = data.low[0] if long else data.high[0]
         if self.inst.trigger == "mark":
             return (self.t_low if long else self.t_high), last
@@ -234,9 +260,17 @@ def _fallback(book: Book, what: str) -> None:
                         f"(btperp.attach) or pass mark_fallback='last'", timestamp=_utc(book.dt))
     book.fallback_bars += 1
     data = book.data
-    book.mark_open, book.mark_close = data.open[0], data.close[0]
-    book.t_open, book.t_high, book.t_low = data.open[0], data.high[0], data.low[0]
-    book.t_close = data.close[0]
+    _set(book, data.open[0], data.close[0], (data.open[0], data.high[0], data.low[0], data.close[0]))
+
+
+def _set(book: Book, mark_open: float, mark_close: float, trigger: tuple) -> None:
+    """The bar's mark open and close and its trigger series (open, high, low, close), in USD, into
+    the account's leg; coin-margined: as the mirror's (1/P, high and low swapped)."""
+    m = book.mirror
+    if m is not None:
+        mark_open, mark_close, trigger = m.price(mark_open), m.price(mark_close), m.bar(*trigger)
+    book.mark_open, book.mark_close = mark_open, mark_close
+    book.t_open, book.t_high, book.t_low, book.t_close = trigger
 
 
 def _now(buf) -> float:
@@ -249,11 +283,7 @@ def _take(book: Book, mo, mh, ml, mc, last: Callable[[], tuple], what: str) -> N
     a NaN mark falls back (:func:`_fallback`, ``what`` says where it was)."""
     if mo != mo or mh != mh or ml != ml or mc != mc:            # NaN
         return _fallback(book, what)
-    book.mark_open, book.mark_close = mo, mc
-    if book.inst.trigger == "mark":
-        book.t_open, book.t_high, book.t_low, book.t_close = mo, mh, ml, mc
-    else:
-        book.t_open, book.t_high, book.t_low, book.t_close = last()
+    _set(book, mo, mc, (mo, mh, ml, mc) if book.inst.trigger == "mark" else tuple(last()))
 
 
 def _read_perp(book: Book) -> None:
@@ -265,12 +295,17 @@ def _read_perp(book: Book) -> None:
 
 
 def _split(per_unit, at_open, rate, book: Book):
-    """(total per unit, part at the bar's open, rate) of the bar's funding, or None."""
+    """(total per unit, part at the bar's open, rate) of the bar's funding, or None; coin-margined:
+    the mirror's (:meth:`btperp.bt.inverse.Mirror.funding`)."""
+    m = book.mirror
+    mark_open = book.mark_open if m is None else m.price(book.mark_open)       # USD
     if per_unit != per_unit:
         if rate != rate:
             return None
-        per_unit = rate * book.mark_open    # events whose mark is missing (mark_fallback='last')
+        per_unit = rate * mark_open         # events whose mark is missing (mark_fallback='last')
         at_open = per_unit if at_open == at_open else math.nan
+    if m is not None:
+        return m.funding(per_unit, at_open, rate, mark_open, m.price(book.mark_close))
     return per_unit, at_open if at_open == at_open else 0.0, rate
 
 
@@ -330,14 +365,19 @@ class PerpBroker(bt.brokers.BackBroker):
 
     Params (each but ``cash`` can be overridden per data with :meth:`configure`):
 
-    - ``exchange``: ``binance-usdm`` (default), ``bybit`` or ``hyperliquid``
+    - ``exchange``: ``binance-usdm`` (default), ``bybit`` or ``hyperliquid``; coin-margined:
+      ``binance-coinm`` or ``bybit-inverse`` (cash and value in the coin, sizes in contracts,
+      prices in USD; :mod:`btperp.bt.inverse`)
+    - ``contract_size``: coin-margined only, USD per contract (None: the exchange's, Binance
+      BTCUSD 100, other COIN-M 10, Bybit 1)
     - ``leverage`` (1), ``margin_mode`` (``isolated`` | ``cross``)
     - ``maker_fee`` / ``taker_fee`` / ``liquidation_fee``: None = the exchange's standard rates
     - ``fill_policy``: ``bankruptcy`` (default) or ``fee`` (:mod:`btperp.liquidation`)
     - ``liquidation``: ``partial`` (default: a larger position is reduced first where the exchange
       does it, by its rule; :mod:`btperp.liquidation`) or ``full`` (every liquidation closes the
       whole position)
-    - ``lot_size``: order sizes are rounded down to it (None: no rounding)
+    - ``lot_size``: order sizes are rounded down to it (None: no rounding; coin-margined: 1
+      contract)
     - ``trigger``: ``mark`` (default) or ``last`` (liquidate on last-price extremes, as
       freqtrade and Jesse do; for comparisons)
     - ``mark_fallback``: None (a bar without a mark is an error) or ``last``
@@ -368,11 +408,12 @@ class PerpBroker(bt.brokers.BackBroker):
         ("margin_call_levels", (0.8,)),
         ("tiers", None),
         ("datadir", None),
+        ("contract_size", None),
     )
 
     _INSTRUMENT_KEYS = ("exchange", "leverage", "margin_mode", "maker_fee", "taker_fee",
                         "liquidation_fee", "fill_policy", "liquidation", "lot_size", "trigger",
-                        "mark_fallback", "intrabar", "tiers")
+                        "mark_fallback", "intrabar", "tiers", "contract_size")
 
     def __init__(self):
         self._overrides: dict[Any, dict] = {}
@@ -438,7 +479,7 @@ class PerpBroker(bt.brokers.BackBroker):
     @staticmethod
     def _check_params(where: str, s: Mapping[str, Any]) -> None:
         if "exchange" in s:
-            get_rulebook(s["exchange"])
+            get_rulebook(s["exchange"], inverse=True)
         if "margin_mode" in s:
             MarginMode.parse(s["margin_mode"])
         if "fill_policy" in s:
@@ -450,6 +491,11 @@ class PerpBroker(bt.brokers.BackBroker):
         lev = s.get("leverage")
         if lev is not None and not (isinstance(lev, (int, float)) and math.isfinite(lev) and lev >= 1):
             raise InputError(f"{where}: leverage must be a number >= 1, got {lev!r}", field="leverage")
+        cs = s.get("contract_size")
+        if cs is not None and not (isinstance(cs, (int, float)) and not isinstance(cs, bool)
+                                   and math.isfinite(cs) and cs > 0):
+            raise InputError(f"{where}: contract_size must be a positive number (USD per contract), "
+                             f"got {cs!r}", field="contract_size")
         for key in ("maker_fee", "taker_fee", "liquidation_fee", "lot_size"):
             v = s.get(key)
             if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
@@ -488,10 +534,10 @@ class PerpBroker(bt.brokers.BackBroker):
 
     # The account's records and totals (btperp.account.Account)
 
-    liquidations = property(lambda self: self.account.liquidations)
-    fills = property(lambda self: self.account.fills)
-    funding_payments = property(lambda self: self.account.funding_payments)
-    margin_calls = property(lambda self: self.account.margin_calls)
+    liquidations = property(lambda self: self._records("liquidations", "liquidation"))
+    fills = property(lambda self: self._records("fills", "fill"))
+    funding_payments = property(lambda self: self._records("funding_payments", "funding_payment"))
+    margin_calls = property(lambda self: self._records("margin_calls", "margin_call"))
     margin_changes = property(lambda self: self.account.margin_changes)
     rejections = property(lambda self: self.account.rejections)
     deposits = property(lambda self: self.account.deposits)
@@ -506,6 +552,22 @@ class PerpBroker(bt.brokers.BackBroker):
     insurance_fund = property(lambda self: self.account.insurance_fund,
                               doc="What the exchange's insurance fund gained (+) or covered (−) over the run.")
     wallet_balance = property(lambda self: self.account.wallet)
+
+    def _records(self, name: str, how: str) -> list:
+        """The account's records ``name``; coin-margined: in contracts and USD (converted once each,
+        :class:`btperp.bt.inverse.Mirror`)."""
+        records = getattr(self.account, name)
+        mirrors = getattr(self, "_mirrors", None)
+        if not mirrors:
+            return records
+        cache = self.__dict__.setdefault("_converted", {}).setdefault(name, [])
+        for record in records[len(cache):]:
+            cache.append(getattr(mirrors[record.symbol], how)(record))
+        return cache
+
+    def mirror(self, data) -> Mirror | None:
+        """The conversion of ``data``'s coin-margined contracts to the account's mirror (None: linear)."""
+        return self.book(data).mirror
 
     @property
     def books(self) -> list[Book]:
@@ -532,16 +594,51 @@ class PerpBroker(bt.brokers.BackBroker):
         datas = list(cerebro.datas) if cerebro is not None else list(self.positions)
         tier_files: dict[str, Any] = {}
         self._books = []
+        self._mirrors: dict[str, Mirror] = {}
+        kinds: dict[bool, str] = {}
         for data in datas:
-            if self.p.detail is not None and getattr(data, "btperp_detail", None) is None:
-                from .feed import attach_detail
-                attach_detail(data, self.p.detail, datadir=self.p.datadir)
+            # the symbol's spelling depends on the exchange (coin-margined: BTC/USD:BTC), which its
+            # own settings may set
+            exchange = self.p.exchange
+            for key in (data._name, data):
+                exchange = self._overrides.get(key, {}).get("exchange", exchange)
+            symbol = self._symbol_of(data, get_rulebook(exchange, inverse=True).inverse)
             settings = {k: getattr(self.p, k) for k in self._INSTRUMENT_KEYS}
-            symbol = self._symbol_of(data)
             for key in (data._name, symbol, data):
                 if key in self._overrides:
                     settings.update(self._overrides[key])
-            rulebook = get_rulebook(settings["exchange"])
+            rulebook = get_rulebook(settings["exchange"], inverse=True)
+            symbol = self._symbol_of(data, rulebook.inverse)
+            kinds.setdefault(rulebook.inverse, symbol)
+            if len(kinds) > 1:
+                raise InputError(f"one account settles in one currency: {kinds[True]} is coin-margined "
+                                 f"and {kinds[False]} is not; run them in separate backtests",
+                                 field="exchange")
+            mirror = None
+            if rulebook.inverse:
+                coin = symbol.rsplit(":", 1)[1]
+                coins = {s.rsplit(":", 1)[1] for s in self._mirrors} | {coin}
+                if len(coins) > 1:
+                    raise InputError(f"a coin-margined account is one coin's wallet: the feeds settle in "
+                                     f"{', '.join(sorted(coins))}; run each coin in its own backtest",
+                                     field="data")
+                detail = settings.get("detail", self.p.detail) or getattr(data, "btperp_detail", None)
+                if detail is not None:
+                    raise InputError(f"{symbol}: detail bars are not supported for coin-margined "
+                                     f"contracts yet; leave detail=None", field="detail")
+                cs = settings["contract_size"]
+                if cs is None:
+                    cs = rulebook.default_contract_size(symbol.split("/")[0])
+                mirror = self._mirrors[symbol] = Mirror(float(cs))
+                if settings["lot_size"] is None:
+                    settings["lot_size"] = 1.0          # whole contracts, as the exchanges trade them
+            elif settings["contract_size"] is not None:
+                raise InputError(f"{symbol}: contract_size is for coin-margined contracts "
+                                 f"(binance-coinm, bybit-inverse); {rulebook.name} is sized in base units",
+                                 field="contract_size")
+            if self.p.detail is not None and getattr(data, "btperp_detail", None) is None:
+                from .feed import attach_detail
+                attach_detail(data, self.p.detail, datadir=self.p.datadir)
             tiers = settings["tiers"]
             if isinstance(tiers, Mapping):
                 tiers = tiers.get(symbol) or tiers.get(data._name)
@@ -556,8 +653,8 @@ class PerpBroker(bt.brokers.BackBroker):
             if tiers is None:
                 raise InputError(f"no tier table for {symbol} on {rulebook.name}: pass tiers= (a "
                                  f"TierTable or TierHistory; Hyperliquid: Hyperliquid.table_for_max_"
-                                 f"leverage(n)) or import its history with `btperp data import-tiers`",
-                                 field="tiers")
+                                 f"leverage(n); coin-margined: bounded in the coin) or import its "
+                                 f"history with `btperp data import-tiers`", field="tiers")
             inst = Instrument(
                 symbol=symbol, rulebook=rulebook, tiers=tiers, leverage=float(settings["leverage"]),
                 margin_mode=MarginMode.parse(settings["margin_mode"]),
@@ -566,16 +663,24 @@ class PerpBroker(bt.brokers.BackBroker):
                 liquidation_fee=(rulebook.liquidation_fee_rate if settings["liquidation_fee"] is None
                                  else float(settings["liquidation_fee"])),
                 fill_policy=FillPolicy.parse(settings["fill_policy"]),
-                lot_size=settings["lot_size"], trigger=settings["trigger"],
+                lot_size=(settings["lot_size"] if mirror is None or not settings["lot_size"]
+                          else settings["lot_size"] * mirror.contract_size),
+                trigger=settings["trigger"],
                 mark_fallback=settings["mark_fallback"], intrabar=Intrabar.parse(settings["intrabar"]),
                 liquidation=LiquidationMode.parse(settings["liquidation"]))
             top = max(table.tiers[0].max_leverage for _, table in tiers.versions)
             if inst.leverage > top * (1 + 1e-12):       # every order would be refused: say so now
                 raise InputError(f"{symbol}: leverage {inst.leverage:g}x is above the {top:g}x that "
                                  f"its tier tables on {rulebook.name} ever allow", field="leverage")
-            comminfo = PerpCommInfo(commission=inst.taker_fee, leverage_setting=inst.leverage,
-                                    lot_size=inst.lot_size)
-            book = Book(data, inst, comminfo, self.positions[data])
+            if mirror is None:
+                comminfo = PerpCommInfo(commission=inst.taker_fee, leverage_setting=inst.leverage,
+                                        lot_size=inst.lot_size)
+                pos = self.positions[data]
+            else:
+                comminfo = InverseCommInfo(commission=inst.taker_fee, leverage_setting=inst.leverage,
+                                           lot_size=settings["lot_size"], contract_size=mirror.contract_size)
+                pos = MirrorPosition(self.positions[data], mirror)
+            book = Book(data, inst, comminfo, pos, mirror, settings["lot_size"])
             if isinstance(data, PerpData):
                 book.reader, book.funding = ((_read_perp_tick, _funding_perp_tick) if data.replaying
                                              else (_read_perp, _funding_perp))
@@ -609,14 +714,14 @@ class PerpBroker(bt.brokers.BackBroker):
                             timestamp=first, count=int(bad.sum()))
 
     @staticmethod
-    def _symbol_of(data) -> str:
+    def _symbol_of(data, inverse: bool = False) -> str:
         symbol = getattr(data.p, "symbol", None) if isinstance(data, PerpData) else None
         market = getattr(data, "btperp_market", None)
         symbol = symbol or (market.symbol if market is not None else None) or data._name
         if not symbol:
             raise InputError("a data feed has neither a symbol nor a name: pass name='BTCUSDT' to "
                              "the feed (or use btperp.load_feed)", field="symbol")
-        return to_unified(symbol)
+        return to_inverse(symbol) if inverse else to_unified(symbol)
 
     def getcommissioninfo(self, data):
         """The feed's PerpCommInfo (backtrader's own lookup is by name, and feeds may share one)."""
@@ -628,7 +733,7 @@ class PerpBroker(bt.brokers.BackBroker):
     # --- orders ----------------------------------------------------------------------------
 
     def _round_lot(self, data, size):
-        lot = self.book(data).inst.lot_size
+        lot = self.book(data).lot_size
         if not lot or size is None:
             return size, None
         rounded = math.floor(abs(size) / lot + 1e-9) * lot
@@ -694,12 +799,14 @@ class PerpBroker(bt.brokers.BackBroker):
                 continue
             parent = order.parent
             child = parent is not None and parent is not order and parent.ref in after
-            held = self.positions[data].size
+            held = book.pos.size                # the account's units (the mirror's, coin-margined)
             size0, avail = after[parent.ref] if child else (projected.get(data, held), available)
             size = order.executed.remsize
+            price = order.created.price or data.close[0]
+            if book.mirror is not None:
+                size, price = book.mirror.size(size), book.mirror.price(price)
             closing = min(abs(size), abs(size0)) if size * size0 < 0 else 0.0
             opened = abs(size) - closing
-            price = order.created.price or data.close[0]
             # what a close of the position held now releases (a projected one's entry is not known yet)
             release = (self.account.release_estimate(book, size0, closing, price)
                        if closing and size0 == held else 0.0)
@@ -746,8 +853,11 @@ class PerpBroker(bt.brokers.BackBroker):
             size = self.p.filler(order, price, ago)
             if not order.isbuy():
                 size = -size
-        pos = book.pos
-        result = self.account.fill(book, size, price, self._is_maker(order, price), t,
+        pos = self.positions[data]              # the strategy's (contracts and USD, coin-margined)
+        m = book.mirror
+        maker = self._is_maker(order, price)
+        result = self.account.fill(book, size if m is None else m.size(size),
+                                   price if m is None else m.price(price), maker, t,
                                    self._fill_when or _utc(book.dt), order.ref)
         if result.closed or result.opened:
             if order.owner is not None:
@@ -755,8 +865,11 @@ class PerpBroker(bt.brokers.BackBroker):
             closedcomm = result.closed_fee
             if result.closed and self.p.int2pnl:
                 closedcomm += self.d_credit.pop(data, 0.0)      # funding since the last close
-            order.execute(dtcoc or data.datetime[ago], result.filled, price,
-                          result.closed, result.closed_value, closedcomm, result.opened,
+            filled, closed, opened = ((result.filled, result.closed, result.opened) if m is None else
+                                      (m.contracts(result.filled), m.contracts(result.closed),
+                                       m.contracts(result.opened)))
+            order.execute(dtcoc or data.datetime[ago], filled, price,
+                          closed, result.closed_value, closedcomm, opened,
                           result.opened_value, result.opened_fee, book.comminfo.get_margin(price),
                           result.pnl, pos.size, pos.price)
             order.addcomminfo(book.comminfo)
@@ -776,6 +889,9 @@ class PerpBroker(bt.brokers.BackBroker):
             self.account.deposit(c)
         if datas is not None and len(datas) == 1:
             data = datas[0]
+            book = self._by_data.get(data) if self._books is not None else None
+            if book is not None and book.mirror is not None:     # position value in the coin
+                return self.positions[data].size * book.mirror.contract_size / data.close[0]
             return self.positions[data].size * data.close[0]
         account = self.account
         unrealized, notional, held = account.unrealized()
@@ -941,6 +1057,9 @@ class PerpBroker(bt.brokers.BackBroker):
             self._bracketize(inflight, cancel=True)
         inst = book.inst
         owner = book.owner or self._default_owner()
+        m = book.mirror
+        if m is not None:                       # contracts and USD: the fill at 1/x
+            size, entry, record = m.contracts(size), m.price(entry), m.liquidation(record)
         cls = SellOrder if size > 0 else BuyOrder
         fill = record.fill_price
         order = cls(owner=owner, data=data, size=abs(size), price=fill, exectype=Order.Market)
@@ -964,8 +1083,19 @@ class PerpBroker(bt.brokers.BackBroker):
 
     def get_margin_state(self, data) -> PositionMargin | None:
         """Tier, rates, maintenance and initial margin, equity, margin ratio, liquidation and
-        bankruptcy price of ``data``'s position at its last mark (None when flat)."""
-        return self.account.margin_state(self.book(data))
+        bankruptcy price of ``data``'s position at its last mark (None when flat); coin-margined:
+        an :class:`btperp.inverse.InversePositionMargin` (contracts, USD prices, coin amounts)."""
+        book = self.book(data)
+        state = self.account.margin_state(book)
+        if state is None or book.mirror is None:
+            return state
+        from ..inverse import InversePosition, InversePositionMargin, settle_coin
+        m, pos = book.mirror, self.positions[data]
+        mark = m.price(book.valprice if book.valprice == book.valprice else book.pos.price)
+        inverse = InversePosition(book.inst.symbol, Side.LONG if pos.size > 0 else Side.SHORT,
+                                  abs(pos.size), m.contract_size, pos.price, mark, book.inst.leverage,
+                                  book.table, book.margin if book.isolated else None)
+        return InversePositionMargin.from_mirror(inverse, state, settle_coin(book.inst.symbol))
 
     def max_open_size(self, data, price: float | None = None, isbuy: bool = True,
                       fraction: float = 1.0) -> float:
@@ -975,6 +1105,10 @@ class PerpBroker(bt.brokers.BackBroker):
         check sees it; down to the lot size (what :class:`btperp.bt.MarginSizer` sizes with)."""
         book = self.book(data)
         price = data.close[0] if price is None else price
+        m = book.mirror
+        if m is not None:                       # buying contracts sells the mirror
+            return abs(m.contracts(self.account.max_open_size(book, m.price(price), not isbuy,
+                                                              self.cash * fraction)))
         return self.account.max_open_size(book, price, isbuy, self.cash * fraction)
 
     def add_margin(self, data, amount: float) -> float:
