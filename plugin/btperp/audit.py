@@ -26,6 +26,12 @@ first liquidate the position at least in part; ``events`` lists every event, eac
 the close, as :func:`btperp.replay.liquidation_events` (the broker's own
 :func:`btperp.liquidation.partial_step`) gives them, and ``closed_time`` when a liquidation closed
 what was left.
+
+Coin-margined (inverse) contracts (``exchange="binance-coinm"`` or ``"bybit-inverse"``, sized in
+``contracts`` of ``contract_size`` USD, margin in the coin): the position is replayed as its mirror
+(:mod:`btperp.inverse`: prices 1/P with high and low swapped, the opposite side, size contracts ×
+contract size) by the same :func:`btperp.replay.replay`, and the audit reports prices back in USD,
+sizes in contracts and amounts in the coin.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ from .liquidation import LiquidationMode, partial_rule, partial_step
 from .margin import MarginMode, Position, Side, solve_price_array
 from .replay import Epoch, Market, Positions, liquidation_events, liquidation_path, replay
 from .rules import Rulebook, get_rulebook
-from .symbols import to_unified
+from .symbols import to_inverse, to_unified
 from .tiers import TierHistory, TierTable
 from .times import to_ms as _ms, utc_minute as _iso
 
@@ -63,7 +69,7 @@ VERDICTS = {
 def tier_history(exchange: str, symbol: str, datadir: "str | os.PathLike[str] | None" = None) -> TierHistory:
     """The bundled (or imported) tier history of ``symbol`` on ``exchange``."""
     from .io.tierfile import TierHistoryFile
-    rulebook = get_rulebook(exchange)
+    rulebook = get_rulebook(exchange, inverse=True)
     found = TierHistoryFile.bundled(rulebook.name, datadir)
     history = found.history(symbol, rulebook.settle) if found is not None else None
     if history is None:
@@ -132,7 +138,9 @@ def _market(symbol: str, rulebook: Rulebook, timeframe: str | None, start: Any, 
 
 @dataclass
 class PositionAudit:
-    """What the rules did to one position (amounts in USDT, times ISO UTC bar open times)."""
+    """What the rules did to one position (amounts in USDT, times ISO UTC bar open times;
+    coin-margined: amounts in the coin ``settle``, prices in USD, ``size`` in contracts of
+    ``contract_size`` USD)."""
 
     exchange: str
     symbol: str
@@ -186,6 +194,10 @@ class PositionAudit:
     ``remaining``, the remainder's ``margin_ratio``), then the close; times are bar open times."""
     closed_time: str | None = None
     """When a liquidation closed the position (None: it, or its remainder, survived the data)."""
+    settle: str = "USDT"
+    """The currency amounts are in (coin-margined: the coin)."""
+    contract_size: float | None = None
+    """Coin-margined: USD per contract (``size`` is then in contracts); None: linear."""
     _market: Market | None = field(default=None, repr=False, compare=False)
     """The replayed market and the (entry, last held) bars: what :func:`plot_position` draws."""
     _bars: tuple[int, int] = field(default=(0, 0), repr=False, compare=False)
@@ -255,7 +267,9 @@ def audit_position(symbol: str, side, entry_time: Any, entry_price: float | None
                    tiers: "TierHistory | TierTable | None" = None,
                    taker_fee: float | None = None,
                    detail: "str | pd.DataFrame | None" = None, liquidation: str = "partial",
-                   liquidation_fee: float | None = None) -> PositionAudit:
+                   liquidation_fee: float | None = None, contracts: float | None = None,
+                   contract_size: float | None = None, _mirrored: bool = False,
+                   _lot_size: float | None = None) -> PositionAudit:
     """Replay one position from ``entry_time`` (bar open time, UTC) until it is liquidated or the
     data (or ``end``) ends; given what the exchange reported, judge it (module docstring).
 
@@ -265,8 +279,22 @@ def audit_position(symbol: str, side, entry_time: Any, entry_price: float | None
     so the liquidation (and the report) are judged to the minute. ``liquidation``: ``partial``
     (default) lists the exchange's partial steps in ``events`` (module docstring), with the
     liquidation fee ``liquidation_fee`` (default the exchange's); ``full``: one close.
+    Coin-margined exchanges take ``contracts`` (and ``contract_size``, default the exchange's)
+    instead of ``size``, and ``margin`` in the coin (module docstring).
     """
-    rulebook = get_rulebook(exchange)
+    rulebook = get_rulebook(exchange, inverse=True)
+    if rulebook.inverse and not _mirrored:
+        return _audit_inverse(rulebook, symbol, side, entry_time, entry_price, contracts=contracts,
+                              contract_size=contract_size, size=size, margin=margin, leverage=leverage,
+                              margin_mode=margin_mode, end=end, timeframe=timeframe, trigger=trigger,
+                              reported_time=reported_time, reported_price=reported_price,
+                              datadir=datadir, frame=frame, tiers=tiers, taker_fee=taker_fee,
+                              detail=detail, liquidation=liquidation, liquidation_fee=liquidation_fee)
+    if contracts is not None or contract_size is not None:
+        raise InputError(f"{rulebook.name} is sized in base units (--size); contracts are for "
+                         f"coin-margined exchanges (binance-coinm, bybit-inverse)",
+                         field="contracts" if contracts is not None else "contract_size")
+    px = _reciprocal if _mirrored else float        # a price as the user reads it (USD)
     mode = MarginMode.parse(margin_mode)
     how = LiquidationMode.parse(liquidation)
     sgn = int(Side.parse(side))
@@ -307,7 +335,8 @@ def audit_position(symbol: str, side, entry_time: Any, entry_price: float | None
         raise InputError(f"must be a positive number, got {entry_price!r}", field="entry_price")
     lo, hi = market.last[2][i], market.last[1][i]
     if not lo * (1 - 1e-9) <= entry_price <= hi * (1 + 1e-9):
-        notes.append(f"the entry price {entry_price:,.2f} is outside the entry bar's traded range "
+        lo, hi = sorted((px(lo), px(hi)))
+        notes.append(f"the entry price {px(entry_price):,.2f} is outside the entry bar's traded range "
                      f"{lo:,.2f} to {hi:,.2f}")
     all_three = size is not None and margin is not None and leverage is not None
     size, margin, lev = resolve_size(rulebook, sgn, entry_price, size=size, margin=margin,
@@ -385,7 +414,7 @@ def audit_position(symbol: str, side, entry_time: Any, entry_price: float | None
     if liquidated:
         chain = liquidation_events(market, rulebook, sgn, size, entry_price, margin, lev, i, stop, True,
                                    trigger=trigger, taker_fee=fee, liquidation=how,
-                                   fee_rate=liquidation_fee)
+                                   fee_rate=liquidation_fee, lot_size=_lot_size)
         audit.events = [_event_dict(market, e) for e in chain.events]
         if fine is not None and audit.events:   # the first event, to the detail bar
             audit.events[0]["time"] = fine["time"]
@@ -397,8 +426,77 @@ def audit_position(symbol: str, side, entry_time: Any, entry_price: float | None
                          + (f", then closed in the {_iso(market.times[chain.last_bar])} bar"
                             if chain.closed else "; the rest survived the data"))
     if reported_time is not None:
-        _judge(audit, market, rulebook, out, i, _ms(reported_time), reported_price, fee, fine, detail)
+        _judge(audit, market, rulebook, out, i, _ms(reported_time), reported_price, fee, fine, detail,
+               px)
     return audit
+
+
+def _reciprocal(x):
+    """A mirror price back in USD per coin (and a USD price into the mirror)."""
+    x = float(x)
+    return math.inf if x == 0 else 1.0 / x
+
+
+def _audit_inverse(rulebook: Rulebook, symbol: str, side, entry_time, entry_price, *, contracts,
+                   contract_size, size, margin, leverage, frame, tiers, datadir, timeframe, end, detail,
+                   reported_price, **rest) -> PositionAudit:
+    """:func:`audit_position` of a coin-margined position: its mirror replayed, read back."""
+    from .inverse import mirror_frame
+    symbol = to_inverse(symbol)
+    if size is not None:
+        raise InputError("coin-margined positions are sized in contracts: give contracts (and "
+                         "contract_size if not the exchange's), not size", field="size")
+    if detail is not None:
+        raise InputError("detail bars are not supported for coin-margined audits yet", field="detail")
+    sgn = int(Side.parse(side))
+    if contract_size is None:
+        contract_size = rulebook.default_contract_size(symbol.split("/")[0])
+    for name, value in (("contracts", contracts), ("contract_size", contract_size), ("margin", margin),
+                        ("leverage", leverage), ("entry_price", entry_price)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not (math.isfinite(value) and value > 0)):
+            raise InputError(f"must be a positive number, got {value!r}", field=name)
+    given = [v is not None for v in (contracts, margin, leverage)]
+    if sum(given) != 2:
+        raise InputError("give two of contracts, margin (in the coin) and leverage",
+                         field="contracts" if contracts is None else "leverage")
+    if frame is None:
+        from .io.loader import load
+        tf = timeframe or _finest(rulebook.name, symbol, datadir)
+        frame = load(symbol, rulebook.name, tf, start=entry_time, end=inclusive_end(end), datadir=datadir)
+    if tiers is None:
+        tiers = tier_history(rulebook.name, symbol, datadir)
+    cs = float(contract_size)
+    a = audit_position(symbol, Side(-sgn), entry_time,
+                       None if entry_price is None else _reciprocal(entry_price),
+                       size=None if contracts is None else contracts * cs, margin=margin, leverage=leverage,
+                       exchange=rulebook, end=end, timeframe=timeframe, frame=mirror_frame(frame),
+                       tiers=tiers, datadir=datadir, reported_price=reported_price, _mirrored=True,
+                       _lot_size=cs, **rest)      # partial steps in whole contracts, as the broker's
+    r = _reciprocal
+
+    def opt(x):
+        return None if x is None else _num(r(x))
+
+    def bar(ohlc: dict) -> dict:
+        return {"open": r(ohlc["open"]), "high": r(ohlc["low"]), "low": r(ohlc["high"]),
+                "close": r(ohlc["close"])}
+
+    a.symbol, a.side, a.settle, a.contract_size = symbol, str(Side(sgn)), symbol.rsplit(":", 1)[1], cs
+    a.entry_price = float(entry_price) if entry_price is not None else r(a.entry_price)
+    a.size = a.size / cs
+    a.funding_paid += 0.0                       # no −0.0
+    for name in ("entry_liquidation_price", "entry_bankruptcy_price", "liquidation_price",
+                 "trigger_price", "bankruptcy_price"):
+        setattr(a, name, opt(getattr(a, name)))
+    if a.bar is not None:
+        a.bar = {k: bar(v) for k, v in a.bar.items()}
+    a.other_trigger = dict(a.other_trigger, liquidation_price=opt(a.other_trigger["liquidation_price"]))
+    for e in a.events:
+        e.update({k: opt(e[k]) for k in ("trigger_price", "fill_price", "liquidation_price",
+                                         "bankruptcy_price")})
+        e["size"], e["remaining"] = e["size"] / cs, e["remaining"] / cs
+    return a
 
 
 def _event_dict(market: Market, e) -> dict:
@@ -489,8 +587,10 @@ def _timeframe(market: Market) -> str:
 
 def _judge(audit: PositionAudit, market: Market, rulebook: Rulebook, out, i: int, reported_ms: int,
            reported_price: float | None, fee: float, fine: dict | None = None,
-           detail: pd.DataFrame | None = None) -> None:
-    """The verdict on a reported liquidation, and its evidence."""
+           detail: pd.DataFrame | None = None, px=float) -> None:
+    """The verdict on a reported liquidation, and its evidence. ``px``: a replayed price as the
+    user reads it (a coin-margined mirror's: 1/x, its side the opposite one)."""
+    usd = px is not float                       # the replay is of a mirror: words of the USD side
     audit.reported_time = _iso(reported_ms)
     audit.reported_price = reported_price
     if reported_ms < market.times[i]:
@@ -502,15 +602,15 @@ def _judge(audit: PositionAudit, market: Market, rulebook: Rulebook, out, i: int
     evidence = []
     if out.liquidated[0]:
         evidence.append(f"the rules liquidate it in the {_iso(market.times[t])} bar at "
-                        f"{out.trigger_price[0]:,.2f} (liquidation price {out.liquidation_price[0]:,.2f}, "
-                        f"{audit.trigger} {'opened beyond it' if out.gap[0] else 'extreme ' + format(_extreme(market, audit, t), ',.2f')})")
+                        f"{px(out.trigger_price[0]):,.2f} (liquidation price {px(out.liquidation_price[0]):,.2f}, "
+                        f"{audit.trigger} {'opened beyond it' if out.gap[0] else 'extreme ' + format(px(_extreme(market, audit, t)), ',.2f')})")
         verdict = "consistent" if r == t else ("earlier" if r < t else "later")
         if fine is not None and r == t:             # judged at the detail's resolution
             minute = reported_ms - reported_ms % fine["step_ms"]
             verdict = ("consistent" if minute == fine["ms"] else
                        "earlier" if minute < fine["ms"] else "later")
             evidence.append(f"on {fine['timeframe']} bars the {audit.trigger} reaches it in the "
-                            f"{fine['time']} bar, at {fine['trigger_price']:,.2f}")
+                            f"{fine['time']} bar, at {px(fine['trigger_price']):,.2f}")
     else:
         verdict = "undetermined" if beyond_data else "earlier"
         evidence.append(f"the rules do not liquidate it through {_iso(market.times[-1])}")
@@ -527,20 +627,25 @@ def _judge(audit: PositionAudit, market: Market, rulebook: Rulebook, out, i: int
     rows = _detail_rows(detail, market, upto, [column], reported_ms) if upto == r else None
     if rows is not None:
         extreme[-1] = rows[column].min() if sgn > 0 else rows[column].max()
-    room = sgn * (extreme - path) / path
+    shown_sgn, shown_x, shown_path = sgn, extreme, path
+    if usd:                                     # the distance as the user's prices give it
+        with np.errstate(divide="ignore"):
+            shown_sgn, shown_x, shown_path = -sgn, 1.0 / extreme, 1.0 / path
+        word = "low" if shown_sgn > 0 else "high"
+    room = shown_sgn * (shown_x - shown_path) / shown_path
     k = int(np.nanargmin(room))
     when = _iso(market.times[i + k])
     rows = _detail_rows(detail, market, i + k, [column], reported_ms if i + k == r else None)
     if rows is not None:
         when = _iso(int((rows[column].idxmin() if sgn > 0 else rows[column].idxmax()).value // 1_000_000))
-    audit.closest = {"time": when, "price": float(extreme[k]),
-                     "liquidation_price": float(path[k]), "distance_pct": float(room[k] * 100)}
+    audit.closest = {"time": when, "price": float(shown_x[k]),
+                     "liquidation_price": float(shown_path[k]), "distance_pct": float(room[k] * 100)}
     if verdict == "earlier":
-        evidence.append(f"closest {audit.trigger} price before the report: {word} {extreme[k]:,.2f} at "
+        evidence.append(f"closest {audit.trigger} price before the report: {word} {shown_x[k]:,.2f} at "
                         f"{when}, {abs(room[k]) * 100:.2f} % "
-                        f"{'above' if sgn > 0 else 'below'} the liquidation price {path[k]:,.2f}")
+                        f"{'above' if shown_sgn > 0 else 'below'} the liquidation price {shown_path[k]:,.2f}")
     if reported_price is not None and r < len(market) and not beyond_data:
-        lo_, hi_ = market.last[2][r], market.last[1][r]
+        lo_, hi_ = sorted((px(market.last[2][r]), px(market.last[1][r])))
         where = "inside" if lo_ <= reported_price <= hi_ else "outside"
         evidence.append(f"reported price {reported_price:,.2f} is {where} the {_iso(market.times[r])} "
                         f"bar's last-price range {lo_:,.2f} to {hi_:,.2f}")

@@ -31,6 +31,8 @@ import math
 from dataclasses import dataclass
 from typing import Iterable
 
+import numpy as np
+
 from .errors import InputError
 from .funding import funding_payment
 from .margin import (AccountMargin, MarginMode, Position, PositionMargin, Side, evaluate,
@@ -61,6 +63,64 @@ def inverse_funding_payment(signed_contracts, contract_size, mark_price, rate):
     # in the coin (Q / mark) × rate; the linear payment of signed_contracts × contract size
     # "units" at the price 1/mark.
     return funding_payment(signed_contracts * contract_size, 1.0 / mark_price, rate)
+
+
+def mirror_funding(total, at_open, rate, mark_open, mark_close):
+    """A bar's funding as a linear feed gives it → the mirror's (per unit, at the open, rate).
+    Scalars or numpy arrays; NaN (no event) stays NaN.
+
+    ``total`` = Σ rate × mark over the bar's events, ``at_open`` the part at its open (NaN: none),
+    ``rate`` = Σ rate, marks in USD. An inverse position pays Σ rate / mark per USD of face value
+    (Binance "Introduction to Binance Futures Funding Rates", COIN-M: funding = position value in
+    the coin × rate; Bybit "Funding Fee Calculation", inverse: position value = contracts / mark).
+    The event at the open is at ``mark_open``; the later part's mark is ``total_later /
+    rate_later`` (exact for one later event in the bar; several: their rate-weighted mark), else
+    ``mark_close``. The mirror has the opposite side, so its rates are negated: it pays
+    (−side·Q) × (−Σ rate/mark) = side·Q·Σ rate/mark, a long paying a positive rate.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        first = np.where(at_open == at_open, at_open, 0.0)
+        r_open = np.where(first != 0, first / mark_open, 0.0)
+        inv_first = r_open / mark_open
+        later = total - first
+        r_later = rate - r_open
+        by_rate = (r_later == r_later) & (r_later != 0) & (later / np.where(r_later != 0, r_later, 1.0) > 0)
+        inv_later = np.where(later != 0, np.where(by_rate, r_later * r_later / np.where(later != 0, later, 1.0),
+                                                  later / (mark_close * mark_close)), 0.0)
+        inv_later = np.where(later == later, inv_later, np.nan)
+    per_unit, open_part = -(inv_first + inv_later), -inv_first
+    if np.ndim(per_unit) == 0:
+        return float(per_unit), float(open_part), -rate
+    return per_unit, np.where(at_open == at_open, open_part, np.nan), -rate
+
+
+def mirror_prices(open_, high, low, close):
+    """A bar (or arrays of bars) in USD → the mirror's: 1/P, the high and low swapped."""
+    with np.errstate(divide="ignore"):
+        return (np.divide(1.0, open_), np.divide(1.0, low), np.divide(1.0, high), np.divide(1.0, close))
+
+
+def mirror_frame(frame):
+    """A :func:`btperp.load`-shaped frame of a coin-margined symbol (prices in USD) → the frame of
+    its mirror (prices 1/P with high and low swapped, for last and mark prices; funding as
+    :func:`mirror_funding`), which :mod:`btperp.replay` replays with the linear formulas."""
+    out = frame.copy()
+    for prefix in ("", "mark_"):
+        cols = [prefix + c for c in ("open", "high", "low", "close")]
+        if all(c in frame for c in cols):
+            o, h, lo, c = mirror_prices(*(frame[c].to_numpy(float) for c in cols))
+            for name, values in zip(cols, (o, h, lo, c)):
+                out[name] = values
+    if "funding_per_unit" in frame and "funding_rate" in frame:
+        mo = frame["mark_open"].to_numpy(float)
+        mc = frame["mark_close"].to_numpy(float)
+        at_open = (frame["funding_open_per_unit"].to_numpy(float) if "funding_open_per_unit" in frame
+                   else np.full(len(frame), np.nan))
+        total, first, rate = mirror_funding(frame["funding_per_unit"].to_numpy(float), at_open,
+                                            frame["funding_rate"].to_numpy(float), mo, mc)
+        out["funding_per_unit"], out["funding_open_per_unit"], out["funding_rate"] = total, first, rate
+    out.attrs = dict(frame.attrs)
+    return out
 
 
 # --- positions ------------------------------------------------------------------------------
@@ -262,4 +322,4 @@ def inverse_bankruptcy_price(exchange: "str | Rulebook", side, contracts: float,
 __all__ = ["InversePosition", "InversePositionMargin", "make_inverse_position", "evaluate_inverse",
            "inverse_liquidation_price", "inverse_bankruptcy_price", "inverse_maintenance_margin",
            "inverse_rulebook", "inverse_unrealized_pnl", "inverse_funding_payment", "position_value",
-           "settle_coin"]
+           "settle_coin", "mirror_funding", "mirror_prices", "mirror_frame"]

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 import backtrader as bt
 
 from ..account import Fill, FundingPayment, Holding, Liquidation, MarginCall
+from ..inverse import mirror_funding
 
 
 def reciprocal(x: float) -> float:
@@ -60,30 +61,11 @@ class Mirror:
     @staticmethod
     def funding(total: float, at_open: float, rate: float, mark_open: float,
                 mark_close: float) -> tuple[float, float, float]:
-        """A bar's funding as the linear feed gives it (``total`` = Σ rate × mark over its events,
-        ``at_open`` the part at the bar's open, ``rate`` = Σ rate; marks in USD) → the mirror's
-        ``(per unit, at the open, rate)``.
-
-        Inverse funding per USD of face value is Σ rate / mark (Binance "Introduction to Binance
-        Futures Funding Rates", COIN-M: funding = position value in the coin × rate; Bybit
-        "Funding Fee Calculation", inverse: position value = contracts / mark). The event at the
-        open is at ``mark_open``; the later part's mark is ``total_later / rate_later`` (exact for
-        one later event in the bar; several: their rate-weighted mark), else ``mark_close``. The
-        mirror position has the opposite side, so its rates are negated: it then pays
-        −Q·side × −Σ rate/mark = side·Q·Σ rate/mark, longs paying a positive rate.
-        """
-        first = at_open if at_open == at_open else 0.0
-        r_open = first / mark_open if first else 0.0
-        inv_first = r_open / mark_open
-        later = total - first
-        inv_later = 0.0
-        if later:
-            r_later = rate - r_open
-            if r_later == r_later and r_later and later / r_later > 0:
-                inv_later = r_later * r_later / later        # r / (later / r): rate over its mark
-            else:
-                inv_later = later / (mark_close * mark_close)
-        return -(inv_first + inv_later), -inv_first, -rate
+        """A bar's funding as the linear feed gives it → the mirror's ``(per unit, at the open,
+        rate)``: :func:`btperp.inverse.mirror_funding` (its docstring: Σ rate / mark per USD of
+        face value, the rates negated for the mirror's opposite side)."""
+        per_unit, first, rate = mirror_funding(total, at_open, rate, mark_open, mark_close)
+        return per_unit, first if first == first else 0.0, rate
 
     # --- the account's records, back to contracts and USD ----------------------------------
 

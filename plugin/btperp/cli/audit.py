@@ -18,6 +18,9 @@ examples:
   btperp audit position --symbol BTCUSDT --side short --entry-time "2024-03-01 08:00" \\
         --entry-price 61500 --size 0.5 --leverage 20 \\
         --reported-time "2024-03-04 21:17" --reported-price 64400 --plot out/audit.png
+  # coin-margined (BTCUSD_PERP, 100 USD contracts; data and tiers under --datadir binance-coinm/)
+  btperp audit position --exchange binance-coinm --symbol BTCUSD_PERP --side long \
+        --entry-time "2024-03-01 08:00" --entry-price 61500 --contracts 1000 --leverage 20 --datadir data
 """
 
 HISTORY_EXAMPLES = """\
@@ -52,8 +55,14 @@ def register(sub) -> None:
     pos.add_argument("--entry-price", type=types.positive_float,
                      help="average entry price (default: the last-price open of the entry bar)")
     pos.add_argument("--size", type=types.positive_float, help="position size in base units (BTC, ETH)")
+    pos.add_argument("--contracts", type=types.positive_float,
+                     help="coin-margined exchanges (binance-coinm, bybit-inverse): position size in contracts")
+    pos.add_argument("--contract-size", type=types.positive_float,
+                     help="coin-margined: USD per contract (default: the exchange's, Binance BTCUSD 100, "
+                          "other COIN-M 10, Bybit 1)")
     pos.add_argument("--margin", type=types.positive_float,
-                     help="isolated margin, USDT (cross: the wallet balance backing the position)")
+                     help="isolated margin, USDT, or the coin for coin-margined contracts (cross: the "
+                          "wallet balance backing the position)")
     pos.add_argument("--leverage", type=types.positive_float, help="leverage setting; with --margin it gives the size")
     pos.add_argument("--margin-mode", default="isolated", choices=["isolated", "cross"],
                      help="margin mode (default isolated)")
@@ -98,6 +107,11 @@ def _price(x) -> str:
     return fmt_number(x)
 
 
+def _coin(x) -> str:
+    """An amount in a coin: eight decimals, as exchanges show BTC."""
+    return "-" if x is None else f"{x:,.8f}"
+
+
 def run_position(args: argparse.Namespace) -> int:
     from ..audit import audit_position
     a = audit_position(args.symbol, args.side, args.entry_time, args.entry_price, size=args.size,
@@ -105,8 +119,12 @@ def run_position(args: argparse.Namespace) -> int:
                        margin_mode=args.margin_mode, end=args.end, timeframe=args.timeframe,
                        trigger=args.trigger, reported_time=args.reported_time,
                        reported_price=args.reported_price, datadir=args.datadir, detail=args.detail,
-                       liquidation=args.liquidation)
+                       liquidation=args.liquidation, contracts=args.contracts,
+                       contract_size=args.contract_size)
     plot = None
+    if args.plot and a.contract_size is not None:
+        from ..errors import InputError
+        raise InputError("the chart of a coin-margined audit is not drawn yet; drop --plot", field="plot")
     if args.plot:
         from ..report.audit import plot_position
         plot = str(plot_position(args.plot, a))
@@ -115,9 +133,13 @@ def run_position(args: argparse.Namespace) -> int:
         out["plot"] = plot
         print_json(out)
         return 0
-    print(f"{a.symbol} {a.side} {a.size:.6g} at {a.entry_price:,.2f} ({a.entry_time} UTC), "
-          f"{a.leverage:.4g}x {a.margin_mode}, margin {a.margin:,.2f} USDT; tier table "
-          f"{a.tier_table}; {a.timeframe} bars to {a.data_end}")
+    inverse = a.contract_size is not None
+    amount = _coin if inverse else _price
+    size = (f"{a.size:.6g} contracts of {a.contract_size:g} USD" if inverse else f"{a.size:.6g}")
+    print(f"{a.symbol} {a.side} {size} at {a.entry_price:,.2f} ({a.entry_time} UTC), "
+          f"{a.leverage:.4g}x {a.margin_mode}, margin {amount(a.margin)} {a.settle}; tier table "
+          f"{a.tier_table}; {a.timeframe} bars to {a.data_end}"
+          + ("; prices in USD, amounts in " + a.settle if inverse else ""))
     print(f"at entry: liquidation price {_price(a.entry_liquidation_price)}, bankruptcy price "
           f"{_price(a.entry_bankruptcy_price)}")
     if a.liquidated:
@@ -126,8 +148,8 @@ def run_position(args: argparse.Namespace) -> int:
         print(f"LIQUIDATED by the {a.trigger} price in the {a.liquidation_time} {unit}: liquidation price "
               f"{_price(a.liquidation_price)} ({how}, triggered at {_price(a.trigger_price)}), "
               f"bankruptcy price {_price(a.bankruptcy_price)}, tier {a.tier} "
-              f"({a.maintenance_rate * 100:.2f} %), equity {_price(a.equity)} vs maintenance margin "
-              f"{_price(a.maintenance_margin)}")
+              f"({a.maintenance_rate * 100:.2f} %), equity {amount(a.equity)} vs maintenance margin "
+              f"{amount(a.maintenance_margin)}")
         print(f"  bar: mark O {a.bar['mark']['open']:,.2f} H {a.bar['mark']['high']:,.2f} "
               f"L {a.bar['mark']['low']:,.2f} C {a.bar['mark']['close']:,.2f}; last O "
               f"{a.bar['last']['open']:,.2f} H {a.bar['last']['high']:,.2f} L {a.bar['last']['low']:,.2f} "
@@ -135,14 +157,14 @@ def run_position(args: argparse.Namespace) -> int:
         if any(e["partial"] for e in a.events):
             for e in a.events:
                 what = (f"partial step: {e['size']:.6g} closed at {_price(e['fill_price'])}, fee "
-                        f"{_price(e['fee'])}, {e['remaining']:.6g} left, margin ratio "
+                        f"{amount(e['fee'])}, {e['remaining']:.6g} left, margin ratio "
                         f"{e['margin_ratio'] * 100:.2f} %" if e["partial"] else
                         f"closed: {e['size']:.6g} at {_price(e['fill_price'])} (trigger "
-                        f"{_price(e['trigger_price'])}), loss {_price(e['loss'])}")
+                        f"{_price(e['trigger_price'])}), loss {amount(e['loss'])}")
                 print(f"  {e['time']} tier {e['tier']}: {what}")
     else:
         print(f"not liquidated by the {a.trigger} price through {a.data_end} ({a.bars_held} bars)")
-    print(f"funding paid until then: {a.funding_paid:,.2f} USDT (negative: received)")
+    print(f"funding paid until then: {amount(a.funding_paid)} {a.settle} (negative: received)")
     o = a.other_trigger
     print(f"with the {o['trigger']} price triggering instead: "
           + (f"liquidated in the {o['liquidation_time']} bar at {_price(o['liquidation_price'])}"
