@@ -25,6 +25,7 @@ from perpkit import feed, make_frame, run, table
 
 import btperp
 from btperp.errors import InputError
+from btperp.io.history import read_metadata
 from btperp.inverse import inverse_bankruptcy_price, inverse_liquidation_price
 
 #: Binance BTCUSD-like tiers, bounded by position value in BTC: 0.4 % to 5 BTC (125x), ...
@@ -290,3 +291,47 @@ def test_max_open_size_in_contracts():
 
     run_coinm(f, None, strategy=Probe, leverage=10)
     assert seen[0] == 4_726
+
+
+# --- the margin history, in the settlement currency ---------------------------------------------
+
+def test_history_columns_in_the_coin_and_usd(tmp_path):
+    """The liquidation case's history (amounts in BTC, prices in USD, sizes in contracts), by hand:
+    at bar 1's close (mark 50,000) the long of 100 contracts holds margin 0.01 BTC, position value
+    (``notional``) 10,000 / 50,000 = 0.2 BTC, maintenance margin 0.2 × 0.4 % = 0.0008 BTC, ratio
+    0.0008 / 0.01 = 8 %, liquidation price 47,809.52; at bar 2's close (mark 49,000) unrealized
+    10,000 × (1/50,000 − 1/49,000) = −0.004081632… BTC. Events: the fill (+100 at 50,000, fee
+    0.0001 BTC) and the liquidation (100 at the bankruptcy price 47,619.05, PnL −0.01 BTC)."""
+    import pandas as pd
+    low = [50_000, 50_000, 49_000, 47_000, 48_000]
+    f = coinm([50_000, 50_000, 49_000, 48_500, 48_000], low=low, mark_low=low)
+    run_coinm(f, {0: [("buy", {"size": 100})]}, leverage=20, history=str(tmp_path))
+    h = pd.read_parquet(tmp_path / "history.parquet")
+    assert list(h["side"].astype(str)) == ["long", "long"]
+    first, second = h.iloc[0], h.iloc[1]
+    assert (first["size"], first["entry_price"], first["mark_close"]) == (100, pytest.approx(50_000),
+                                                                        pytest.approx(50_000))
+    assert first["notional"] == pytest.approx(0.2, rel=1e-12)
+    assert first["position_margin"] == pytest.approx(0.01, rel=1e-12)
+    assert first["initial_margin"] == pytest.approx(0.01, rel=1e-12)
+    assert first["maintenance_margin"] == pytest.approx(0.0008, rel=1e-12)
+    assert first["margin_ratio"] == pytest.approx(0.08, rel=1e-9)
+    assert first["liquidation_price"] == pytest.approx(10_040 / 0.21, rel=1e-12)
+    assert first["bankruptcy_price"] == pytest.approx(50_000 * 20 / 21, rel=1e-12)
+    assert first["fees_paid"] == pytest.approx(0.0001, rel=1e-12)
+    assert second["mark_close"] == pytest.approx(49_000) and second["close"] == 49_000
+    assert second["extreme_checked"] == pytest.approx(49_000)            # the bar's mark low
+    assert second["unrealized_pnl"] == pytest.approx(10_000 * (1 / 50_000 - 1 / 49_000), rel=1e-12)
+    assert second["equity"] == pytest.approx(0.01 + 10_000 * (1 / 50_000 - 1 / 49_000), rel=1e-12)
+    e = pd.read_parquet(tmp_path / "events.parquet")
+    fill = e[e["kind"] == "fill"].iloc[0]
+    assert (fill["side"], fill["size"], fill["price"], fill["fee"]) == ("long", 100, pytest.approx(50_000),
+                                                                      pytest.approx(0.0001))
+    liq = e[e["kind"] == "liquidation"].iloc[0]
+    assert (liq["side"], liq["size"]) == ("long", 100)
+    assert liq["price"] == pytest.approx(50_000 * 20 / 21, rel=1e-12)
+    assert liq["trigger_price"] == pytest.approx(10_040 / 0.21, rel=1e-12)
+    assert liq["pnl"] == pytest.approx(-0.01, rel=1e-9) and liq["mark_price"] == 47_000
+    meta = read_metadata(tmp_path / "history.parquet")
+    inst = meta["settings"]["instruments"]["BTC/USD:BTC"]
+    assert (inst["contract_size"], inst["settle"], inst["lot_size"]) == (100, "BTC", 1)

@@ -22,7 +22,8 @@ fee to close at the bankruptcy price ``E·L/(L ± 1)`` = the mirror of ``(1/E)(1
 module does not restate a formula: :func:`evaluate_inverse` hands :meth:`InversePosition.mirror`
 to :func:`btperp.margin.evaluate` with the exchange's rulebook and maps the answers back
 (``P = 1/x``). A liquidation settled in the mirror (:mod:`btperp.liquidation`) is the inverse one
-too, with its fill at ``1/x``: that is how the broker can take inverse contracts later.
+too, with its fill at ``1/x``: that is how the broker (:mod:`btperp.bt.inverse`) and the audit
+(:func:`mirror_frame`) take inverse contracts.
 """
 
 from __future__ import annotations

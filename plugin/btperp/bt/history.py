@@ -8,6 +8,12 @@ bulk by the core's own formulas (:func:`btperp.margin.maintenance_margin_array`)
 bounded whatever the run's length. At the end the events and the run's metadata are written and
 both files are renamed into place (:mod:`btperp.io.history`).
 
+Coin-margined (inverse) runs: the account works on each position's mirror (:mod:`btperp.bt.inverse`);
+the rows and events are written as the strategy sees them: ``size`` in contracts, ``side`` the
+position's own, prices in USD (``entry_price``, ``close``, ``mark_close``, ``extreme_checked``,
+``liquidation_price``, ``bankruptcy_price``), every amount in the coin (``notional`` is the position
+value in the coin, contracts × contract size / mark).
+
 ``btperp.install(cerebro, ..., history="DIR")`` adds it; ``cerebro.addanalyzer(PerpHistory,
 path="DIR")`` does the same by hand. ``get_analysis()`` returns the run id and the two paths.
 """
@@ -215,6 +221,9 @@ class PerpHistory(bt.Analyzer):
                 "taker_fee": inst.taker_fee, "liquidation_fee": inst.liquidation_fee,
                 "fill_policy": str(inst.fill_policy), "lot_size": inst.lot_size,
                 "trigger": inst.trigger, "mark_fallback": inst.mark_fallback}
+            if getattr(book, "mirror", None) is not None:       # coin-margined
+                instruments[inst.symbol].update(lot_size=book.lot_size, settle=inst.symbol.rsplit(":", 1)[1],
+                                                contract_size=book.mirror.contract_size)
             data = book.data
             cols = getattr(data, "_cols", None)
             if cols is not None and len(cols["datetime"]):
@@ -303,19 +312,32 @@ class PerpHistory(bt.Analyzer):
                 bankruptcy_price=raw["bankruptcy_price"][rows], wallet=wallet[rows],
                 unrealized=account_upnl[rows], maintenance=account_mm[rows])
         symbols = [b.inst.symbol for b in books]
+        extreme, lp, bp = raw["extreme_checked"], raw["liquidation_price"], raw["bankruptcy_price"]
+        sizes, notional = qty, qty * mark           # notional: in the settlement currency
+        mirrors = [getattr(b, "mirror", None) for b in books]
+        if any(m is not None for m in mirrors):
+            # coin-margined: the mirror's sides, sizes and prices back to the strategy's (contracts,
+            # USD: 1/x, btperp.bt.inverse); amounts are the coin's as they are
+            cs = np.array([np.nan if m is None else m.contract_size for m in mirrors])[book_ix]
+            inv = ~np.isnan(cs)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                side = np.where(inv, -side, side)
+                sizes = np.where(inv, qty / cs, qty)
+                entry, mark, extreme, lp, bp = (np.where(inv, 1.0 / x, x)
+                                                for x in (entry, mark, extreme, lp, bp))
         self._sink.write({
             "time": _ms(raw["time"]).astype("datetime64[ms]"),
             "run_id": pa.array([self._run_id] * n, pa.string()),
             "symbol": _labels(book_ix, symbols),
             "trade_id": raw["trade_id"].astype(np.int32),
             "side": _labels((side < 0).astype(np.int32), ["long", "short"]),
-            "size": qty, "entry_price": entry, "close": raw["close"], "mark_close": mark,
-            "extreme_checked": raw["extreme_checked"], "notional": qty * mark, "tier": tier,
+            "size": sizes, "entry_price": entry, "close": raw["close"], "mark_close": mark,
+            "extreme_checked": extreme, "notional": notional, "tier": tier,
             "maintenance_rate": rate, "maintenance_amount": amount, "initial_margin": im,
             "maintenance_margin": mm, "position_margin": _nullable(raw["position_margin"]),
             "equity": equity, "unrealized_pnl": upnl, "margin_ratio": np.asarray(ratio, float),
-            "liquidation_price": _nullable(raw["liquidation_price"]),
-            "bankruptcy_price": _nullable(raw["bankruptcy_price"]),
+            "liquidation_price": _nullable(lp),
+            "bankruptcy_price": _nullable(bp),
             "leverage": leverage, "margin_mode": _labels((~isolated).astype(np.int32), ["isolated", "cross"]),
             "funding_paid": raw["funding_paid"], "fees_paid": raw["fees_paid"], "adl_score": adl,
         })
@@ -367,7 +389,12 @@ class PerpHistory(bt.Analyzer):
     def _events(self) -> dict:
         """The account's records as events, in the order they happened (its journal)."""
         rows: list[dict] = []
+        mirrors = getattr(self._broker, "_mirrors", None) or {}
+        convert = {Fill: "fill", FundingPayment: "funding_payment", Liquidation: "liquidation",
+                   MarginCall: "margin_call"}
         for r in self._broker.account.journal:
+            if mirrors and type(r) in convert:          # coin-margined: contracts and USD
+                r = getattr(mirrors[r.symbol], convert[type(r)])(r)
             if isinstance(r, Fill):
                 rows.append(dict(time=r.time, kind="fill", symbol=r.symbol, trade_id=r.trade_id,
                                  side=r.side, size=r.size, price=r.price,

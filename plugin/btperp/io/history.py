@@ -46,20 +46,22 @@ def _f(name: str, type_, doc: str, nullable: bool = False) -> pa.Field:
     return pa.field(name, type_, nullable=nullable, metadata={b"doc": doc.encode()})
 
 
-#: One row per bar per open position. Amounts in the settlement currency (USDT), sizes in base units.
+#: One row per bar per open position. Amounts in the settlement currency (USDT; coin-margined: the
+#: coin), sizes in base units (coin-margined: contracts), prices in the quote currency (USD).
 HISTORY_SCHEMA = pa.schema([
     _f("time", _TIME, "bar open time, UTC"),
     _f("run_id", pa.string(), "the run that wrote the row (in a sweep: the hive partition key)"),
     _f("symbol", _LABEL, "unified symbol, BTC/USDT:USDT"),
     _f("trade_id", pa.int32(), "1, 2, ... per symbol: a new id each time a position opens from flat"),
     _f("side", _LABEL, "long or short"),
-    _f("size", pa.float64(), "position size, base units, > 0"),
+    _f("size", pa.float64(), "position size, base units (coin-margined: contracts), > 0"),
     _f("entry_price", pa.float64(), "average entry price"),
     _f("close", pa.float64(), "last-price close of the bar"),
     _f("mark_close", pa.float64(), "mark-price close of the bar (the valuation price)"),
     _f("extreme_checked", pa.float64(), "adverse extreme the liquidation check used: mark low (long) "
                                         "or high (short); last-price extremes with trigger='last'"),
-    _f("notional", pa.float64(), "size x mark close"),
+    _f("notional", pa.float64(), "size x mark close (coin-margined: the position value in the coin, "
+                                 "contracts x contract size / mark close)"),
     _f("tier", pa.int16(), "tier (1-based) of the position at the mark close"),
     _f("maintenance_rate", pa.float64(), "maintenance margin rate of that tier, fraction"),
     _f("maintenance_amount", pa.float64(), "maintenance amount (cum) of that tier"),

@@ -72,8 +72,8 @@ class BinanceCoinM(BinanceUSDM):
     # Binance fee schedule, COIN-M regular users: maker 0.02 %, taker 0.05 %.
     taker_fee = 0.0005
     maker_fee = 0.0002
-    # Not checked for COIN-M (the USDⓈ-M BTCUSDT rate); used only once the broker takes inverse
-    # contracts, never by calc.
+    # Not checked for COIN-M (the USDⓈ-M BTCUSDT rate): the broker's and the audit's liquidation
+    # fee under fill_policy="fee" and on partial steps, never by calc. Pass liquidation_fee= to set it.
     liquidation_fee_rate = 0.0125
     documents = {
         "liquidation price": "https://www.binance.com/en/support/faq/ceccfcfb4e3a45e3b48b0b1bb1a8ae46",
