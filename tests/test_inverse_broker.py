@@ -335,3 +335,44 @@ def test_history_columns_in_the_coin_and_usd(tmp_path):
     meta = read_metadata(tmp_path / "history.parquet")
     inst = meta["settings"]["instruments"]["BTC/USD:BTC"]
     assert (inst["contract_size"], inst["settle"], inst["lot_size"]) == (100, "BTC", 1)
+
+
+def test_cross_margin_backs_the_position_with_the_wallet():
+    """Cross, 0.02 BTC, 100 BTCUSD contracts long at 50,000 (20x): after the opening fee the wallet
+    is 0.02 − 0.0001 = 0.0199 BTC, and Binance's COIN-M formula with WB = 0.0199:
+        LP = (Q × MMR + Q) / (WB + cum + Q / EP) = 10,040 / (0.0199 + 0.2) = 45,657.12…
+        BP (equity 0: 0.0199 + 10,000 × (1/50,000 − 1/P) = 0) = 10,000 / 0.2199 = 45,475.22…
+    Bar 3's mark low 45,000 crosses it: the whole wallet is lost, value 0."""
+    lp, bp = 10_040 / 0.2199, 10_000 / 0.2199
+    low = [50_000, 50_000, 48_000, 45_000, 46_000]
+    f = coinm([50_000, 50_000, 48_000, 46_000, 46_000], low=low, mark_low=low)
+    seen = []
+
+    class Hold(bt.Strategy):
+        def next(self):
+            if len(self) == 1:
+                self.buy(size=100)
+            elif len(self) == 3:
+                seen.append(self.broker.get_margin_state(self.data))
+
+    strat, b = run_coinm(f, None, strategy=Hold, leverage=20, cash=0.02, margin_mode="cross")
+    assert seen[0].liquidation_price == pytest.approx(lp, rel=1e-12)
+    (liq,) = b.liquidations
+    assert liq.trigger_price == pytest.approx(lp, rel=1e-12) and liq.fill_price == pytest.approx(bp, rel=1e-12)
+    assert b.wallet_balance == pytest.approx(0.0, abs=1e-15) and b.getvalue() == pytest.approx(0.0, abs=1e-15)
+
+
+def test_margin_sizer_sizes_whole_contracts_over_a_usd_minimum():
+    """MarginSizer on 1 BTC at 10x puts 95 % of the balance up: 4,726 contracts (as max_open_size
+    above); on 0.0000002 BTC (100 USD contracts) it opens nothing rather than dust."""
+    from perpkit import Script, feed
+
+    from btperp.bt.sizers import MarginSizer
+    for cash, expected in ((1.0, 4_726), (0.0000002, None)):
+        cerebro = bt.Cerebro(stdstats=False)
+        cerebro.adddata(feed(coinm([50_000] * 4)))
+        cerebro.addstrategy(Script, plan={0: [("buy", {})]})
+        cerebro.addsizer(MarginSizer)
+        b = btperp.install(cerebro, exchange="binance-coinm", cash=cash, leverage=10, tiers=BTC_TIERS)
+        cerebro.run()
+        assert (b.fills[0].size if b.fills else None) == expected

@@ -68,7 +68,7 @@ class MarginSizer(bt.Sizer):
 
     An order below ``min_notional`` USDT is not placed (size 0): Binance USDⓈ-M refuses orders
     under 5 USDT of notional on most symbols, so a wiped-out account stops trading instead of
-    trading dust.
+    trading dust. Coin-margined: ``min_notional`` USD of face value (contracts × contract size).
     """
 
     params = (("percents", 95.0), ("min_notional", 5.0))
@@ -78,4 +78,7 @@ class MarginSizer(bt.Sizer):
         if max_open is None:
             raise TypeError("MarginSizer sizes with a PerpBroker: use btperp.install(cerebro, ...)")
         size = max_open(data, isbuy=isbuy, fraction=self.p.percents / 100.0)
-        return size if size * data.close[0] >= self.p.min_notional else 0.0
+        mirror = self.broker.mirror(data) if hasattr(self.broker, "mirror") else None
+        # the order's notional in the quote currency (coin-margined: contracts × contract size, USD)
+        notional = size * (data.close[0] if mirror is None else mirror.contract_size)
+        return size if notional >= self.p.min_notional else 0.0
