@@ -275,7 +275,8 @@ def test_orders_are_whole_contracts_and_checked_for_margin_in_the_coin():
     assert b.fills[0].size == 10
     strat, b = run_coinm(f, {0: [("buy", {"size": 100})]}, leverage=10, cash=0.001)
     assert strat.orders[0][1] == "Margin" and not b.fills
-    assert "exceed the available balance 0.00" in b.rejections[0].reason
+    # 0.2 / 10 + 0.2 × 0.0005 = 0.0201 BTC against 0.001 (amounts in a coin: 8 decimals)
+    assert b.rejections[0].reason == "initial margin and fee 0.02010000 exceed the available balance 0.00100000"
     assert (b.rejections[0].size, b.rejections[0].price) == (100, 50_000)      # contracts, USD
 
 
@@ -376,3 +377,17 @@ def test_margin_sizer_sizes_whole_contracts_over_a_usd_minimum():
         b = btperp.install(cerebro, exchange="binance-coinm", cash=cash, leverage=10, tiers=BTC_TIERS)
         cerebro.run()
         assert (b.fills[0].size if b.fills else None) == expected
+
+
+def test_a_last_price_trigger_liquidates_on_the_usd_low():
+    """trigger='last': the same long as above (LP 47,809.52) on a bar whose last low is 47,500 while
+    its mark low stays at 48,500: liquidated on the last price, the record keeping both USD extremes
+    (mark low 48,500, last low 47,500)."""
+    low, mark_low = [50_000, 50_000, 49_000, 47_500, 48_000], [50_000, 50_000, 49_000, 48_500, 48_000]
+    f = coinm([50_000, 50_000, 49_000, 48_700, 48_000], low=low, mark_low=mark_low)
+    _, b = run_coinm(f, {0: [("buy", {"size": 100})]}, leverage=20, trigger="last")
+    (liq,) = b.liquidations
+    assert liq.trigger == "last" and liq.trigger_price == pytest.approx(10_040 / 0.21, rel=1e-12)
+    assert (liq.mark_price, liq.last_price) == (pytest.approx(48_500), pytest.approx(47_500))
+    _, b = run_coinm(f, {0: [("buy", {"size": 100})]}, leverage=20)
+    assert b.liquidations == []                 # the mark never got there

@@ -59,6 +59,11 @@ from .tiers import TierHistory, TierTable
 DUST = 1e-9
 
 
+def _money(leg: "Leg", amount: float) -> str:
+    """An amount in a message: 2 decimals in USDT, 8 in a coin (coin-margined, as exchanges show BTC)."""
+    return f"{amount:,.8f}" if leg.inst.rulebook.inverse else f"{amount:,.2f}"
+
+
 # --- records ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -566,14 +571,14 @@ class Account:
         notional = abs(new_size) * price
         tier = leg.table.lookup(notional)
         if inst.leverage > tier.max_leverage * (1 + 1e-12):
-            return (f"notional {notional:,.2f} is in tier {tier.tier}, which allows at most "
+            return (f"notional {_money(leg, notional)} is in tier {tier.tier}, which allows at most "
                     f"{tier.max_leverage:g}x; leverage is {inst.leverage:g}x"), 0.0
         # the rulebook's initial margin (Binance "Leverage and Margin": notional / leverage) and the
         # opening fee at the taker rate
         cost = leg.initial_margin(opened, price) + abs(opened) * price * inst.taker_fee
         if cost > available + release + 1e-9 * max(1.0, cost):
-            return (f"initial margin and fee {cost:,.2f} exceed the available balance "
-                    f"{available + release:,.2f}"), cost
+            return (f"initial margin and fee {_money(leg, cost)} exceed the available balance "
+                    f"{_money(leg, available + release)}"), cost
         return None, cost
 
     def release_estimate(self, leg: Leg, size0: float, closing: float, price: float) -> float:
@@ -1098,12 +1103,13 @@ class Account:
         if not math.isfinite(amount):
             raise InputError(f"amount must be a finite number, got {amount!r}", field="amount")
         if amount > available + 1e-9:
-            raise InputError(f"amount {amount:,.2f} exceeds the available balance {available:,.2f}",
-                             field="amount")
+            raise InputError(f"amount {_money(leg, amount)} exceeds the available balance "
+                             f"{_money(leg, available)}", field="amount")
         floor = leg.initial_margin(pos.size, pos.price)
         if amount < 0 and leg.margin + amount < floor - 1e-9:
-            raise InputError(f"removing {-amount:,.2f} would leave {leg.margin + amount:,.2f}, below the "
-                             f"initial margin {floor:,.2f}", field="amount")
+            raise InputError(f"removing {_money(leg, -amount)} would leave "
+                             f"{_money(leg, leg.margin + amount)}, below the initial margin "
+                             f"{_money(leg, floor)}", field="amount")
         leg.margin += amount
         self._moved(leg)
         self._log(self.margin_changes, MarginChange(self.clock.to_datetime(leg.dt), leg.inst.symbol,

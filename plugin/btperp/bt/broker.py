@@ -237,13 +237,26 @@ class Book(Leg):
 
     def bar_extremes(self, long: bool) -> tuple[float, float]:
         """The bar's adverse mark and last-price extremes (recorded with a liquidation)."""
-        data = self.data
-        if self.mirror is not None:         # the mirror's long is a USD short: adverse is the USD high
-            last = self.mirror.price(data.high[0] if long else data.low[0])
-            return (self.t_low if long else self.t_high), last
-        last = data.low[0] if long else data.high[0]
         if self.inst.trigger == "mark":
+            last = self._last_extreme(long)
             return (self.t_low if long else self.t_high), last
+        m = self.mirror
+        if m is not None:                   # in USD on the USD side (the mirror's long is a short)
+            mark_x, last_x = self._usd_extremes(not long)
+            return m.price(mark_x), m.price(last_x)
+        return self._usd_extremes(long)
+
+    def _last_extreme(self, long: bool) -> float:
+        """The bar's adverse last-price extreme, in the account's (mirror's) prices."""
+        data, m = self.data, self.mirror
+        if m is None:
+            return data.low[0] if long else data.high[0]
+        return m.price(data.high[0] if long else data.low[0])   # the mirror's long: the USD high
+
+    def _usd_extremes(self, long: bool) -> tuple[float, float]:
+        """The feed's adverse mark and last extremes of a ``long`` (USD side) with trigger='last'."""
+        data = self.data
+        last = data.low[0] if long else data.high[0]
         if isinstance(data, PerpData):
             return _now(self.l_ml if long else self.l_mh), last
         table = getattr(data, "btperp_market", None)
@@ -1168,6 +1181,9 @@ def install(cerebro: bt.Cerebro, exchange: str = "binance-usdm", cash: float = 1
 
     ``per_data`` maps a feed's name (or symbol) to its own settings (``leverage``,
     ``margin_mode``, fees, ...); ``options`` are :class:`PerpBroker` params for every feed.
+    Coin-margined exchanges (``binance-coinm``, ``bybit-inverse``): ``cash`` in the coin, sizes in
+    contracts (``contract_size=`` USD each, per data in ``per_data``), prices in USD
+    (:mod:`btperp.bt.inverse`).
     ``history="DIR"`` records the margin history of each run there (:class:`btperp.bt.PerpHistory`;
     ``history_every="change"`` writes a row only when a position's state changes). With
     backtrader's standard observers on (``stdstats``), liquidations are marked on its plot.
