@@ -153,3 +153,12 @@ def test_cli_audits_a_coin_margined_position(tmp_path, capsys):
         assert cli(base + extra) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
+
+
+def test_the_frames_contract_size_is_the_default():
+    """A frame recording 10 USD contracts: 1,000 of them are the hand case's 10,000 USD long."""
+    f = hand_frame()
+    f.attrs["contract_size"] = 10.0
+    a = audit_position("BTCUSD", "long", "2024-01-01 01:00", 50_000, contracts=1_000, leverage=20,
+                       exchange="binance-coinm", frame=f, tiers=BTC_TIERS)
+    assert a.contract_size == 10 and a.liquidation_price == pytest.approx(10_040 / 0.21, rel=1e-12)

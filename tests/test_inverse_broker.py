@@ -391,3 +391,16 @@ def test_a_last_price_trigger_liquidates_on_the_usd_low():
     assert (liq.mark_price, liq.last_price) == (pytest.approx(48_500), pytest.approx(47_500))
     _, b = run_coinm(f, {0: [("buy", {"size": 100})]}, leverage=20)
     assert b.liquidations == []                 # the mark never got there
+
+
+def test_the_contract_size_a_dataset_records_is_the_default():
+    """A frame whose attrs carry the contract (what btperp fetch records and btperp.load reads:
+    ``contract_size`` 10 USD) sizes the contracts, unless a setting says otherwise: 100 contracts
+    from 50,000 to 55,000 make 100 × 10 × (1/50,000 − 1/55,000) = 0.00181818… BTC."""
+    f = coinm([50_000, 50_000, 55_000, 55_000])
+    f.attrs.update(contract_type="inverse", contract_size=10.0, settle="BTC")
+    strat, b = run_coinm(f, {0: [("buy", {"size": 100})], 2: [("close", {})]}, leverage=5)
+    assert b.books[0].mirror.contract_size == 10
+    assert strat.trades[0][0] == pytest.approx(1_000 * (1 / 50_000 - 1 / 55_000), rel=1e-12)
+    strat, b = run_coinm(f, {0: [("buy", {"size": 100})]}, leverage=5, contract_size=100)
+    assert b.books[0].mirror.contract_size == 100

@@ -279,7 +279,8 @@ def audit_position(symbol: str, side, entry_time: Any, entry_price: float | None
     so the liquidation (and the report) are judged to the minute. ``liquidation``: ``partial``
     (default) lists the exchange's partial steps in ``events`` (module docstring), with the
     liquidation fee ``liquidation_fee`` (default the exchange's); ``full``: one close.
-    Coin-margined exchanges take ``contracts`` (and ``contract_size``, default the exchange's)
+    Coin-margined exchanges take ``contracts`` (and ``contract_size``, default the dataset's, else
+    the exchange's)
     instead of ``size``, and ``margin`` in the coin (module docstring).
     """
     rulebook = get_rulebook(exchange, inverse=True)
@@ -449,8 +450,6 @@ def _audit_inverse(rulebook: Rulebook, symbol: str, side, entry_time, entry_pric
     if detail is not None:
         raise InputError("detail bars are not supported for coin-margined audits yet", field="detail")
     sgn = int(Side.parse(side))
-    if contract_size is None:
-        contract_size = rulebook.default_contract_size(symbol.split("/")[0])
     for name, value in (("contracts", contracts), ("contract_size", contract_size), ("margin", margin),
                         ("leverage", leverage), ("entry_price", entry_price)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
@@ -466,6 +465,8 @@ def _audit_inverse(rulebook: Rulebook, symbol: str, side, entry_time, entry_pric
         frame = load(symbol, rulebook.name, tf, start=entry_time, end=inclusive_end(end), datadir=datadir)
     if tiers is None:
         tiers = tier_history(rulebook.name, symbol, datadir)
+    if contract_size is None:           # the dataset's (btperp fetch records it), else the exchange's
+        contract_size = frame.attrs.get("contract_size") or rulebook.default_contract_size(symbol.split("/")[0])
     cs = float(contract_size)
     a = audit_position(symbol, Side(-sgn), entry_time,
                        None if entry_price is None else _reciprocal(entry_price),

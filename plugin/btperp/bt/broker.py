@@ -381,8 +381,8 @@ class PerpBroker(bt.brokers.BackBroker):
     - ``exchange``: ``binance-usdm`` (default), ``bybit`` or ``hyperliquid``; coin-margined:
       ``binance-coinm`` or ``bybit-inverse`` (cash and value in the coin, sizes in contracts,
       prices in USD; :mod:`btperp.bt.inverse`)
-    - ``contract_size``: coin-margined only, USD per contract (None: the exchange's, Binance
-      BTCUSD 100, other COIN-M 10, Bybit 1)
+    - ``contract_size``: coin-margined only, USD per contract (None: the feed's dataset's, as
+      ``btperp fetch`` records it, else the exchange's: Binance BTCUSD 100, other COIN-M 10, Bybit 1)
     - ``leverage`` (1), ``margin_mode`` (``isolated`` | ``cross``)
     - ``maker_fee`` / ``taker_fee`` / ``liquidation_fee``: None = the exchange's standard rates
     - ``fill_policy``: ``bankruptcy`` (default) or ``fee`` (:mod:`btperp.liquidation`)
@@ -640,6 +640,8 @@ class PerpBroker(bt.brokers.BackBroker):
                     raise InputError(f"{symbol}: detail bars are not supported for coin-margined "
                                      f"contracts yet; leave detail=None", field="detail")
                 cs = settings["contract_size"]
+                if cs is None:                  # the dataset's own (btperp fetch records it)
+                    cs = self._feed_attrs(data).get("contract_size")
                 if cs is None:
                     cs = rulebook.default_contract_size(symbol.split("/")[0])
                 mirror = self._mirrors[symbol] = Mirror(float(cs))
@@ -725,6 +727,15 @@ class PerpBroker(bt.brokers.BackBroker):
             raise DataError(f"{book.inst.symbol}: no mark price for {int(bad.sum())} bars, the first at "
                             f"{first:%Y-%m-%d %H:%M} UTC; add mark prices or pass mark_fallback='last'",
                             timestamp=first, count=int(bad.sum()))
+
+    @staticmethod
+    def _feed_attrs(data) -> Mapping[str, Any]:
+        """The attrs of the frame behind a feed (PerpData, or btperp.attach's table), or {}."""
+        frame = getattr(data.p, "dataname", None) if isinstance(data, PerpData) else None
+        market = getattr(data, "btperp_market", None)
+        if frame is None and market is not None:
+            frame = market.frame
+        return getattr(frame, "attrs", None) or {}
 
     @staticmethod
     def _symbol_of(data, inverse: bool = False) -> str:
