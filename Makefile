@@ -61,6 +61,7 @@ datasets: $(STAMP)
 # Developers only (not in CI): mutation testing of the pure core with mutmut (see README).
 # mutmut imports mutated code from src/, so the package is copied to build/mutation/src/btperp.
 # build/mutation is kept between runs: mutmut re-runs only the mutants of functions that changed.
+# MUTANTS='btperp.margin.*' runs only the mutants matching those patterns.
 MUT := build/mutation
 mutation: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -70,8 +71,8 @@ mutation: $(STAMP)
 	cp -r tests strategies examples pyproject.toml $(MUT)/
 	ln -sfn $(CURDIR)/datasets $(MUT)/datasets
 	cd $(MUT) && BTPERP_DATASETS=$(CURDIR)/datasets BTPERP_HYPOTHESIS=mutation \
-	    $(CURDIR)/$(BIN)/mutmut run --max-children $${MUTATION_JOBS:-2}
-	cd $(MUT) && $(CURDIR)/$(BIN)/mutmut results
+	    $(CURDIR)/$(BIN)/mutmut run --max-children $${MUTATION_JOBS:-2} $(MUTANTS)
+	$(BIN)/python bench/mutation_report.py $(MUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build plugin/*.egg-info

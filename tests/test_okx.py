@@ -328,10 +328,12 @@ def test_every_okx_refusal_names_the_source_tier_and_field_exactly(rows, error, 
 def test_okx_tier_numbers_bounds_and_raw_fields_are_kept():
     """Tier 1 0..10 contracts and tier 2 from 11 up (no maxSz) at ctVal 0.5: 0..5 and 5..∞ in base
     units; each tier keeps OKX's own minSz/maxSz (and imr when given) in its info."""
-    table = TierTable.from_okx([_okx_row(0, 10, 0.01, 10, tier=1), _okx_row(11, None, 0.02, 5, tier=2)], 0.5)
+    first = dict(_okx_row(0, 10, 0.01, 10, tier=1), imr="0.1")
+    table = TierTable.from_okx([first, _okx_row(11, None, 0.02, 5, tier=2)], 0.5)
     assert [(t.tier, t.min_notional, t.max_notional, t.maintenance_margin_rate, t.max_leverage)
             for t in table.tiers] == [(1, 0.0, 5.0, 0.01, 10.0), (2, 5.0, math.inf, 0.02, 5.0)]
-    assert [t.info for t in table.tiers] == [{"minSz": "0", "maxSz": "10"}, {"minSz": "11", "maxSz": ""}]
+    assert [t.info for t in table.tiers] == [{"minSz": "0", "maxSz": "10", "imr": "0.1"},
+                                             {"minSz": "11", "maxSz": ""}]
 
 
 def test_a_tier_after_an_open_ended_one_overlaps_it():

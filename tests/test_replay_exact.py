@@ -534,3 +534,60 @@ def test_liquidation_events_of_a_position_entered_after_the_bars_low():
     late = liquidation_events(m, BINANCE, 1, 2.0, 100.0, 40.0, 5.0, 2, 6, True, 0.9)
     assert (late.events, late.closed, late.funding_paid, late.margin_left, late.size_left) == ((), False, 12.0, 28.0, 2.0)
     assert liquidation_events(m, BINANCE, 1, 2.0, 100.0, 40.0, 5.0, 2, 6, True, 0.0).events[0].bar == 2
+
+
+def _hyperliquid_market(lows, funding=(0.0, 0.0, 0.0, 0.0)):
+    """Four hourly bars at 100 with these mark lows; funding per unit at each bar's open."""
+    from btperp.rules.hyperliquid import Hyperliquid
+    q = np.full(4, 100.0)
+    f = np.asarray(funding, float)
+    return Market(np.arange(4) * HOUR, mark=[q, q, np.asarray(lows, float), q], last=[q, q, q, q],
+                  funding_per_unit=f, funding_open_per_unit=f,
+                  epochs=[Epoch(0, 4, Hyperliquid.table_for_max_leverage(20))], step_ms=HOUR)
+
+
+def test_hyperliquid_steps_in_the_replay_the_cooldown_the_last_bar_and_funding_between_steps():
+    """Long 2,000 at 100, 10x, margin 20,000, Hyperliquid 20x table (MM 2.5 % of notional), no fee.
+    LP(m, s) = (m − 100 s) / (0.025 s − s).
+    * bar 1's low 91.5 reaches LP(20,000, 2,000) = 92.3077: 400 closed there (MM 2,000 × 92.3077 ×
+      2.5 % = 4,615.38), then the remainder's LP(16,923.08, 1,600) = 91.716 in the same bar: within
+      the 30 s cooldown, the whole remainder at its bankruptcy price 100 − 16,923.08 / 1,600;
+    * held to bar 1 only (stop = 2), a step in the last bar ends the replay with 1,600 open;
+    * with 0.1 per unit at bars 1 and 2's opens and lows 92.3, 91.85: margin 20,000 − 200 = 19,800,
+      LP 92.4103 in bar 1, 400 closed: 16,764.10; bar 2's open takes 160: 16,604.10, LP 91.9204,
+      reached by 91.85 in another bar: 320 (20 %) closed there: 14,018.65 on 1,280, whose LP 91.331
+      is not reached. Funding paid 200 + 160 = 360."""
+    rb = get_rulebook("hyperliquid")
+
+    def lp(m, s):
+        return (m - 100 * s) / (0.025 * s - s)
+
+    same = liquidation_events(_hyperliquid_market([100, 91.5, 100, 100]), rb, 1, 2_000.0, 100.0,
+                              20_000.0, 10.0, 0, 4, taker_fee=0.0)
+    step, close = same.events
+    m2 = 20_000 - 400 * (100 - lp(20_000, 2_000))
+    assert (step.bar, step.partial, step.size, close.bar, close.partial, close.size) == (1, True, 400.0, 1, False, 1_600.0)
+    assert step.maintenance_margin == pytest.approx(2_000 * lp(20_000, 2_000) * 0.025, rel=1e-12)
+    assert close.trigger_price == pytest.approx(lp(m2, 1_600), rel=1e-12)
+    assert close.fill_price == pytest.approx(100 - m2 / 1_600, rel=1e-12)
+    assert same.closed and same.size_left == 0.0
+
+    last = liquidation_events(_hyperliquid_market([100, 92, 100, 100]), rb, 1, 2_000.0, 100.0, 20_000.0,
+                              10.0, 0, 2, taker_fee=0.0)
+    assert [e.bar for e in last.events] == [1]
+    assert (last.closed, last.size_left, last.last_bar, last.funding_paid) == (False, 1_600.0, 1, 0.0)
+    assert last.margin_left == pytest.approx(m2, rel=1e-12)
+
+    funded = liquidation_events(_hyperliquid_market([100, 92.3, 91.85, 100], (0, 0.1, 0.1, 0)), rb, 1,
+                                2_000.0, 100.0, 20_000.0, 10.0, 0, 4, taker_fee=0.0)
+    lp1 = lp(19_800, 2_000)
+    m3 = 19_800 - 400 * (100 - lp1) - 160
+    lp2 = lp(m3, 1_600)
+    m4 = m3 - 320 * (100 - lp2)
+    assert round(lp1, 4) == 92.4103 and round(lp2, 4) == 91.9204 and round(m4, 2) == 14_018.65
+    assert [(e.bar, e.partial, e.size, e.remaining) for e in funded.events] == [(1, True, 400.0, 1_600.0),
+                                                                                 (2, True, 320.0, 1_280.0)]
+    assert funded.events[1].trigger_price == pytest.approx(lp2, rel=1e-12)
+    assert (funded.closed, funded.size_left, funded.last_bar) == (False, 1_280.0, 3)
+    assert funded.funding_paid == pytest.approx(360.0, rel=1e-12)
+    assert funded.margin_left == pytest.approx(m4, rel=1e-12)
