@@ -400,3 +400,68 @@ def test_cross_with_one_position_equals_isolated_with_that_margin(rulebook, p, t
 def test_funding_in_the_coin_is_contracts_times_size_times_rate_over_mark(contracts, size, mark, rate, side):
     paid = inverse_funding_payment(side * contracts, size, mark, rate)
     assert paid == pytest.approx(side * contracts * size * rate / mark, rel=1e-12, abs=1e-300)
+
+
+# --- OKX coin-margined swaps ------------------------------------------------------------------------
+
+def test_okx_inverse_isolated_long_and_short_follow_okx_margin_ratio(capsys):
+    """OKX "Tiered maintenance margin ratio rules", coin-margined swaps, isolated: margin ratio =
+    (margin + UPL) / (face value × |contracts| / mark × (tiered MMR + fee rate)), liquidated at
+    100 %; UPL (long) = face value × contracts × (1/entry − 1/mark). 1,000 BTC-USD-SWAP contracts
+    (100 USD: Q = 100,000 USD) at 50,000, 10x: margin Q / E / 10 = 0.2 BTC; MMR 0.5 %, taker 0.05 %.
+        long:  0.2 + 100,000 (1/50,000 − 1/P) = 100,000 / P × 0.0055  →  P = 100,550 / 2.2 = 45,704.55
+               bankruptcy: 0.2 + 2 − 100,000 / P = 0                   →  P = 100,000 / 2.2 = 45,454.55
+        short: 0.2 + 100,000 (1/P − 1/50,000) = 100,000 / P × 0.0055  →  P = 99,450 / 1.8 = 55,250.00
+               bankruptcy: 100,000 / P = 1.8                           →  P = 55,555.56
+    The tier follows the contracts (tables bounded in USD of face value): 3,000 contracts (300,000 USD)
+    are tier 2 (above 200,000: MMR 1 %) at any price; long at 10x, margin 0.6 BTC:
+        6.6 = 300,000 × 1.0105 / P  →  P = 303,150 / 6.6 = 45,931.82"""
+    from btperp.rules import OKXInverse, get_rulebook
+    rb = get_rulebook("okx-inverse", core=True)
+    assert isinstance(rb, OKXInverse) and rb.inverse and (rb.taker_fee, rb.liquidation_fee_rate) == (0.0005, 0.0)
+    assert rb.default_contract_size("BTC") == 100.0 and rb.default_contract_size("ETH") == 10.0
+    single = TierTable.single(0.005)
+    long = evaluate_inverse(rb, [make_inverse_position("BTC/USD:BTC", "long", 1_000, 50_000, contract_size=100,
+                                                       tiers=single, leverage=10)]).positions[0]
+    assert long.initial_margin == pytest.approx(0.2, rel=1e-12) and long.position_value == 2.0
+    assert long.maintenance_margin == pytest.approx(2 * 0.0055, rel=1e-12)
+    assert round(long.liquidation_price, 2) == 45_704.55 and round(long.bankruptcy_price, 2) == 45_454.55
+    short = evaluate_inverse(rb, [make_inverse_position("BTC/USD:BTC", "short", 1_000, 50_000, contract_size=100,
+                                                        tiers=single, leverage=10)]).positions[0]
+    assert round(short.liquidation_price, 2) == 55_250.00 and round(short.bankruptcy_price, 2) == 55_555.56
+    two = TierTable.from_ccxt([{"tier": 1, "minNotional": 0, "maxNotional": 200_000, "maintenanceMarginRate": 0.005,
+                                "maxLeverage": 100},
+                               {"tier": 2, "minNotional": 200_000, "maxNotional": 1e7, "maintenanceMarginRate": 0.01,
+                                "maxLeverage": 50}], amounts=False)
+    big = evaluate_inverse(rb, [make_inverse_position("BTC/USD:BTC", "long", 3_000, 50_000, contract_size=100,
+                                                      tiers=two, leverage=10)]).positions[0]
+    assert big.tier == 2 and round(big.liquidation_price, 2) == 45_931.82
+    # the same through btperp calc (BTC-USD-SWAP: 100 USD a contract by default)
+    assert cli(["calc", "--exchange", "okx-inverse", "--symbol", "BTC-USD-SWAP", "--side", "long", "--contracts",
+                "1000", "--entry", "50000", "--leverage", "10", "--mmr", "0.005", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)["positions"][0]
+    assert (out["contract_size"], round(out["liquidation_price"], 2)) == (100, 45_704.55)
+    # OKX's coin-margined swaps are not in backtests (like its linear ones): a clear refusal
+    import backtrader as bt
+    import btperp
+    with pytest.raises(InputError, match="okx-inverse is modelled in the margin core and `btperp calc` only"):
+        btperp.install(bt.Cerebro(), exchange="okx-inverse")
+
+
+@given(p=positions, mmr=st.floats(0.001, 0.1))
+def test_okx_inverse_equity_is_the_maintenance_margin_at_the_liquidation_price(p, mmr):
+    """Equity in the coin at OKX's liquidation price = face value / P × (MMR + fee); zero at the
+    bankruptcy price (OKX reserves nothing there)."""
+    from btperp.rules import OKXInverse
+    rb = OKXInverse()
+    lev = 1 + p["leverage"] * (1 / (2 * (mmr + p["fee"])) - 1)       # below the leverage where IM = MM
+    pos = make_inverse_position("BTC/USD:BTC", p["side"], p["contracts"], p["entry"], contract_size=p["contract_size"],
+                                tiers=TierTable.single(mmr), leverage=lev)
+    r = evaluate_inverse(rb, [pos], taker_fee=p["fee"]).positions[0]
+    margin = pos.entry_value / lev
+    if r.liquidation_price is not None:
+        assert math.isclose(equity_at(pos, margin, r.liquidation_price),
+                            pos.face_value / r.liquidation_price * (mmr + p["fee"]),
+                            rel_tol=1e-9, abs_tol=1e-9 * pos.entry_value)
+    if r.bankruptcy_price is not None:
+        assert math.isclose(equity_at(pos, margin, r.bankruptcy_price), 0.0, abs_tol=1e-9 * pos.entry_value)

@@ -8,7 +8,7 @@ from .binance import BinanceCoinM, BinanceUSDM
 from .bybit import BybitInverse, BybitLinear
 from .generic import Generic
 from .hyperliquid import Hyperliquid
-from .okx import OKXLinear
+from .okx import OKXInverse, OKXLinear
 
 #: The rulebooks of the whole stack: broker, replay, audit, backtests and calc.
 RULEBOOKS: dict[str, type[Rulebook]] = {cls.name: cls for cls in (BinanceUSDM, BybitLinear, Hyperliquid)}
@@ -16,9 +16,11 @@ RULEBOOKS: dict[str, type[Rulebook]] = {cls.name: cls for cls in (BinanceUSDM, B
 #: replay or the audit): OKX, the generic approximation; and the coin-margined (inverse) rulebooks,
 #: which the broker (``btperp.install``) and ``audit position`` also take (:data:`INVERSE_RULEBOOKS`).
 CORE_RULEBOOKS: dict[str, type[Rulebook]] = {cls.name: cls for cls in (OKXLinear, Generic, BinanceCoinM,
-                                                                        BybitInverse)}
-#: Coin-margined rulebooks: margin core, calc, the broker and ``audit position`` (``inverse=True``).
-INVERSE_RULEBOOKS = frozenset(name for name, cls in CORE_RULEBOOKS.items() if cls.inverse)
+                                                                        BybitInverse, OKXInverse)}
+#: Coin-margined rulebooks: margin core, calc, the broker and ``audit position`` (``inverse=True``);
+#: OKX's stays in the core and calc like OKX's linear one (its tiers follow the contracts).
+INVERSE_RULEBOOKS = frozenset(name for name, cls in CORE_RULEBOOKS.items()
+                              if cls.inverse and name != OKXInverse.name)
 _ALIASES = {"binance": "binance-usdm", "binanceusdm": "binance-usdm", "binance_usdm": "binance-usdm",
             "bybit-linear": "bybit", "okx-linear": "okx", "okx-usdt": "okx",
             "binancecoinm": "binance-coinm", "binance_coinm": "binance-coinm", "coinm": "binance-coinm"}
@@ -55,5 +57,5 @@ def get_rulebook(exchange: "str | Rulebook", *, core: bool = False, inverse: boo
 
 
 __all__ = ["Rulebook", "PartialRule", "BinanceUSDM", "BinanceCoinM", "BybitLinear", "BybitInverse",
-           "Hyperliquid", "OKXLinear", "Generic", "RULEBOOKS",
+           "Hyperliquid", "OKXLinear", "OKXInverse", "Generic", "RULEBOOKS",
            "CORE_RULEBOOKS", "INVERSE_RULEBOOKS", "get_rulebook"]

@@ -59,3 +59,30 @@ class OKXLinear(Generic):
         # "Tiered maintenance margin ratio rules": the tier follows the position's number of
         # contracts; btperp's OKX tables are bounded in base units (contracts × ctVal).
         return size * 1.0
+
+
+class OKXInverse(OKXLinear):
+    """OKX coin-margined (inverse) perpetual swaps (``BTC-USD-SWAP``): contracts of 100 USD (BTC) or
+    10 USD, margin and PnL in the coin.
+
+    The USDT-margined rules in the reciprocal price (:mod:`btperp.inverse`): OKX's "Tiered
+    maintenance margin ratio rules" for coin-margined swaps, isolated: margin ratio = (margin +
+    UPL) / (face value × |contracts| / mark × (tiered MMR + fee rate)), UPL (long) = face value ×
+    contracts × (1 / entry − 1 / mark); liquidated at 100 %. In the mirror that is the linear OKX
+    denominator (position value in the coin × (MMR + fee)). The tier follows the number of
+    contracts, whatever the price: btperp's OKX inverse tables are bounded in USD of face value
+    (contracts × ``ctVal``), the mirror's size. Core and ``btperp calc`` only: the broker's opening
+    check looks tiers up by position value, which OKX does not use.
+    """
+
+    name = "okx-inverse"
+    title = "OKX coin-margined perpetual swaps"
+    settle = "coin"
+    inverse = True
+    documents = dict(OKXLinear.documents, **{
+        "contract specifications": "https://www.okx.com/trade-market/info/swap",
+    })
+
+    def default_contract_size(self, base: str) -> float | None:
+        # OKX perpetual swap introduction: a face value of USD 100 for BTC, USD 10 for other coins.
+        return 100.0 if base.upper() == "BTC" else 10.0
