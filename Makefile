@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SHARED ?= ../shared/data/binance-usdm
 
-.PHONY: install test demo bench datasets mutation clean
+.PHONY: install test demo bench datasets mutation mutation-save clean
 
 install: $(STAMP)
 
@@ -61,18 +61,29 @@ datasets: $(STAMP)
 # Developers only (not in CI): mutation testing of the pure core with mutmut (see README).
 # mutmut imports mutated code from src/, so the package is copied to build/mutation/src/btperp.
 # build/mutation is kept between runs: mutmut re-runs only the mutants of functions that changed.
-# MUTANTS='btperp.margin.*' runs only the mutants matching those patterns.
+# MUTANTS='btperp.margin.*' runs only the mutants matching those patterns, checked ones again too
+# (mutmut's rule for named mutants); without it, only the unchecked ones run.
 MUT := build/mutation
+RESULTS := bench/mutation_results
 mutation: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	mkdir -p $(MUT)/src
+	mkdir -p $(MUT)/src $(MUT)/mutants/src/btperp
 	rm -rf $(MUT)/src/btperp $(MUT)/tests $(MUT)/strategies $(MUT)/examples
 	cp -r plugin/btperp $(MUT)/src/btperp
 	cp -r tests strategies examples pyproject.toml $(MUT)/
 	ln -sfn $(CURDIR)/datasets $(MUT)/datasets
+	for f in $(RESULTS)/*.meta.gz; do m=$(MUT)/mutants/src/btperp/$$(basename $$f .gz); \
+	    test -e $$m || gunzip -c $$f > $$m; done
 	cd $(MUT) && BTPERP_DATASETS=$(CURDIR)/datasets BTPERP_HYPOTHESIS=mutation \
-	    $(CURDIR)/$(BIN)/mutmut run --max-children $${MUTATION_JOBS:-2} $(MUTANTS)
+	    $(CURDIR)/$(BIN)/mutmut run --max-children $${MUTATION_JOBS:-2} $(MUTANTS); \
+	    status=$$?; cd $(CURDIR) && $(MAKE) --no-print-directory mutation-save && exit $$status
 	$(BIN)/python bench/mutation_report.py $(MUT)
+
+# The results so far (mutmut's per-module files, a few KB gzipped), committed so that a run resumes
+# on a fresh clone: mutmut keeps a result while its function's code is unchanged.
+mutation-save:
+	mkdir -p $(RESULTS)
+	for m in $(MUT)/mutants/src/btperp/*.py.meta; do gzip -n -c $$m > $(RESULTS)/$$(basename $$m).gz; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build plugin/*.egg-info

@@ -1,6 +1,7 @@
 """The mutation score of `make mutation`, per module, from mutmut's own result files.
 
     python bench/mutation_report.py build/mutation [--json] [--survivors] [--reset-survivors]
+    python bench/mutation_report.py bench/mutation_results      (the committed results)
 
 mutmut 3 keeps each mutant's exit code in ``mutants/<path>.meta`` (``exit_code_by_key``); this reads
 them with mutmut's own status table, subtracts the mutants judged equivalent in
@@ -20,6 +21,7 @@ One mutant against some tests, without mutmut (its trampolines read the variable
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 import tomllib
@@ -81,11 +83,18 @@ def reset_survivors(root: Path) -> int:
 
 
 def collect(root: Path) -> dict[str, dict[str, str]]:
-    """module file -> {mutant name: status}."""
+    """module file -> {mutant name: status}, from a mutation folder (build/mutation) or from the
+    committed results (bench/mutation_results/*.py.meta.gz)."""
+    out = {}
+    for saved in sorted(root.glob("*.py.meta.gz")):
+        codes = json.loads(gzip.decompress(saved.read_bytes()))["exit_code_by_key"]
+        out[saved.name[: -len(".meta.gz")]] = {k: status(v) for k, v in codes.items()}
+    if out:
+        return out
     metas = sorted((root / "mutants" / "src").rglob("*.py.meta"))
     if not metas:
-        raise SystemExit(f"{root}: no mutmut results (mutants/src/**/*.py.meta); run `make mutation`")
-    out = {}
+        raise SystemExit(f"{root}: no mutmut results (mutants/src/**/*.py.meta, or *.py.meta.gz); "
+                         f"run `make mutation`")
     for meta in metas:
         codes = json.loads(meta.read_text())["exit_code_by_key"]
         out[meta.name[: -len(".meta")]] = {k: status(v) for k, v in codes.items()}
