@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cascade import QUANTILE, SWEEP, VOLUME_MULTIPLE, VOLUME_SWEEP, VOLUME_WINDOW, cascades, ranked_high
+from .cascade import (QUANTILE, SWEEP, VOLUME_MULTIPLE, VOLUME_SWEEP, VOLUME_WINDOW, cascades, ranked_high,
+                      trailing_median_ratio)
 from .errors import BtperpWarning, DataError, InputError
 
 COLUMNS = ["time", "run_id", "symbol", "trade_id", "side", "size", "entry_price", "mark_close",
@@ -61,9 +62,7 @@ def adl_exposure(root: "str | os.PathLike[str]", *, datadir=None, sweep: float =
     cascades([1.0], [1.0], [1.0], [1.0], None, sweep=sweep, volume_multiple=volume_multiple,
              volume_sweep=volume_sweep)
     ranked_high([], [], quantile=quantile, min_score=min_score)
-    if isinstance(volume_window, bool) or not isinstance(volume_window, (int, np.integer)) \
-            or volume_window < 1:
-        raise InputError(f"must be a whole number of bars >= 1, got {volume_window!r}", field="volume_window")
+    trailing_median_ratio([], volume_window)
     root = Path(root)
     history = read(root, "history")
     metas = _run_metadata(root)

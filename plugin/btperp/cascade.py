@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from .errors import InputError
 
@@ -38,6 +39,8 @@ VOLUME_SWEEP = 0.003
 percentile, 0.2 to 0.3 %) is a cascade bar too."""
 VOLUME_WINDOW = 168
 """Default: the volume median is over the 168 bars before the bar (a week of 1h bars)."""
+MAX_WINDOW = 100_000
+"""The longest volume window accepted, in bars."""
 QUANTILE = 0.8
 """Default: a position ranks high at or above the 0.8 quantile of its run's profitable scores (the
 top fifth, as the top light of Binance's five-light ADL indicator)."""
@@ -84,25 +87,15 @@ def trailing_median_ratio(volume, window: int = VOLUME_WINDOW, min_periods: int 
     """``volume`` over the median of the ``window`` values before it (the bar itself excluded, so a
     spike does not dilute its own baseline); NaN until ``min_periods`` (default ``window // 4``, at
     least 1) are known, and where the median is 0."""
-    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1:
-        raise InputError(f"must be a whole number of bars >= 1, got {window!r}", field="volume_window")
+    if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or not 1 <= window <= MAX_WINDOW:
+        raise InputError(f"must be a whole number of bars from 1 to {MAX_WINDOW:,}, got {window!r}",
+                         field="volume_window")
     volume = np.asarray(volume, dtype=float)
-    n = len(volume)
     need = max(1, window // 4) if min_periods is None else int(min_periods)
-    out = np.full(n, np.nan)
-    if n < 2:
-        return out
-    from numpy.lib.stride_tricks import sliding_window_view
-    padded = np.concatenate([np.full(window, np.nan), volume[:-1]])   # padded[t : t+window] = before t
-    windows = sliding_window_view(padded, window)[:n]
-    known = np.sum(np.isfinite(windows), axis=1)
-    ok = known >= need
-    if ok.any():
-        med = np.full(n, np.nan)
-        med[ok] = np.nanmedian(windows[ok], axis=1)
-        good = ok & (med > 0)
-        out[good] = volume[good] / med[good]
-    return out
+    # the running median of the bars before (pandas' rolling median: O(n log window))
+    median = pd.Series(volume).shift(1).rolling(int(window), min_periods=need).median().to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(median > 0, volume / median, np.nan)
 
 
 def cascades(high, low, mark_high, mark_low, volume=None, *, sweep: float = SWEEP,
