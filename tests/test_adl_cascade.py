@@ -237,14 +237,17 @@ def test_the_cli_prints_the_flagged_bars_and_says_it_is_an_indicator(short_run, 
     assert "indicator" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, field", [
-    (["--sweep", "-1"], "sweep"), (["--quantile", "2"], "quantile"), (["--volume-window", "0"], "volume_window"),
-    (["--min-score", "nan"], "min_score"), (["--volume-multiple", "inf"], "volume_multiple"),
+@pytest.mark.parametrize("args, message", [
+    (["--sweep", "-1"], "argument --sweep: must be zero or more"),
+    (["--quantile", "2"], "quantile: must be a number in [0, 1]"),
+    (["--volume-window", "0"], "argument --volume-window: must be 1 or more"),
+    (["--volume-window", "100001"], "volume_window: must be a whole number of bars from 1 to 100,000"),
+    (["--min-score", "nan"], "argument --min-score"), (["--volume-multiple", "inf"], "argument --volume-multiple"),
 ])
-def test_bad_input_exits_2_naming_the_argument(short_run, capsys, args, field):
+def test_bad_input_exits_2_naming_the_argument(short_run, capsys, args, message):
     assert cli(["audit", "adl", str(short_run), *args]) == 2
     err = capsys.readouterr().err
-    assert field in err and "Traceback" not in err
+    assert message in err and "Traceback" not in err
 
 
 def test_a_folder_without_a_history_exits_2(tmp_path, capsys):

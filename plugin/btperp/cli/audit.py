@@ -251,19 +251,19 @@ def register_adl(asub) -> None:
         epilog=ADL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     adl.add_argument("dir", type=types.existing_path, help="directory the run (or sweep) wrote its history to")
     adl.add_argument("--datadir", type=types.data_dir, help="datasets folder for the market data (default: the run's)")
-    adl.add_argument("--sweep", type=float, default=SWEEP,
+    adl.add_argument("--sweep", type=types.non_negative_float, default=SWEEP,
                      help="last price beyond the mark by this fraction of the mark: a cascade bar "
                           f"(default {SWEEP:g})")
-    adl.add_argument("--volume-multiple", type=float, default=VOLUME_MULTIPLE,
+    adl.add_argument("--volume-multiple", type=types.non_negative_float, default=VOLUME_MULTIPLE,
                      help=f"volume this many times its trailing median ... (default {VOLUME_MULTIPLE:g})")
-    adl.add_argument("--volume-sweep", type=float, default=VOLUME_SWEEP,
+    adl.add_argument("--volume-sweep", type=types.non_negative_float, default=VOLUME_SWEEP,
                      help=f"... with a sweep of at least this fraction: a cascade bar too (default {VOLUME_SWEEP:g})")
-    adl.add_argument("--volume-window", type=int, default=VOLUME_WINDOW,
+    adl.add_argument("--volume-window", type=types.positive_int, default=VOLUME_WINDOW,
                      help=f"bars before the bar the volume median is over (default {VOLUME_WINDOW})")
-    adl.add_argument("--quantile", type=float, default=QUANTILE,
+    adl.add_argument("--quantile", type=types.finite_float, default=QUANTILE,
                      help="ranked high: adl_score at or above this quantile of the run's profitable "
                           f"scores (default {QUANTILE:g})")
-    adl.add_argument("--min-score", type=float,
+    adl.add_argument("--min-score", type=types.non_negative_float,
                      help="ranked high: adl_score at least this (the exchange's units), instead of --quantile")
     adl.add_argument("--json", action="store_true", help="print JSON")
     adl.set_defaults(run=run_adl)
