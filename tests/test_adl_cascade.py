@@ -254,3 +254,10 @@ def test_a_folder_without_a_history_exits_2(tmp_path, capsys):
     assert cli(["audit", "adl", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "no history.parquet" in err and "Traceback" not in err
+
+
+def test_audit_history_mentions_the_flagged_bars(short_run, capsys):
+    assert cli(["audit", "history", str(short_run), "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "no liquidations" in out
+    assert "ADL exposure (an indicator): 3 bars" in out and f"btperp audit adl {short_run}" in out

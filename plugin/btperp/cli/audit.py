@@ -194,6 +194,7 @@ def run_history(args: argparse.Namespace) -> int:
         return 0
     if not audits:
         print(f"{args.dir}: no liquidations")
+        _adl_mention(args)
         return 0
     headers = ["run", "time", "symbol", "side", "size", "entry", "lev", "tier (rate)", "mark", "last",
                "liq. price", "trigger", "bankr.", "equity", "maint.", "loss", "fee", "insurance",
@@ -220,6 +221,7 @@ def run_history(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     if plots:
         print(f"charts: {plots}/ ({sum(1 for a in audits if a.plot)} PNG)")
+    _adl_mention(args)
     return 0
 
 
@@ -267,6 +269,19 @@ def register_adl(asub) -> None:
                      help="ranked high: adl_score at least this (the exchange's units), instead of --quantile")
     adl.add_argument("--json", action="store_true", help="print JSON")
     adl.set_defaults(run=run_adl)
+
+
+def _adl_mention(args: argparse.Namespace) -> None:
+    """One line under ``audit history``: how many bars ``audit adl`` flags (nothing if it cannot tell)."""
+    from ..audit import adl_exposure
+    from ..errors import BtperpError
+    try:
+        flagged = adl_exposure(args.dir, datadir=args.datadir)
+    except BtperpError:
+        return
+    if len(flagged):
+        print(f"ADL exposure (an indicator): {len(flagged)} bars where a winning position ranked high "
+              f"during a liquidation cascade of the other side; see `btperp audit adl {args.dir}`")
 
 
 def run_adl(args: argparse.Namespace) -> int:
