@@ -112,7 +112,7 @@ def adl_exposure(root: "str | os.PathLike[str]", *, datadir=None, sweep: float =
         swept = c.sweep_against(sgn, at)
         by_sweep = swept >= sweep
         ratio = c.volume_ratio[at]
-        by_volume = np.nan_to_num(ratio, nan=0.0) >= volume_multiple
+        by_volume = (np.nan_to_num(ratio, nan=0.0) >= volume_multiple) & (swept >= volume_sweep)
         parts.append(pd.DataFrame({
             "time": h["time"].to_numpy(), "run_id": r, "symbol": s,
             "trade_id": h["trade_id"].to_numpy(), "side": h["side"].astype(str).to_numpy(),
