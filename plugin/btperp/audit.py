@@ -1006,3 +1006,8 @@ def history_frame(audits: list[LiquidationAudit]) -> pd.DataFrame:
 
 __all__ = ["PositionAudit", "LiquidationAudit", "audit_position", "audit_positions", "audit_history",
            "history_frame", "market_of", "tier_history", "resolve_size", "VERDICTS"]
+
+# ADL exposure, an indicator (btperp.adl): re-exported beside the other audits
+from .adl import adl_exposure  # noqa: E402
+
+__all__ += ["adl_exposure"]

@@ -101,6 +101,7 @@ def register(sub) -> None:
     hist.add_argument("--no-plots", action="store_true", help="no PNGs")
     hist.add_argument("--json", action="store_true", help="print JSON")
     hist.set_defaults(run=run_history)
+    register_adl(asub)
 
 
 def _price(x) -> str:
@@ -193,6 +194,7 @@ def run_history(args: argparse.Namespace) -> int:
         return 0
     if not audits:
         print(f"{args.dir}: no liquidations")
+        _adl_mention(args)
         return 0
     headers = ["run", "time", "symbol", "side", "size", "entry", "lev", "tier (rate)", "mark", "last",
                "liq. price", "trigger", "bankr.", "equity", "maint.", "loss", "fee", "insurance",
@@ -219,4 +221,96 @@ def run_history(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     if plots:
         print(f"charts: {plots}/ ({sum(1 for a in audits if a.plot)} PNG)")
+    _adl_mention(args)
+    return 0
+
+
+ADL_EXAMPLES = """\
+examples:
+  btperp audit adl out/run                      # the flagged bars, a table
+  btperp audit adl out/compare --json           # a sweep's runs, as JSON
+  btperp audit adl out/run --sweep 0.02 --quantile 0.9
+"""
+
+
+def register_adl(asub) -> None:
+    from ..cascade import QUANTILE, SWEEP, VOLUME_MULTIPLE, VOLUME_SWEEP, VOLUME_WINDOW
+    adl = asub.add_parser(
+        "adl", help="bars where a liquidation cascade hit the other side while a winning position "
+                    "ranked high for auto-deleveraging (an indicator)",
+        description=textwrap.dedent(f"""\
+            An indicator of auto-deleveraging (ADL) exposure, not a simulation: no counterparties
+            are simulated, nothing is deleveraged. Lists each bar of a run's history (DIR, or a
+            sweep's DIR/run_id=*/) where a position was in profit and ranked high (its adl_score
+            at or above the --quantile of the run's profitable scores on that symbol, or at least
+            --min-score) while the market data shows a liquidation cascade of the other side:
+            longs liquidated for a short (the last low below the mark low by --sweep of the mark,
+            or by --volume-sweep on a volume --volume-multiple times its median over the
+            --volume-window bars before), shorts liquidated for a long (the last high above the
+            mark high). The datasets have no market-wide liquidation volumes: the cascade is
+            estimated from the bars.
+            Defaults: --sweep {SWEEP:g} --volume-multiple {VOLUME_MULTIPLE:g} --volume-sweep {VOLUME_SWEEP:g} --volume-window {VOLUME_WINDOW} --quantile {QUANTILE:g}"""),
+        epilog=ADL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    adl.add_argument("dir", type=types.existing_path, help="directory the run (or sweep) wrote its history to")
+    adl.add_argument("--datadir", type=types.data_dir, help="datasets folder for the market data (default: the run's)")
+    adl.add_argument("--sweep", type=types.non_negative_float, default=SWEEP,
+                     help="last price beyond the mark by this fraction of the mark: a cascade bar "
+                          f"(default {SWEEP:g})")
+    adl.add_argument("--volume-multiple", type=types.non_negative_float, default=VOLUME_MULTIPLE,
+                     help=f"volume this many times its trailing median ... (default {VOLUME_MULTIPLE:g})")
+    adl.add_argument("--volume-sweep", type=types.non_negative_float, default=VOLUME_SWEEP,
+                     help=f"... with a sweep of at least this fraction: a cascade bar too (default {VOLUME_SWEEP:g})")
+    adl.add_argument("--volume-window", type=types.positive_int, default=VOLUME_WINDOW,
+                     help=f"bars before the bar the volume median is over (default {VOLUME_WINDOW})")
+    adl.add_argument("--quantile", type=types.finite_float, default=QUANTILE,
+                     help="ranked high: adl_score at or above this quantile of the run's profitable "
+                          f"scores (default {QUANTILE:g})")
+    adl.add_argument("--min-score", type=types.non_negative_float,
+                     help="ranked high: adl_score at least this (the exchange's units), instead of --quantile")
+    adl.add_argument("--json", action="store_true", help="print JSON")
+    adl.set_defaults(run=run_adl)
+
+
+def _adl_mention(args: argparse.Namespace) -> None:
+    """One line under ``audit history``: how many bars ``audit adl`` flags (nothing if it cannot tell)."""
+    from ..audit import adl_exposure
+    from ..errors import BtperpError
+    try:
+        flagged = adl_exposure(args.dir, datadir=args.datadir)
+    except BtperpError:
+        return
+    if len(flagged):
+        print(f"ADL exposure (an indicator): {len(flagged)} bars where a winning position ranked high "
+              f"during a liquidation cascade of the other side; see `btperp audit adl {args.dir}`")
+
+
+def run_adl(args: argparse.Namespace) -> int:
+    from ..adl import records
+    from ..audit import adl_exposure
+    flagged = adl_exposure(args.dir, datadir=args.datadir, sweep=args.sweep,
+                           volume_multiple=args.volume_multiple, volume_sweep=args.volume_sweep,
+                           volume_window=args.volume_window, quantile=args.quantile,
+                           min_score=args.min_score)
+    notes = flagged.attrs["notes"]
+    if args.json:
+        print_json({"indicator": "ADL exposure: not a simulation", "rule": flagged.attrs["rule"],
+                    "flagged": records(flagged), "notes": notes})
+        return 0
+    if flagged.empty:
+        print(f"{args.dir}: no bar where a winning position ranked high during a liquidation cascade "
+              f"of the other side")
+    else:
+        headers = ["run", "time", "symbol", "trade", "side", "uPnL", "adl_score", "rank", "liquidated",
+                   "sweep %", "last", "mark", "vol. x", "rule"]
+        rows = [[r.run_id, r.time.strftime("%Y-%m-%d %H:%M"), r.symbol.split(":")[0], str(r.trade_id), r.side,
+                 _price(r.unrealized_pnl), f"{r.adl_score:.4g}", f"{r.adl_rank:.2f}", r.liquidated_side,
+                 f"{r.sweep * 100:.2f}", _price(r.last_extreme), _price(r.mark_extreme),
+                 "-" if r.volume_ratio != r.volume_ratio else f"{r.volume_ratio:.1f}", r.rule]
+                for r in flagged.itertuples()]
+        print(table(headers, rows, right=[False] * 5 + [True] * 3 + [False] + [True] * 4 + [False]))
+    print("indicator, not a simulation: a flagged bar is where a real account could have been "
+          "auto-deleveraged (cascade estimated from last vs mark extremes and volume; rank against the "
+          "run's own profitable bars)")
+    for note in notes:
+        print(f"note: {note}")
     return 0
