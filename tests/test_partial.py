@@ -19,7 +19,7 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from perpkit import make_frame, random_market, run, table
 
@@ -355,6 +355,9 @@ PROP = table((0, 500, 0.01, 50), (500, 2_000, 0.025, 20), (2_000, 8_000, 0.05, 1
 
 
 @settings(max_examples=60, deadline=None)
+# found by this test: a funding event later in the bar moved the liquidation price above an open
+# that the open's events alone left inside; the replay charged that event to the remainder again
+@example(seed=1064, side=1, exchange="binance-usdm", notional=6_000.0, trigger="mark")
 @given(seed=st.integers(0, 2**32 - 1), side=st.sampled_from([1, -1]),
        exchange=st.sampled_from(["binance-usdm", "bybit", "hyperliquid"]),
        notional=st.sampled_from([300.0, 1_500.0, 6_000.0, 20_000.0, 150_000.0]),

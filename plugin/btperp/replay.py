@@ -219,6 +219,9 @@ class Outcome:
     """Funding paid until the liquidation (through its bar) or the end (negative: received)."""
     last_bar: np.ndarray
     """Last bar the position was held in (the liquidation bar, or ``stop − 1``)."""
+    before_later_funding: np.ndarray | None = None
+    """True when it was liquidated at the open on the margin after the open's funding events only,
+    before the bar's later events (which the broker then charges to what is left)."""
 
 
 def replay(market: Market, rulebook: Rulebook, positions: Positions, *, trigger: str = "mark",
@@ -384,6 +387,7 @@ def _outcome(market: Market, rulebook: Rulebook, p: Positions, hit, base, m0, fe
     lp = np.full(count, np.nan)
     trig = np.full(count, np.nan)
     gap = np.zeros(count, bool)
+    early = np.zeros(count, bool)
     tier = np.full(count, -1, dtype=np.int64)
     rate = np.full(count, np.nan)
     mm = np.full(count, np.nan)
@@ -413,7 +417,7 @@ def _outcome(market: Market, rulebook: Rulebook, p: Positions, hit, base, m0, fe
         beyond = at_open | (side * (opening - lp_after) <= 0)
         trigger_price = np.where(beyond, opening, price)
         margin = np.where(at_open, m_open, m_after)
-        lp[rows], trig[rows], gap[rows] = price, trigger_price, beyond
+        lp[rows], trig[rows], gap[rows], early[rows] = price, trigger_price, beyond, at_open
         margin_left[rows] = margin
         f_end[rows] = np.where(at_open, market.f_open[t], market.f_after[t])
         for j in np.unique(market.epoch_of[t]):
@@ -429,7 +433,7 @@ def _outcome(market: Market, rulebook: Rulebook, p: Positions, hit, base, m0, fe
                                                     reserve), np.nan)
     equity = np.where(liquidated, margin_left + p.side * p.size * (trig - p.entry_price), np.nan)
     return Outcome(liquidated, np.where(liquidated, hit, -1), lp, trig, bankrupt, gap, tier, rate, mm,
-                   equity, margin_left, p.side * p.size * (f_end - base), last_bar)
+                   equity, margin_left, p.side * p.size * (f_end - base), last_bar, early)
 
 
 def liquidation_path(market: Market, rulebook: Rulebook, side: float, size: float, entry_price: float,
@@ -545,6 +549,9 @@ def liquidation_events(market: Market, rulebook: Rulebook, side: float, size: fl
                           int(out.last_bar[0]))
         t = int(out.bar[0])
         price, lp, gap = float(out.trigger_price[0]), float(out.liquidation_price[0]), bool(out.gap[0])
+        # liquidated at the open before the bar's later funding events: what a step leaves pays them
+        # (an open beyond a liquidation price that only those events moved has paid them already)
+        later_unpaid = bool(out.before_later_funding[0])
         balance = float(out.margin_left[0])
         table = market.epochs[int(market.epoch_of[t])].table
         whole = False
@@ -573,10 +580,11 @@ def liquidation_events(market: Market, rulebook: Rulebook, side: float, size: fl
             if not step.compliant:      # the rest, at the same trigger: closed whole
                 whole = True
                 continue
-            if gap:                     # a step at the open: the remainder pays the later events
+            if later_unpaid:            # a step at the open: the remainder pays the later events
                 later = side * size * (market.f_after[t] - market.f_open[t])
                 balance -= later
                 paid += later
+                later_unpaid = False
             lp2, _ = solve_price_array(rulebook, table, side, size, entry_price, leverage, balance, fee)
             lp2 = float(lp2)
             if not (math.isfinite(lp2) and side * (adverse[t] - lp2) <= 0):
