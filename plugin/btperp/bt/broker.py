@@ -63,6 +63,7 @@ from ..rules import get_rulebook
 from ..symbols import to_inverse, to_unified
 from ..tiers import TierHistory, TierTable
 from .feed import BT_EPOCH, PerpData
+from .commission import PerpCommInfo
 from .inverse import InverseCommInfo, Mirror, MirrorPosition
 from .sizers import make_fractional
 
@@ -79,43 +80,6 @@ def _to_num(when: datetime) -> float:
 
 
 # --- commission info -------------------------------------------------------------------------
-
-class PerpCommInfo(bt.CommInfoBase):
-    """Linear perpetual: percentage fees on notional, margin = price / leverage, fractional sizes.
-
-    backtrader's own ``leverage`` parameter stays 1 (with another value its futures value is
-    wrong); btperp's leverage is ``leverage_setting`` and reaches backtrader through
-    :meth:`get_margin`. Fees are charged by :class:`PerpBroker` (maker or taker).
-    """
-
-    params = (
-        ("stocklike", False),
-        ("commtype", bt.CommInfoBase.COMM_PERC),
-        ("percabs", True),
-        ("commission", 0.0005),
-        ("leverage_setting", 1.0),
-        ("lot_size", None),
-    )
-
-    def get_margin(self, price):
-        """Initial margin of one unit at ``price``."""
-        # Binance "Leverage and Margin of USDⓈ-M Futures": initial margin = notional / leverage.
-        return price / self.p.leverage_setting
-
-    def getsize(self, price, cash):
-        """Units whose notional is ``cash`` at ``price``, down to the lot size (not to integers)."""
-        size = cash / price
-        lot = self.p.lot_size
-        if lot:
-            size = math.floor(size / lot + 1e-9) * lot
-        return size
-
-    def getvaluesize(self, size, price):
-        return abs(size) * self.get_margin(price)
-
-    def get_credit_interest(self, data, pos, dt):
-        return 0.0                      # funding is booked by the broker
-
 
 # --- per-feed state --------------------------------------------------------------------------
 

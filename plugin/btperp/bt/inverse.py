@@ -19,10 +19,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-import backtrader as bt
 
 from ..account import Fill, FundingPayment, Holding, Liquidation, MarginCall
 from ..inverse import mirror_funding
+from .commission import PerpCommInfo
 
 
 def reciprocal(x: float) -> float:
@@ -124,7 +124,7 @@ class MirrorPosition:
         self.bt_pos.price = reciprocal(held.price) if held.size else 0.0
 
 
-class InverseCommInfo(bt.CommInfoBase):
+class InverseCommInfo(PerpCommInfo):
     """Inverse perpetual in backtrader: sizes in contracts of ``contract_size`` USD, amounts in the
     coin. PnL of ``size`` contracts from ``price`` to ``newprice`` = size × contract size ×
     (1/price − 1/newprice) (Bybit "P&L Calculations (Inverse Contracts)"; Binance COIN-M "How to
@@ -136,15 +136,7 @@ class InverseCommInfo(bt.CommInfoBase):
     (harmonic) average entry.
     """
 
-    params = (
-        ("stocklike", False),
-        ("commtype", bt.CommInfoBase.COMM_PERC),
-        ("percabs", True),
-        ("commission", 0.0005),
-        ("leverage_setting", 1.0),
-        ("lot_size", None),
-        ("contract_size", 100.0),
-    )
+    params = (("contract_size", 100.0),)
 
     def get_margin(self, price):
         """Initial margin in the coin of one contract at ``price``."""
@@ -153,14 +145,7 @@ class InverseCommInfo(bt.CommInfoBase):
 
     def getsize(self, price, cash):
         """Contracts whose value in the coin is ``cash`` at ``price``, down to the lot size."""
-        size = cash * price / self.p.contract_size
-        lot = self.p.lot_size
-        if lot:
-            size = math.floor(size / lot + 1e-9) * lot
-        return size
-
-    def getvaluesize(self, size, price):
-        return abs(size) * self.get_margin(price)
+        return self.to_lots(cash * price / self.p.contract_size)
 
     def profitandloss(self, size, price, newprice):
         """PnL in the coin of ``size`` contracts (signed) from ``price`` to ``newprice``."""
@@ -169,9 +154,6 @@ class InverseCommInfo(bt.CommInfoBase):
 
     def cashadjust(self, size, price, newprice):
         return self.profitandloss(size, price, newprice)
-
-    def get_credit_interest(self, data, pos, dt):
-        return 0.0                      # funding is booked by the broker
 
 
 __all__ = ["Mirror", "MirrorPosition", "InverseCommInfo", "reciprocal"]
