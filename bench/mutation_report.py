@@ -66,10 +66,13 @@ def load_equivalents(folder: Path = EQUIVALENTS) -> dict[str, str]:
     return out
 
 
-def reset_survivors(root: Path) -> int:
-    """Mark every surviving mutant unchecked (exit code None) in mutmut's result files."""
+def reset_survivors(root: Path, module: str | None = None) -> int:
+    """Mark every surviving mutant (of ``module``, e.g. ``account.py``) unchecked (exit code None)
+    in mutmut's result files."""
     count = 0
     for meta in sorted((root / "mutants" / "src").rglob("*.py.meta")):
+        if module and meta.name != module + ".meta":
+            continue
         data = json.loads(meta.read_text())
         codes = data["exit_code_by_key"]
         names = [k for k, v in codes.items() if status(v) in ("survived", "no tests")]
@@ -129,9 +132,10 @@ def main(argv=None) -> int:
     p.add_argument("--survivors", action="store_true", help="list the surviving mutants by name")
     p.add_argument("--reset-survivors", action="store_true",
                    help="mark the survivors unchecked: the next `make mutation` runs just them")
+    p.add_argument("--module", help="with --reset-survivors: only this module's (account.py)")
     args = p.parse_args(argv)
     if args.reset_survivors:
-        print(f"{reset_survivors(args.root)} surviving mutants marked unchecked")
+        print(f"{reset_survivors(args.root, args.module)} surviving mutants marked unchecked")
         return 0
     rows = table(collect(args.root), load_equivalents())
     if args.json:
