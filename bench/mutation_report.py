@@ -108,7 +108,8 @@ def table(results, equivalents):
     rows = []
     for module, mutants in results.items():
         counts = Counter(mutants.values())
-        equivalent = [m for m, s in mutants.items() if m in equivalents and s != "killed"]
+        equivalent = [m for m, s in mutants.items()
+                      if m in equivalents and s not in ("killed", "not checked")]
         surviving = [m for m, s in mutants.items()
                      if s in ("survived", "no tests") and m not in equivalents]
         killed = counts["killed"]
