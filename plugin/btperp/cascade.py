@@ -149,7 +149,7 @@ def ranked_high(score, unrealized_pnl, groups=None, *, quantile: float = QUANTIL
     a position against all its traders, whom a backtest does not have; the rank here is against the
     run's own profitable rows (``groups``: one label per row, e.g. run and symbol; None: one group):
     the fraction of that group's profitable scores at or below the row's (1 = the highest). Ranked
-    high: rank ≥ ``quantile``; or, with ``min_score`` (in the exchange's units), score ≥ min_score.
+    high: rank ≥ ``quantile``; with ``min_score`` (in the exchange's units), score ≥ min_score instead.
 
     Returns (ranked_high, rank), rank NaN outside profit.
     """
