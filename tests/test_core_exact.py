@@ -55,6 +55,27 @@ def test_solve_price_array_bybit_uses_the_tier_at_entry():
     assert k.tolist() == [0, 0, -1]
 
 
+class _ReservingBinance(type(BINANCE)):
+    """Binance's tiers by the mark price, with Bybit's fee to close reserved in the maintenance
+    margin (taker × size × entry × (1 − σ / leverage)): a rulebook whose terms read every argument,
+    as a user's own rulebook may."""
+
+    def maintenance_terms(self, side, size, entry_price, leverage, tier, taker_fee):
+        fee = taker_fee * size * entry_price * (1 - side / leverage)
+        return fee - tier.maintenance_amount, size * tier.maintenance_margin_rate
+
+
+def test_solve_price_array_passes_the_rulebook_every_argument():
+    """1 BTC at 20,000, 50x, 400 of margin, taker 1 %, MMR 0.5 %, priced by the tier at the
+    liquidation price. Long: fee reserved 0.01 × 20,000 × (1 − 1/50) = 196, and
+    400 + (P − 20,000) = 0.005 P + 196 gives P = 19,796 / 0.995. Short: 0.01 × 20,000 × (1 + 1/50)
+    = 204, and 400 − (P − 20,000) = 0.005 P + 204 gives P = 20,196 / 1.005."""
+    lp, k = solve_price_array(_ReservingBinance(), TierTable.single(0.005), [1, -1], [1.0, 1.0],
+                              [20_000.0, 20_000.0], [50, 50], [400.0, 400.0], 0.01)
+    np.testing.assert_allclose(lp, [19_796 / 0.995, 20_196 / 1.005], rtol=1e-12)
+    assert k.tolist() == [0, 0]
+
+
 def test_solve_price_array_binance_takes_the_tier_at_the_liquidation_price():
     """Binance's note to its formula: "if the position at the liquidation price and the current
     position are of different levels, substitute the level at the liquidation price". Both

@@ -31,6 +31,7 @@ from btperp.liquidation import LiquidationMode, partial_step
 from btperp.margin import Position, Side
 from btperp.replay import liquidation_events
 from btperp.rules import get_rulebook
+from btperp.rules.base import PartialRule
 from btperp.rules.hyperliquid import Hyperliquid
 from btperp.tiers import TierHistory
 
@@ -456,3 +457,34 @@ def test_okx_reduces_a_tier_4_position_two_tiers_down_and_closes_tiers_1_and_2_w
     # tier 3 (100 BTC) goes to tier 1 (20 BTC: 2,000 contracts); tier 2 (40 BTC) is closed whole
     assert step(100.0, 59_000.0, 120_000.0).remaining == 20.0
     assert step(40.0, 59_000.0, 48_000.0) is None
+
+
+def test_hyperliquid_fraction_step_at_its_edges():
+    """Hyperliquid ("Liquidations"): 20 % of a position whose notional at the trigger is *above*
+    100,000 USDC, rounded down to the lot size. Numbers by hand:
+    * 1,000 at a trigger of 100: notional 100,000, not above the floor: closed whole (None);
+      at 100.5 it is 100,500: 200 closed, 800 kept, PnL 200 × (100.5 − 100) = 100;
+    * 0.7 BTC at 200,000 (notional 140,000), lot 0.01: 20 % is 0.14 (0.7 × 0.2 is
+      0.13999999999999999 in floating point; 13.999999999999998 lots are 14 lots, not 13): 0.56 kept;
+      with a lot of 1, 20 % rounds down to nothing: closed whole."""
+    rb = get_rulebook("hyperliquid")
+    rule = rb.partial_liquidation
+    assert (rule.kind, rule.fraction, rule.min_notional) == ("fraction", 0.2, 100_000.0)
+    pos = Position("X", Side.LONG, 1_000.0, 100.0, 100.0, 10.0, HL)
+
+    def step(p, trigger, lot=None, r=rule):
+        return partial_step(rb, p, trigger, 20_000.0, rule=r, fee_rate=0.0, taker_fee=0.0,
+                            lot_size=lot)
+
+    assert step(pos, 100.0) is None
+    s = step(pos, 100.5)
+    assert (s.closed, s.remaining) == (pytest.approx(200, rel=1e-12), pytest.approx(800, rel=1e-12))
+    assert s.realized_pnl == pytest.approx(100.0, rel=1e-12) and s.fee == 0.0
+    btc = Position("X", Side.LONG, 0.7, 200_000.0, 200_000.0, 10.0, HL)
+    s = step(btc, 200_000.0, lot=0.01)
+    assert s.closed == pytest.approx(0.14, rel=1e-12) and s.remaining == pytest.approx(0.56, rel=1e-12)
+    assert step(btc, 200_000.0, lot=1.0) is None
+    with pytest.raises(InputError) as err:
+        step(pos, 100.5, r=PartialRule("halves"))
+    assert str(err.value) == "liquidation: unknown partial liquidation kind 'halves'"
+    assert err.value.field == "liquidation"
