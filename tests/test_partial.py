@@ -488,3 +488,25 @@ def test_hyperliquid_fraction_step_at_its_edges():
         step(pos, 100.5, r=PartialRule("halves"))
     assert str(err.value) == "liquidation: unknown partial liquidation kind 'halves'"
     assert err.value.field == "liquidation"
+
+
+def test_a_step_that_leaves_under_one_coin_is_still_brought_below_the_tier_floor():
+    """Tiers 0.4 % to 50,000 and 0.5 % (cum 50) to 250,000. Long 2 BTC at 52,000 with 5,200, a
+    trigger at 50,000: notional 100,000 (tier 2). Binance brings it below tier 2's floor: 50,000 /
+    50,000 = 1 BTC is *at* the floor (tier 2), so one step down: the largest size below 1 BTC (to
+    the last bit), or 0.999 with a lot of 0.001: 1.001 closed at a loss of 1.001 × 2,000 (no fee),
+    3,198 left; equity 5,200 − 2 × 2,000 = 1,200; the remainder in tier 1: 0.999 × 50,000 × 0.4 % =
+    199.8."""
+    rb = get_rulebook("binance-usdm")
+    tiers = table((0, 50_000, 0.004, 125), (50_000, 250_000, 0.005, 100), (250_000, math.inf, 0.01, 50))
+    pos = Position("BTC", Side.LONG, 2.0, 52_000.0, 52_000.0, 20.0, tiers, margin=5_200.0)
+    exact = partial_step(rb, pos, 50_000.0, 5_200.0, rule=rb.partial_liquidation, fee_rate=0.0,
+                         taker_fee=0.0)
+    assert exact.remaining == math.nextafter(1.0, 0.0) and exact.tier == 1
+    lot = partial_step(rb, pos, 50_000.0, 5_200.0, rule=rb.partial_liquidation, fee_rate=0.0,
+                       taker_fee=0.0, lot_size=0.001)
+    assert lot.remaining == pytest.approx(0.999, rel=1e-12) and lot.tier == 1
+    assert lot.closed == pytest.approx(1.001, rel=1e-12)
+    assert lot.balance_after == pytest.approx(5_200 - 1.001 * 2_000, rel=1e-12)
+    assert lot.equity_after == pytest.approx(1_200, rel=1e-12)
+    assert lot.maintenance_margin == pytest.approx(199.8, rel=1e-12)
