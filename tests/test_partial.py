@@ -510,3 +510,34 @@ def test_a_step_that_leaves_under_one_coin_is_still_brought_below_the_tier_floor
     assert lot.balance_after == pytest.approx(5_200 - 1.001 * 2_000, rel=1e-12)
     assert lot.equity_after == pytest.approx(1_200, rel=1e-12)
     assert lot.maintenance_margin == pytest.approx(199.8, rel=1e-12)
+    # with a lot of 1 BTC, the largest lot multiple below the floor is 0: nothing to keep, closed whole
+    assert partial_step(rb, pos, 50_000.0, 5_200.0, rule=rb.partial_liquidation, fee_rate=0.0,
+                        taker_fee=0.0, lot_size=1.0) is None
+
+
+def test_partial_step_refuses_only_what_the_trader_cannot_pay():
+    """A step is refused (the position closed whole) when the equity cannot pay its fee, or when
+    what backs the remainder (balance + PnL of the part closed − fee) would be negative; at exactly
+    zero it goes ahead. Long 60 at 100, the module's three tiers, a lot of 0.5.
+    * Trigger 95 with 300 of balance and no fee: equity 300 − 60 × 5 = 0, a step all the same (the
+      remainder, 5,000 / 95 = 52.63 rounded to 52.5, has nothing left: not compliant).
+    * Trigger 105 (in profit, as a cross position can be): keep 47.5 (5,000 / 105 = 47.62), close
+      12.5 for a PnL of 12.5 × 5 = 62.5 and a fee of 1.25 % × 12.5 × 105 = 16.40625. Balance 10:
+      10 + 62.5 − 16.40625 = 56.09375 backs the rest. Balance −50: −3.90625, refused. With no fee
+      and a balance of −62.5: exactly 0, a step."""
+    rb = get_rulebook("binance-usdm")
+    tiers = table((0, 1_000, 0.01, 50), (1_000, 5_000, 0.025, 20), (5_000, math.inf, 0.05, 10))
+    pos = Position("X", Side.LONG, 60.0, 100.0, 100.0, 10.0, tiers)
+
+    def step(trigger, balance, fee_rate):
+        return partial_step(rb, pos, trigger, balance, rule=rb.partial_liquidation,
+                            fee_rate=fee_rate, taker_fee=0.0, lot_size=0.5)
+
+    zero = step(95.0, 300.0, 0.0)
+    assert zero.remaining == 52.5 and zero.equity_after == 0.0 and not zero.compliant
+    s = step(105.0, 10.0, 0.0125)
+    assert (s.remaining, s.closed, s.realized_pnl) == (47.5, 12.5, 62.5)
+    assert s.fee == pytest.approx(16.40625, rel=1e-12)
+    assert s.balance_after == pytest.approx(56.09375, rel=1e-12)
+    assert step(105.0, -50.0, 0.0125) is None
+    assert step(105.0, -62.5, 0.0).balance_after == 0.0
