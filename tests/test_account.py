@@ -29,7 +29,7 @@ SYMBOL = "BTC/USDT:USDT"
 def instrument(leverage=10.0, mode="isolated", mmr=0.004, table=None, exchange="binance-usdm",
                lot_size=None, symbol=SYMBOL, liquidation_fee=0.0125, liquidation="full"):
     table = table if table is not None else TierTable.single(mmr, 0.0, 125)
-    return Instrument(symbol=symbol, rulebook=get_rulebook(exchange),
+    return Instrument(symbol=symbol, rulebook=get_rulebook(exchange, inverse=True),
                       tiers=TierHistory.constant(table), leverage=leverage,
                       margin_mode=MarginMode.parse(mode), maker_fee=0.0002, taker_fee=0.0005,
                       liquidation_fee=liquidation_fee, fill_policy=FillPolicy.BANKRUPTCY,
@@ -1567,3 +1567,72 @@ def test_a_tier_table_change_takes_effect_at_its_bar():
         lps.append(account.cached_prices(leg)[0])
     assert lps == [pytest.approx(900 / 0.996, rel=1e-12)] * 2 + [pytest.approx(900 / 0.99, rel=1e-12)] * 2
     assert leg.next_change == float("inf")
+
+
+# --- margin_state: what a strategy reads (broker.get_margin_state) -------------------------------
+
+def test_a_single_cross_positions_margin_call_is_measured_at_the_bars_extreme():
+    """Cross long 1 at 1,000 with 200 (wallet 199.50 after the 0.50 fee): ratio 0.004 P /
+    (199.5 + P − 1,000), 0.8 at P = 640.4 / 0.796 = 804.52, the LP at 800.5 / 0.996 = 803.71. A bar
+    down to 804 (then 900) calls at its end, at the low: 3.216 / 3.5 = 0.918857..., not at the
+    close (3.6 / 99.5)."""
+    account = Account(200.0)
+    leg = account.add(Leg(instrument(mode="cross")))
+    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
+    account.fill(leg, 1.0, 1_000.0, maker=False, t=0.0, when=None)
+    bar(account, leg, T0 + HOUR, 1_000, 1_000, 804, 900)
+    account.open_bar()
+    account.close_bar()
+    assert not account.liquidations
+    (call,) = account.margin_calls
+    assert call.mark_price == 804.0 and call.margin_ratio == pytest.approx(3.216 / 3.5, rel=1e-12)
+    assert call.liquidation_price == pytest.approx(800.5 / 0.996, rel=1e-12)
+
+
+def test_margin_state_follows_the_instruments_rules_and_the_cross_wallet():
+    """* Bybit isolated, 50x, long 1 at 20,000, MMR 0.5 %, taker 0.05 % (not Bybit's standard
+      0.055 %): maintenance margin 100 + the fee to close at the bankruptcy price 20,000 × (1 −
+      1/50) = 19,600 × 0.0005 = 109.8; margin 400 + 9.8; LP 409.8 + (P − 20,000) = 109.8 → 19,700.
+    * The same in cross with 1,000 (wallet 990 after the 10 fee): 990 + P − 20,000 = 109.8 →
+      19,119.8.
+    * Binance coin-margined, on its mirror: the USDⓈ-M formula in the reciprocal price (the
+      account never sees USD): a mirror long 1 at 1,000, 10x, LP 900 / 0.996; in cross with 200,
+      800.5 / 0.996.
+    * Binance cross long 1 at 1,000 beside an isolated ETH long 1 at 500 (margin 50) and a
+      position opened and closed on SOL (fees 0.5, 0.25, 0.05 + 0.05): cross wallet 1,000 − 0.85
+      − 50 = 949.15, LP 949.15 + (P − 1,000) = 0.004 P → 50.85 / 0.996; the isolated and the flat
+      position are not in the cross account."""
+    iso = Account(1_000.0)
+    leg = iso.add(Leg(instrument(leverage=50.0, mmr=0.005, exchange="bybit")))
+    bar(iso, leg, T0, 20_000, 20_000, 20_000, 20_000)
+    iso.fill(leg, 1.0, 20_000.0, maker=False, t=0.0, when=None)
+    state = iso.margin_state(leg)
+    assert state.maintenance_margin == pytest.approx(109.8, rel=1e-12)
+    assert state.liquidation_price == pytest.approx(19_700, rel=1e-12)
+    cross = Account(1_000.0)
+    leg = cross.add(Leg(instrument(leverage=50.0, mmr=0.005, exchange="bybit", mode="cross")))
+    bar(cross, leg, T0, 20_000, 20_000, 20_000, 20_000)
+    cross.fill(leg, 1.0, 20_000.0, maker=False, t=0.0, when=None)
+    state = cross.margin_state(leg)
+    assert state.maintenance_margin == pytest.approx(109.8, rel=1e-12)
+    assert state.liquidation_price == pytest.approx(19_119.8, rel=1e-12)
+    coin = Account(1_000.0)
+    leg = coin.add(Leg(instrument(exchange="binance-coinm")))
+    bar(coin, leg, T0, 1_000, 1_000, 1_000, 1_000)
+    coin.fill(leg, 1.0, 1_000.0, maker=False, t=0.0, when=None)
+    assert coin.margin_state(leg).liquidation_price == pytest.approx(900 / 0.996, rel=1e-12)
+    coin = Account(200.0)                       # cross: wallet 199.5, LP 800.5 / 0.996
+    leg = coin.add(Leg(instrument(exchange="binance-coinm", mode="cross")))
+    bar(coin, leg, T0, 1_000, 1_000, 1_000, 1_000)
+    coin.fill(leg, 1.0, 1_000.0, maker=False, t=0.0, when=None)
+    assert coin.margin_state(leg).liquidation_price == pytest.approx(800.5 / 0.996, rel=1e-12)
+    mixed = Account(1_000.0)
+    btc = mixed.add(Leg(instrument(mode="cross")))
+    eth = mixed.add(Leg(instrument(symbol=ETH)))
+    sol = mixed.add(Leg(instrument(mode="cross", symbol="SOL/USDT:USDT")))
+    for leg, price in ((btc, 1_000), (eth, 500), (sol, 100)):
+        bar(mixed, leg, T0, price, price, price, price)
+        mixed.fill(leg, 1.0, float(price), maker=False, t=0.0, when=None)
+    mixed.fill(sol, -1.0, 100.0, maker=False, t=0.0, when=None)
+    assert mixed.cross_wallet() == pytest.approx(949.15, abs=1e-9)
+    assert mixed.margin_state(btc).liquidation_price == pytest.approx(50.85 / 0.996, rel=1e-12)
