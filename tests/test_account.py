@@ -4,7 +4,7 @@ cent against arithmetic written out here, and the position arithmetic against ba
 import math
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, strategies as st
@@ -1636,3 +1636,71 @@ def test_margin_state_follows_the_instruments_rules_and_the_cross_wallet():
     mixed.fill(sol, -1.0, 100.0, maker=False, t=0.0, when=None)
     assert mixed.cross_wallet() == pytest.approx(949.15, abs=1e-9)
     assert mixed.margin_state(btc).liquidation_price == pytest.approx(50.85 / 0.996, rel=1e-12)
+
+
+def test_a_short_margin_call_is_raised_once_until_the_price_recovers():
+    """Isolated short 1 at 1,000 (margin 100): ratio 0.004 P / (1,100 − P) reaches 0.8 at P =
+    880 / 0.804 = 1,094.53, the LP at 1,100 / 1.004 = 1,095.62. Bar 1 up to 1,095: a call. Bar 2
+    up to it again, closing above the level (1,094.6): no call, the level held. Bar 3 crosses and
+    closes back at 1,050: the level is cleared. Bar 4 up to 1,095: a call again."""
+    account = Account(1_000.0)
+    leg = account.add(Leg(instrument()))
+    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
+    account.fill(leg, -1.0, 1_000.0, maker=False, t=0.0, when=None)
+    for hour, (o, h, l, c) in enumerate([(1_000, 1_095, 1_000, 1_094.8), (1_094.8, 1_095, 1_090, 1_094.6),
+                                         (1_094.6, 1_095, 1_050, 1_050), (1_050, 1_095, 1_050, 1_080)],
+                                        start=1):
+        bar(account, leg, T0 + hour * HOUR, o, h, l, c)
+        account.open_bar()
+        account.close_bar()
+    assert leg.warn == [pytest.approx(880 / 0.804, rel=1e-12)]
+    assert [c.time.hour for c in account.margin_calls] == [1, 4] and not account.liquidations
+
+
+@pytest.mark.parametrize("side", [1.0, -1.0])
+def test_a_margin_call_level_reached_exactly_calls_and_a_close_exactly_there_does_not_clear_it(side):
+    """The level's price w (long: 720 / 0.796 = 904.52, short: 880 / 0.804 = 1,094.53, isolated 1
+    at 1,000 with 100): a bar whose adverse extreme is w exactly calls (ratio 0.8 is reached); a
+    bar touching it again and closing exactly at w keeps the level (the price has not recovered
+    past it), so a third bar through it, closing 0.1 better, does not call again."""
+    account = Account(1_000.0)
+    leg = account.add(Leg(instrument()))
+    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
+    account.fill(leg, side, 1_000.0, maker=False, t=0.0, when=None)
+    account.cached_prices(leg)
+    (w,) = leg.warn
+    assert w == pytest.approx(720 / 0.796 if side > 0 else 880 / 0.804, rel=1e-12)
+    away = side * 5                        # 5 on the safe side of w (the LP is 0.91 / 1.09 beyond it)
+    for hour, (o, extreme, c) in enumerate([(w + away, w, w + away), (w + away, w, w),
+                                            (w, w - away / 50, w + away / 50)], start=1):
+        h, l = (max(o, c), extreme) if side > 0 else (extreme, min(o, c))
+        bar(account, leg, T0 + hour * HOUR, o, h, l, c)
+        account.open_bar()
+        account.close_bar()
+    assert [c.time.hour for c in account.margin_calls] == [1]
+    assert account.margin_calls[0].margin_ratio == pytest.approx(0.8, rel=1e-9)
+
+
+def test_records_take_their_times_from_the_accounts_own_clock():
+    """An adapter may key its bars by anything its clock converts (here: hours since 2024-01-01).
+    Isolated long 1 at 1,000, LP 903.61; bar 1 (2024-01-01 01:00) goes down to 850: the
+    liquidation and the margin call are recorded at 01:00 by that clock, not at POSIX second 1."""
+    class Hours(Clock):
+        @staticmethod
+        def to_datetime(key):
+            return T0_UTC + timedelta(hours=key)
+
+        @staticmethod
+        def to_key(when):
+            return (when - T0_UTC) / timedelta(hours=1)
+
+    account = Account(1_000.0, clock=Hours)
+    leg = account.add(Leg(instrument()))
+    bar(account, leg, 0.0, 1_000, 1_000, 1_000, 1_000)
+    account.fill(leg, 1.0, 1_000.0, maker=False, t=0.0, when=None)
+    bar(account, leg, 1.0, 1_000, 1_000, 850, 900)
+    account.open_bar()
+    account.close_bar()
+    (liq,) = account.liquidations
+    (call,) = account.margin_calls
+    assert liq.time == call.time == datetime(2024, 1, 1, 1, tzinfo=timezone.utc)
