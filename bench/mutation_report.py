@@ -10,7 +10,9 @@ them with mutmut's own status table, subtracts the mutants judged equivalent in
 equivalent that a test now kills is reported, so the lists stay honest.
 
 ``--reset-survivors`` marks the surviving mutants unchecked, so the next ``make mutation`` runs them
-again (after tests were added) and nothing else.
+again (after tests were added) and nothing else: those of one ``--module``, or whose names match
+``--match`` (a glob); not the ones listed as equivalent unless ``--with-equivalents`` (a survivor
+costs a full run of its tests, a minute for the account's).
 
 One mutant against some tests, without mutmut (its trampolines read the variable)::
 
@@ -21,12 +23,14 @@ One mutant against some tests, without mutmut (its trampolines read the variable
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import gzip
 import json
 import sys
 import tomllib
 from collections import Counter
 from pathlib import Path
+from typing import Iterable
 
 HERE = Path(__file__).resolve().parent
 EQUIVALENTS = HERE / "mutation_equivalents"
@@ -66,16 +70,20 @@ def load_equivalents(folder: Path = EQUIVALENTS) -> dict[str, str]:
     return out
 
 
-def reset_survivors(root: Path, module: str | None = None) -> int:
-    """Mark every surviving mutant (of ``module``, e.g. ``account.py``) unchecked (exit code None)
-    in mutmut's result files."""
+def reset_survivors(root: Path, module: str | None = None, match: str | None = None,
+                    skip: Iterable[str] = ()) -> int:
+    """Mark the surviving mutants (of ``module``, e.g. ``account.py``; whose names match the glob
+    ``match``; not in ``skip``, the ones listed as equivalent) unchecked (exit code None) in
+    mutmut's result files."""
+    skip = set(skip)
     count = 0
     for meta in sorted((root / "mutants" / "src").rglob("*.py.meta")):
         if module and meta.name != module + ".meta":
             continue
         data = json.loads(meta.read_text())
         codes = data["exit_code_by_key"]
-        names = [k for k, v in codes.items() if status(v) in ("survived", "no tests")]
+        names = [k for k, v in codes.items() if status(v) in ("survived", "no tests")
+                 and k not in skip and (match is None or fnmatch.fnmatchcase(k, match))]
         for k in names:
             codes[k] = None
         count += len(names)
@@ -134,9 +142,16 @@ def main(argv=None) -> int:
     p.add_argument("--reset-survivors", action="store_true",
                    help="mark the survivors unchecked: the next `make mutation` runs just them")
     p.add_argument("--module", help="with --reset-survivors: only this module's (account.py)")
+    p.add_argument("--match", help="with --reset-survivors: only mutants whose names match this "
+                                   "glob ('btperp.account.*state_at*')")
+    p.add_argument("--with-equivalents", action="store_true",
+                   help="with --reset-survivors: the mutants listed as equivalent too (each costs "
+                        "a full run of its tests)")
     args = p.parse_args(argv)
     if args.reset_survivors:
-        print(f"{reset_survivors(args.root, args.module)} surviving mutants marked unchecked")
+        skip = () if args.with_equivalents else load_equivalents()
+        count = reset_survivors(args.root, args.module, args.match, skip)
+        print(f"{count} surviving mutants marked unchecked")
         return 0
     rows = table(collect(args.root), load_equivalents())
     if args.json:
