@@ -664,3 +664,14 @@ def test_a_table_named_by_its_symbol_and_its_amounts_unchecked_on_request():
     odd = TierTable([GOOD1, _t(2, 1_000, math.inf, 0.025, 20, 16)], check_amounts=False)
     assert odd.tiers[1].maintenance_amount == 16.0 and odd.source is None
     assert TierTable([GOOD1, GOOD2], symbol="X").source == "X"
+
+
+def test_a_liquidation_price_in_a_narrow_tier():
+    """Tiers 1 % to 1,000, 2.5 % (cum 15) to 1,500, 5 % above: tier 2 spans less than a doubling of
+    the price. Long 12 at 100, 10x (margin 120): at the LP the notional is in tier 2, so
+    120 + 12 (P − 100) = 12 × 0.025 P − 15 gives P = 1,065 / 11.7 = 91.03 (notional 1,092); tier 1's
+    rate would give 1,080 / 11.88 = 90.91 instead."""
+    narrow = table((0, 1_000, 0.01, 50), (1_000, 1_500, 0.025, 20), (1_500, math.inf, 0.05, 10))
+    lp = liquidation_price("binance-usdm", "long", 12, 100, leverage=10, tiers=narrow)
+    assert lp == pytest.approx(1_065 / 11.7, rel=1e-12)
+    assert 1_000 <= 12 * lp < 1_500

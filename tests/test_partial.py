@@ -333,6 +333,8 @@ def test_partial_step_by_hand_and_its_refusals():
                         taker_fee=0.0) is None              # equity 0 at 95: nothing to pay with
     with pytest.raises(InputError, match="liquidation: must be 'partial' or 'full', got 'half'"):
         LiquidationMode.parse("half")
+    assert LiquidationMode.parse(LiquidationMode.FULL) is LiquidationMode.FULL
+    assert LiquidationMode.parse(" Partial ") is LiquidationMode.PARTIAL
 
 
 def test_bad_liquidation_settings_are_named():
