@@ -349,3 +349,11 @@ def test_an_okx_table_knows_its_symbol_and_source():
     assert (table.symbol, table.source) == ("BTC/USDT:USDT", "BTC/USDT:USDT")
     named = TierTable.from_okx([_okx_row(0, 10, 0.01, 10)], 0.01, symbol="BTC/USDT:USDT", source="okx.json")
     assert (named.symbol, named.source) == ("BTC/USDT:USDT", "okx.json")
+
+
+def test_okx_tiers_keep_the_raw_bounds_and_initial_margin_rate():
+    """What OKX sent in contracts (minSz, maxSz) and its initial margin rate stay on each tier's
+    ``info``, as ccxt keeps the raw row, for a reader to check the conversion against."""
+    table = TierTable.from_okx(okx_rows((0, 2000, 0.004, 125), (2001, None, 0.005, 100)), 0.01)
+    assert [t.info for t in table.tiers] == [{"minSz": "0", "maxSz": "2000", "imr": "0.01"},
+                                            {"minSz": "2001", "maxSz": "", "imr": "0.01"}]

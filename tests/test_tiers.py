@@ -9,7 +9,7 @@ import pytest
 from btperp.errors import (EarliestTableAssumed, TierAmountError, TierGapError, TierLeverageError,
                            TierOrderError, TierOverlapError, TierRateError, TierTableError,
                            TierValueError)
-from btperp.tiers import TierHistory, TierTable, derive_maintenance_amounts
+from btperp.tiers import Tier, TierHistory, TierTable, derive_maintenance_amounts
 
 # ccxt's binanceusdm.fetch_leverage_tiers()["BTC/USDT:USDT"][:3], info as Binance sends it (strings).
 CCXT_BINANCE = [
@@ -194,6 +194,7 @@ def test_before_first_table_flags_and_warns_once():
     ours = [w for w in caught if issubclass(w.category, EarliestTableAssumed)]
     assert len(ours) == 1
     assert "2021-05-19" in str(ours[0].message) and "2022-02-05" in str(ours[0].message)
+    assert ours[0].filename == __file__          # the warning points at the caller's line
 
 
 def test_history_rejects_two_tables_on_one_date():
@@ -240,3 +241,19 @@ def test_binance_bracket_numbers_are_checked():
         TierTable.from_binance_brackets(skipped, source="brackets.json")
     assert str(info.value) == ("brackets.json, tier 3, field 'tier': tier numbers must be 1, 2, 3, ...; "
                                "found 3 at position 2")
+
+
+def test_a_table_without_amounts_refuses_one_and_amounts_within_a_micro_unit_pass():
+    """OKX tables have no maintenance amount: a non-zero one is refused, naming the source. A
+    derived amount is checked within 1e-6 absolute (or 1e-9 relative): tier 2's cum is
+    50,000 × (0.005 − 0.004) = 50; 50 + 5e-7 passes, 50 + 5e-6 does not."""
+    with pytest.raises(TierTableError) as err:
+        TierTable([Tier(1, 0.0, 1_000.0, 0.01, 50.0, 2.5)], amounts=False, source="okx BTC-USDT")
+    assert "a table without maintenance amounts has a non-zero amount" in str(err.value)
+    assert err.value.source == "okx BTC-USDT" and "okx BTC-USDT" in str(err.value)
+
+    def two(cum):
+        return [Tier(1, 0.0, 50_000.0, 0.004, 125.0, 0.0), Tier(2, 50_000.0, math.inf, 0.005, 100.0, cum)]
+    assert TierTable(two(50 + 5e-7)).tiers[1].maintenance_amount == 50 + 5e-7
+    with pytest.raises(TierAmountError):
+        TierTable(two(50 + 5e-6))

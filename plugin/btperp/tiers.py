@@ -120,7 +120,7 @@ class TierTable:
     """
 
     __slots__ = ("tiers", "symbol", "source", "upper_inclusive", "amounts", "contract_value",
-                 "_floors", "_rates", "_amounts", "_caps")
+                 "_floors", "_rates", "_amounts")
 
     def __init__(self, tiers: Iterable[Tier], *, symbol: str | None = None, source: str | None = None,
                  check_amounts: bool = True, upper_inclusive: bool = False, amounts: bool = True,
@@ -139,7 +139,6 @@ class TierTable:
                                  source=self.source)
         self._validate(check_amounts and self.amounts)
         self._floors = np.array([t.min_notional for t in self.tiers])
-        self._caps = np.array([t.max_notional for t in self.tiers])
         self._rates = np.array([t.maintenance_margin_rate for t in self.tiers])
         self._amounts = np.array([t.maintenance_amount for t in self.tiers])
 
