@@ -1602,30 +1602,21 @@ def test_margin_state_follows_the_instruments_rules_and_the_cross_wallet():
       position opened and closed on SOL (fees 0.5, 0.25, 0.05 + 0.05): cross wallet 1,000 − 0.85
       − 50 = 949.15, LP 949.15 + (P − 1,000) = 0.004 P → 50.85 / 0.996; the isolated and the flat
       position are not in the cross account."""
-    iso = Account(1_000.0)
-    leg = iso.add(Leg(instrument(leverage=50.0, mmr=0.005, exchange="bybit")))
-    bar(iso, leg, T0, 20_000, 20_000, 20_000, 20_000)
-    iso.fill(leg, 1.0, 20_000.0, maker=False, t=0.0, when=None)
-    state = iso.margin_state(leg)
-    assert state.maintenance_margin == pytest.approx(109.8, rel=1e-12)
-    assert state.liquidation_price == pytest.approx(19_700, rel=1e-12)
-    cross = Account(1_000.0)
-    leg = cross.add(Leg(instrument(leverage=50.0, mmr=0.005, exchange="bybit", mode="cross")))
-    bar(cross, leg, T0, 20_000, 20_000, 20_000, 20_000)
-    cross.fill(leg, 1.0, 20_000.0, maker=False, t=0.0, when=None)
-    state = cross.margin_state(leg)
-    assert state.maintenance_margin == pytest.approx(109.8, rel=1e-12)
-    assert state.liquidation_price == pytest.approx(19_119.8, rel=1e-12)
-    coin = Account(1_000.0)
-    leg = coin.add(Leg(instrument(exchange="binance-coinm")))
-    bar(coin, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    coin.fill(leg, 1.0, 1_000.0, maker=False, t=0.0, when=None)
-    assert coin.margin_state(leg).liquidation_price == pytest.approx(900 / 0.996, rel=1e-12)
-    coin = Account(200.0)                       # cross: wallet 199.5, LP 800.5 / 0.996
-    leg = coin.add(Leg(instrument(exchange="binance-coinm", mode="cross")))
-    bar(coin, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    coin.fill(leg, 1.0, 1_000.0, maker=False, t=0.0, when=None)
-    assert coin.margin_state(leg).liquidation_price == pytest.approx(800.5 / 0.996, rel=1e-12)
+    def long_one(cash, price, **inst):
+        account = Account(cash)
+        leg = account.add(Leg(instrument(**inst)))
+        bar(account, leg, T0, price, price, price, price)
+        account.fill(leg, 1.0, float(price), maker=False, t=0.0, when=None)
+        return account.margin_state(leg)
+
+    bybit = dict(leverage=50.0, mmr=0.005, exchange="bybit")
+    for mode, lp in (("isolated", 19_700), ("cross", 19_119.8)):
+        state = long_one(1_000.0, 20_000, mode=mode, **bybit)
+        assert state.maintenance_margin == pytest.approx(109.8, rel=1e-12)
+        assert state.liquidation_price == pytest.approx(lp, rel=1e-12)
+    for cash, mode, lp in ((1_000.0, "isolated", 900 / 0.996), (200.0, "cross", 800.5 / 0.996)):
+        state = long_one(cash, 1_000, mode=mode, exchange="binance-coinm")
+        assert state.liquidation_price == pytest.approx(lp, rel=1e-12)
     mixed = Account(1_000.0)
     btc = mixed.add(Leg(instrument(mode="cross")))
     eth = mixed.add(Leg(instrument(symbol=ETH)))
