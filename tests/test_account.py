@@ -1695,3 +1695,27 @@ def test_records_take_their_times_from_the_accounts_own_clock():
     (liq,) = account.liquidations
     (call,) = account.margin_calls
     assert liq.time == call.time == datetime(2024, 1, 1, 1, tzinfo=timezone.utc)
+
+
+def test_a_cross_positions_prices_follow_an_isolated_legs_funding_then_fill():
+    """Cross BTC long 1 at 1,000 beside isolated ETH long 1 at 500 (10x), cash 1,000: fees 0.50 and
+    0.25, ETH's margin 50, cross wallet 949.25. Next bar ETH pays 0.1 % funding at its open (0.50,
+    from its own margin: the cross wallet does not move), then buys 1 more at 500 (fee 0.25, margin
+    + 50): cross wallet 899, and BTC's LP moves from 50.75 / 0.996 to 101 / 0.996 (899 + (P − 1,000) =
+    0.004 P)."""
+    account = Account(1_000.0)
+    btc = account.add(Leg(instrument(mode="cross")))
+    eth = account.add(Leg(instrument(symbol=ETH)))
+    bar(account, btc, T0, 1_000, 1_000, 1_000, 1_000)
+    bar(account, eth, T0, 500, 500, 500, 500)
+    account.fill(btc, 1.0, 1_000.0, maker=False, t=0.0, when=None)
+    account.fill(eth, 1.0, 500.0, maker=False, t=0.0, when=None)
+    assert account.cross_wallet() == pytest.approx(949.25, abs=1e-9)
+    assert account.cached_prices(btc)[0] == pytest.approx(50.75 / 0.996, rel=1e-12)
+    bar(account, btc, T0 + HOUR, 1_000, 1_000, 1_000, 1_000)
+    bar(account, eth, T0 + HOUR, 500, 500, 500, 500, funding_rate=0.001)
+    account.open_bar()
+    assert account.cross_wallet() == pytest.approx(949.25, abs=1e-9) and eth.margin == pytest.approx(49.5)
+    account.fill(eth, 1.0, 500.0, maker=False, t=0.0, when=None)
+    assert account.cross_wallet() == pytest.approx(899.0, abs=1e-9)
+    assert account.cached_prices(btc)[0] == pytest.approx(101 / 0.996, rel=1e-12)
