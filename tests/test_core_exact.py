@@ -675,3 +675,21 @@ def test_a_liquidation_price_in_a_narrow_tier():
     lp = liquidation_price("binance-usdm", "long", 12, 100, leverage=10, tiers=narrow)
     assert lp == pytest.approx(1_065 / 11.7, rel=1e-12)
     assert 1_000 <= 12 * lp < 1_500
+
+
+def test_a_nearly_flat_hedge_has_two_liquidation_prices_and_the_nearer_one_counts():
+    """Hedge mode, cross, wallet 20: long 10 and short 9.7 at 100 (table T). Equity 20 + 0.3 (P −
+    100) grows slower than maintenance margin once both legs are in tier 2, so it is liquidated on
+    either side. Below 100 (both tier 1: MM 0.1 P + 0.097 P): −10 + 0.3 P = 0.197 P at 10 / 0.103 =
+    97.09. Between 1,000 / 9.7 = 103.09 and 500 (both tier 2: MM 0.25 P − 15 + 0.2425 P − 15):
+    −10 + 0.3 P = 0.4925 P − 30 at 20 / 0.1925 = 103.90. Between 100 and 103.09 (long tier 2, short
+    tier 1: 0.347 P − 15) the root 5 / 0.047 = 106.38 lies outside its interval: not one. At a mark
+    of 101 the nearer is 103.90, at 99.5 it is 97.09."""
+    from btperp.margin import evaluate
+    lower, upper = 10 / 0.103, 20 / 0.1925
+    for mark, lp in ((101.0, upper), (99.5, lower)):
+        a = make_position("X", "long", 10, 100, tiers=T, leverage=10, mark_price=mark)
+        b = make_position("X", "short", 9.7, 100, tiers=T, leverage=10, mark_price=mark)
+        acct = evaluate(BINANCE, [a, b], margin_mode="cross", wallet_balance=20, hedge_mode=True,
+                        taker_fee=0.0)
+        assert [p.liquidation_price for p in acct.positions] == pytest.approx([lp, lp], rel=1e-12)
