@@ -58,6 +58,19 @@ def bar(account, leg, key, o, h, l, c, funding_rate=None):
     account.new_bar(leg, key)
 
 
+def open_at(account, leg, size, price):
+    """``leg`` fills ``size`` at ``price`` (taker) in a flat first bar at ``T0``."""
+    bar(account, leg, T0, price, price, price, price)
+    account.fill(leg, size, price, maker=False, t=0.0, when=None)
+
+
+def run_bar(account, leg, key, o, h, l, c, funding_rate=None):
+    """One whole bar of ``leg`` alone: its open, then its end (liquidations, margin calls)."""
+    bar(account, leg, key, o, h, l, c, funding_rate)
+    account.open_bar()
+    account.close_bar()
+
+
 class Recorder(Listener):
     def __init__(self):
         self.events = []
@@ -214,8 +227,7 @@ def test_the_bar_end_check_is_the_whole_bar():
     """check(END) on a position held from the open compares the whole bar's adverse extreme."""
     account = Account(1000.0)
     leg = account.add(Leg(instrument()))
-    bar(account, leg, T0, 20_000, 20_000, 20_000, 20_000)
-    account.fill(leg, 0.04, 20_000.0, maker=False, t=0.0, when=None)
+    open_at(account, leg, 0.04, 20_000.0)
     bar(account, leg, T0 + HOUR, 19_000, 19_500, 18_080, 19_400)          # low above the LP
     account.open_bar()
     account.check(END, final=True)
@@ -228,8 +240,7 @@ def isolated_long_at_1000(cash=1_000.0):
     """10x isolated long 1 at 1,000 (initial margin 1,000 / 10 = 100, taker fee 0.50)."""
     account = Account(cash)
     leg = account.add(Leg(instrument()))
-    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    account.fill(leg, 1.0, 1_000.0, maker=False, t=0.0, when=None)
+    open_at(account, leg, 1.0, 1_000.0)
     return account, leg
 
 
@@ -268,8 +279,7 @@ def test_margin_moves_are_refused_with_what_is_wrong():
     account, leg = isolated_long_at_1000()
     cross_account = Account(1_000.0)
     cross = cross_account.add(Leg(instrument(mode="cross")))
-    bar(cross_account, cross, T0, 1_000, 1_000, 1_000, 1_000)
-    cross_account.fill(cross, 1.0, 1_000.0, maker=False, t=0.0, when=None)
+    open_at(cross_account, cross, 1.0, 1_000.0)
     err = refusal(lambda: cross_account.add_margin(cross, 10.0, 500.0))
     assert str(err) == f"margin_mode: {SYMBOL} is in cross margin: its margin is the cross wallet"
     assert err.field == "margin_mode"
@@ -343,8 +353,7 @@ def test_a_deposit_moves_a_cross_positions_liquidation_price():
     1 × per unit 2): (3,988 − 20,000) / −0.996."""
     account = Account(3_000.0)
     leg = account.add(Leg(instrument(mode="cross")))
-    bar(account, leg, T0, 20_000, 20_000, 20_000, 20_000)
-    account.fill(leg, 1.0, 20_000.0, maker=False, t=0.0, when=None)
+    open_at(account, leg, 1.0, 20_000.0)
     assert account.cached_prices(leg)[0] == pytest.approx(-17_010 / -0.996, abs=1e-9)
     account.deposit(1_000.0)
     assert account.wallet == pytest.approx(3_990.0, abs=1e-9)
@@ -534,13 +543,10 @@ def test_a_partial_liquidation_step_to_the_cent():
     account = Account(20_000.0, listener=rec)
     leg = account.add(Leg(instrument(table=two_tiers(), lot_size=0.001, liquidation_fee=0.001,
                                      liquidation="partial")))
-    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    account.fill(leg, 100.0, 1_000.0, maker=False, t=0.0, when=None)
+    open_at(account, leg, 100.0, 1_000.0)
     T = 89_700 / 99
     assert account.cached_prices(leg) == (pytest.approx(T, rel=1e-12), pytest.approx(900.0, rel=1e-12))
-    bar(account, leg, T0 + HOUR, 1_000, 1_000, 900, 950)
-    account.open_bar()
-    account.close_bar()
+    run_bar(account, leg, T0 + HOUR, 1_000, 1_000, 900, 950)
     (liq,) = account.liquidations
     pnl, fee = 44.817 * (T - 1_000), 0.001 * 44.817 * T
     mm = 0.01 * 100 * T - 300
@@ -590,11 +596,8 @@ def test_a_partial_step_that_leaves_the_rest_deficient_closes_it_at_bankruptcy(m
     account = Account(20_000.0 if mode == "isolated" else 10_050.0)
     leg = account.add(DetailLeg(instrument(mode=mode, table=two_tiers(), lot_size=0.001,
                                            liquidation="partial")))
-    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    account.fill(leg, 100.0, 1_000.0, maker=False, t=0.0, when=None)
-    bar(account, leg, T0 + HOUR, 1_000, 1_000, 900, 950)
-    account.open_bar()
-    account.close_bar()
+    open_at(account, leg, 100.0, 1_000.0)
+    run_bar(account, leg, T0 + HOUR, 1_000, 1_000, 900, 950)
     T = 89_700 / 99
     pnl, fee = 44.817 * (T - 1_000), 0.0125 * 44.817 * T
     mm, mm_rest = 0.01 * 100 * T - 300, 0.004 * 55.183 * T
@@ -678,13 +681,10 @@ def test_a_short_is_stepped_down_tier_by_tier_at_the_times_its_path_reaches():
     spy = SpyHolding()
     leg = account.add(DetailLeg(instrument(table=two_tiers(), lot_size=0.001, liquidation_fee=0.001,
                                            liquidation="partial"), pos=spy))
-    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    account.fill(leg, -100.0, 1_000.0, maker=False, t=0.0, when=None)
+    open_at(account, leg, -100.0, 1_000.0)
     T1 = 110_300 / 101
     assert account.cached_prices(leg)[0] == pytest.approx(T1, rel=1e-12)
-    bar(account, leg, T0 + HOUR, 1_000, 1_095, 1_000, 1_000)
-    account.open_bar()
-    account.close_bar()
+    run_bar(account, leg, T0 + HOUR, 1_000, 1_095, 1_000, 1_000)
     (step,) = account.liquidations
     pnl, fee = -54.216 * (T1 - 1_000), 0.001 * 54.216 * T1
     # the path 1,000 → 1,000 (low, at 1/3) → 1,095 (high, at 2/3) → 1,000 reaches T1 in its second
@@ -709,9 +709,7 @@ def test_a_short_is_stepped_down_tier_by_tier_at_the_times_its_path_reaches():
     T2 = (margin + 300 + 45.784 * 1_000) / (45.784 * 1.01)
     assert account.cached_prices(leg)[0] == pytest.approx(T2, rel=1e-12)
 
-    bar(account, leg, T0 + 2 * HOUR, 1_000, 1_300, 1_000, 1_000)
-    account.open_bar()
-    account.close_bar()
+    run_bar(account, leg, T0 + 2 * HOUR, 1_000, 1_300, 1_000, 1_000)
     steps = account.liquidations[1:]
     assert [(x.step, x.partial) for x in steps] == [(2, True), (3, True), (4, False)]
     assert steps[0].trigger_price == pytest.approx(T2, rel=1e-12)
@@ -732,12 +730,9 @@ def bybit_liquidation(size, low, table=None, liquidation="full"):
     account = Account(20_000.0)
     leg = account.add(Leg(instrument(exchange="bybit", table=table, lot_size=0.001,
                                      liquidation_fee=0.0, liquidation=liquidation)))
-    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    account.fill(leg, size, 1_000.0, maker=False, t=0.0, when=None)
+    open_at(account, leg, size, 1_000.0)
     prices = account.cached_prices(leg)
-    bar(account, leg, T0 + HOUR, 1_000, 1_000, low, 950)
-    account.open_bar()
-    account.close_bar()
+    run_bar(account, leg, T0 + HOUR, 1_000, 1_000, low, 950)
     return account, leg, prices
 
 
@@ -792,11 +787,8 @@ def test_a_fee_policy_liquidation_closes_at_the_trigger_and_charges_the_fee():
     inst = instrument(liquidation_fee=0.002)
     inst.fill_policy = FillPolicy.FEE
     leg = account.add(Leg(inst))
-    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    account.fill(leg, 1.0, 1_000.0, maker=False, t=0.0, when=None)
-    bar(account, leg, T0 + HOUR, 1_000, 1_000, 900, 950)
-    account.open_bar()
-    account.close_bar()
+    open_at(account, leg, 1.0, 1_000.0)
+    run_bar(account, leg, T0 + HOUR, 1_000, 1_000, 900, 950)
     T = 900 / 0.996
     (liq,) = account.liquidations
     assert (liq.policy, liq.fill_price, liq.bankruptcy_price) == ("fee", pytest.approx(T),
@@ -819,20 +811,15 @@ def test_hyperliquid_closes_whole_within_30_seconds_of_a_step(gap):
     account = Account(50_000.0)
     leg = account.add(Leg(instrument(exchange="hyperliquid", liquidation_fee=0.0,
                                      liquidation="partial")))
-    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    account.fill(leg, 200.0, 1_000.0, maker=False, t=0.0, when=None)
+    open_at(account, leg, 200.0, 1_000.0)
     lp1 = 180_000 / 199.2
     assert account.cached_prices(leg)[0] == pytest.approx(lp1, rel=1e-12)
-    bar(account, leg, T0 + 60, 1_000, 1_000, 903, 950)
-    account.open_bar()
-    account.close_bar()
+    run_bar(account, leg, T0 + 60, 1_000, 1_000, 903, 950)
     margin = 20_000 + 40 * (lp1 - 1_000)
     assert (leg.pos.size, leg.margin) == (160.0, pytest.approx(margin, abs=1e-9))
     lp2 = (margin - 160_000) / (160 * 0.004 - 160)
     assert account.cached_prices(leg)[0] == pytest.approx(lp2, rel=1e-12)
-    bar(account, leg, T0 + 60 + gap, 950, 950, 900, 950)
-    account.open_bar()
-    account.close_bar()
+    run_bar(account, leg, T0 + 60 + gap, 950, 950, 900, 950)
     got = [(x.time, x.partial, x.size) for x in account.liquidations]
     first = (T0_UTC.replace(minute=1), True, 40.0)
     later = Clock.to_datetime(T0 + 60 + gap)
@@ -851,11 +838,8 @@ def test_a_partial_step_of_a_long_under_one_unit():
     account = Account(20_000.0)
     leg = account.add(Leg(instrument(table=two_tiers(), lot_size=0.000001, liquidation_fee=0.001,
                                      liquidation="partial")))
-    bar(account, leg, T0, 1e6, 1e6, 1e6, 1e6)
-    account.fill(leg, 0.1, 1e6, maker=False, t=0.0, when=None)
-    bar(account, leg, T0 + HOUR, 1e6, 1e6, 900_000, 950_000)
-    account.open_bar()
-    account.close_bar()
+    open_at(account, leg, 0.1, 1e6)
+    run_bar(account, leg, T0 + HOUR, 1e6, 1e6, 900_000, 950_000)
     (step,) = account.liquidations
     assert (step.side, step.partial, step.mark_price, step.last_price) == ("long", True, 9e5, 9e5)
     assert step.trigger_price == pytest.approx(89_700_000 / 99, rel=1e-12)
@@ -882,9 +866,7 @@ def two_cross_longs(cash=201.0, listener=None):
 
 def next_bars(account, btc, eth, key, btc_bar, eth_bar):
     bar(account, btc, key, *btc_bar)
-    bar(account, eth, key, *eth_bar)
-    account.open_bar()
-    account.close_bar()
+    run_bar(account, eth, key, *eth_bar)
 
 
 def test_cross_positions_share_the_wallet_in_their_liquidation_prices():
@@ -1001,8 +983,7 @@ def test_stale_tells_a_reader_when_cached_prices_may_have_moved():
 
     cross_account = Account(3_000.0)
     cross = cross_account.add(Leg(instrument(mode="cross")))
-    bar(cross_account, cross, T0, 20_000, 20_000, 20_000, 20_000)
-    cross_account.fill(cross, 1.0, 20_000.0, maker=False, t=0.0, when=None)
+    open_at(cross_account, cross, 1.0, 20_000.0)
     cross_account.cached_prices(cross)
     seen = cross.rev
     assert cross_account.stale(cross, seen) is False
@@ -1035,8 +1016,7 @@ def test_an_isolated_close_frees_its_margin_share_and_pnl_less_the_fee():
     assert account.release_estimate(leg, 1.0, 1.0, 800.0) == 0.0
     short_account = Account(1_000.0)
     short = short_account.add(Leg(instrument()))
-    bar(short_account, short, T0, 1_000, 1_000, 1_000, 1_000)
-    short_account.fill(short, -2.0, 1_000.0, maker=False, t=0.0, when=None)
+    open_at(short_account, short, -2.0, 1_000.0)
     assert short.margin == 200.0
     assert short_account.release_estimate(short, -2.0, 1.0, 900.0) == pytest.approx(199.55,
                                                                                     abs=1e-12)
@@ -1108,9 +1088,7 @@ def test_an_isolated_margin_call_at_the_bars_end_without_a_liquidation():
     0.8 at P = 720 / 0.796 = 904.52; a bar down to 904 (above the LP 903.61) raises the call at the
     bar's end, at its low: ratio 3.616 / 4 = 0.904."""
     account, leg = isolated_long_at_1000()
-    bar(account, leg, T0 + HOUR, 1_000, 1_000, 904, 950)
-    account.open_bar()
-    account.close_bar()
+    run_bar(account, leg, T0 + HOUR, 1_000, 1_000, 904, 950)
     assert not account.liquidations
     (call,) = account.margin_calls
     assert call.to_dict() == {"time": T0_UTC.replace(hour=1), "symbol": SYMBOL, "trade_id": 1,
@@ -1166,8 +1144,7 @@ def test_a_funding_payment_is_recorded_and_moves_a_cross_liquidation_price():
     rec = KeepingRecorder()
     account = Account(3_000.0, listener=rec)
     leg = account.add(Leg(instrument(mode="cross")))
-    bar(account, leg, T0, 20_000, 20_000, 20_000, 20_000)
-    account.fill(leg, 1.0, 20_000.0, maker=False, t=0.0, when=None)
+    open_at(account, leg, 1.0, 20_000.0)
     assert account.cached_prices(leg)[0] == pytest.approx(-17_010 / -0.996, abs=1e-9)
     assert account.pay_funding(leg, 3.0, 0.0001) == 3.0
     assert account.cached_prices(leg)[0] == pytest.approx(-17_013 / -0.996, abs=1e-9)
@@ -1260,8 +1237,7 @@ def test_a_cross_close_releases_the_initial_margin_at_the_entry():
     margin of 0.4 long at the entry, 800 + the fee to close 0.4 × 20,000 × 0.9 × 0.0005 = 803.60."""
     account = Account(5_000.0)
     leg = account.add(Leg(instrument(mode="cross", exchange="bybit")))
-    bar(account, leg, T0, 20_000, 20_000, 20_000, 20_000)
-    account.fill(leg, 1.0, 20_000.0, maker=False, t=0.0, when=None)
+    open_at(account, leg, 1.0, 20_000.0)
     r = account.fill(leg, -0.4, 21_000.0, maker=False, t=0.5, when=None)
     assert r.closed_value == pytest.approx(803.6, abs=1e-9)
     assert r.pnl == pytest.approx(400.0) and leg.margin == 0.0
@@ -1274,8 +1250,7 @@ def test_an_opening_refused_at_the_fill_opens_nothing_and_says_why():
     checked with the long gone (149 after the closing fee 0.50): allowed."""
     account = Account(180.0)
     leg = account.add(Leg(instrument(mode="cross")))
-    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    account.fill(leg, 1.0, 1_000.0, maker=False, t=0.0, when=None)
+    open_at(account, leg, 1.0, 1_000.0)
     r = account.fill(leg, 1.0, 1_000.0, maker=False, t=0.5, when=None)
     assert r == FillResult(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
                            "initial margin and fee 100.50 exceed the available balance 79.50", 0.0)
@@ -1291,8 +1266,7 @@ def test_an_increase_past_the_tier_cap_is_refused_at_the_fill():
     tier 2 (10x at most)."""
     account = Account(1e6)
     leg = account.add(Leg(instrument(leverage=20.0, table=two_tiers())))
-    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    account.fill(leg, 30.0, 1_000.0, maker=False, t=0.0, when=None)
+    open_at(account, leg, 30.0, 1_000.0)
     r = account.fill(leg, 30.0, 1_000.0, maker=False, t=0.5, when=None)
     assert r.refusal == "notional 60,000.00 is in tier 2, which allows at most 10x; leverage is 20x"
     assert (r.opened, r.filled, leg.pos.size) == (0.0, 0.0, 30.0)
@@ -1327,8 +1301,7 @@ def test_a_close_short_of_the_position_by_more_than_dust_leaves_the_rest():
     """Long 0.5: selling 0.5 − 1e-9 (1e-9 is more than the 1e-9 × 0.5 of float dust) leaves 1e-9."""
     account = Account(1_000.0)
     leg = account.add(Leg(instrument()))
-    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    account.fill(leg, 0.5, 1_000.0, maker=False, t=0.0, when=None)
+    open_at(account, leg, 0.5, 1_000.0)
     r = account.fill(leg, -(0.5 - 1e-9), 1_000.0, maker=False, t=0.5, when=None)
     assert r.filled == -(0.5 - 1e-9)
     assert leg.pos.size == pytest.approx(1e-9, rel=1e-6)
@@ -1356,8 +1329,7 @@ def test_funding_later_in_the_bar_is_paid_by_the_position_held_after_the_fills()
     later event only (bar 5, open 100, rates 0.01 and 0.02: 1 × 2 = 2.00)."""
     account = Account(10_000.0)
     leg = account.add(Leg(instrument(mode="cross")))
-    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    account.fill(leg, 1.0, 1_000.0, maker=False, t=0.0, when=None)
+    open_at(account, leg, 1.0, 1_000.0)
     got = []
     for key, price, first, later, buy in ((T0 + HOUR, 2_000, 0.001, 0.002, 1.0),
                                            (T0 + 2 * HOUR, 1_000, 0.0, 0.003, 0.0),
@@ -1408,12 +1380,9 @@ def test_exactly_reaching_the_liquidation_price_liquidates():
     assert prices[0] == 904.0 and len(account.liquidations) == 1
     account = Account(20_000.0)
     leg = account.add(Leg(instrument(exchange="bybit")))
-    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    account.fill(leg, -1.0, 1_000.0, maker=False, t=0.0, when=None)
+    open_at(account, leg, -1.0, 1_000.0)
     assert account.cached_prices(leg) == (1_096.0, 1_100.0)
-    bar(account, leg, T0 + HOUR, 1_000, 1_096, 1_000, 1_050)
-    account.open_bar()
-    account.close_bar()
+    run_bar(account, leg, T0 + HOUR, 1_000, 1_096, 1_000, 1_050)
     (liq,) = account.liquidations
     assert liq.trigger_price == 1_096.0 and liq.side == "short"
 
@@ -1424,12 +1393,9 @@ def test_a_single_cross_position_is_liquidated_at_its_lp_on_the_path():
     second third; the detail leg dates it so."""
     account = Account(101.0)
     leg = account.add(DetailLeg(instrument(mode="cross")))
-    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    account.fill(leg, 1.0, 1_000.0, maker=False, t=0.0, when=None)
+    open_at(account, leg, 1.0, 1_000.0)
     lp = 899.5 / 0.996
-    bar(account, leg, T0 + HOUR, 1_000, 1_000, 850, 900)
-    account.open_bar()
-    account.close_bar()
+    run_bar(account, leg, T0 + HOUR, 1_000, 1_000, 850, 900)
     (liq,) = account.liquidations
     tau = 1 / 3 + (1_000 - lp) / 150 / 3
     assert abs((liq.time - Clock.to_datetime(T0 + HOUR + tau * HOUR)).total_seconds()) < 1e-3
@@ -1454,9 +1420,7 @@ def test_an_isolated_margin_call_is_raised_once_until_the_price_recovers():
         account.close_bar()
     assert [c.time.hour for c in account.margin_calls] == [1, 4]
     account, leg = isolated_long_at_1000()
-    bar(account, leg, T0 + HOUR, 920, 920, 850, 870)
-    account.open_bar()
-    account.close_bar()
+    run_bar(account, leg, T0 + HOUR, 920, 920, 850, 870)
     assert [type(r).__name__ for r in account.journal[-2:]] == ["MarginCall", "Liquidation"]
     call = account.margin_calls[-1]
     assert call.mark_price == pytest.approx(900 / 0.996, rel=1e-12)
@@ -1480,11 +1444,8 @@ def test_a_short_through_its_lp_records_its_margin_call_at_the_lp():
     to 1,150 records the margin call at the LP, not at the high, then the liquidation there."""
     account = Account(1_000.0)
     leg = account.add(Leg(instrument()))
-    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    account.fill(leg, -1.0, 1_000.0, maker=False, t=0.0, when=None)
-    bar(account, leg, T0 + HOUR, 1_000, 1_150, 1_000, 1_100)
-    account.open_bar()
-    account.close_bar()
+    open_at(account, leg, -1.0, 1_000.0)
+    run_bar(account, leg, T0 + HOUR, 1_000, 1_150, 1_000, 1_100)
     (call,) = account.margin_calls
     (liq,) = account.liquidations
     assert call.mark_price == pytest.approx(1_100 / 1.004, rel=1e-12) == liq.trigger_price
@@ -1559,8 +1520,7 @@ def test_a_tier_table_change_takes_effect_at_its_bar():
                               (T0_UTC.replace(hour=2), TierTable.single(0.01, 0.0, 125))])
     account = Account(1_000.0)
     leg = account.add(Leg(inst, changes=[T0 + 2 * HOUR]))
-    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    account.fill(leg, 1.0, 1_000.0, maker=False, t=0.0, when=None)
+    open_at(account, leg, 1.0, 1_000.0)
     lps = []
     for hour in range(4):
         bar(account, leg, T0 + hour * HOUR, 1_000, 1_000, 1_000, 1_000)
@@ -1578,11 +1538,8 @@ def test_a_single_cross_positions_margin_call_is_measured_at_the_bars_extreme():
     close (3.6 / 99.5)."""
     account = Account(200.0)
     leg = account.add(Leg(instrument(mode="cross")))
-    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    account.fill(leg, 1.0, 1_000.0, maker=False, t=0.0, when=None)
-    bar(account, leg, T0 + HOUR, 1_000, 1_000, 804, 900)
-    account.open_bar()
-    account.close_bar()
+    open_at(account, leg, 1.0, 1_000.0)
+    run_bar(account, leg, T0 + HOUR, 1_000, 1_000, 804, 900)
     assert not account.liquidations
     (call,) = account.margin_calls
     assert call.mark_price == 804.0 and call.margin_ratio == pytest.approx(3.216 / 3.5, rel=1e-12)
@@ -1605,8 +1562,7 @@ def test_margin_state_follows_the_instruments_rules_and_the_cross_wallet():
     def long_one(cash, price, **inst):
         account = Account(cash)
         leg = account.add(Leg(instrument(**inst)))
-        bar(account, leg, T0, price, price, price, price)
-        account.fill(leg, 1.0, float(price), maker=False, t=0.0, when=None)
+        open_at(account, leg, 1.0, float(price))
         return account.margin_state(leg)
 
     bybit = dict(leverage=50.0, mmr=0.005, exchange="bybit")
@@ -1622,8 +1578,7 @@ def test_margin_state_follows_the_instruments_rules_and_the_cross_wallet():
     eth = mixed.add(Leg(instrument(symbol=ETH)))
     sol = mixed.add(Leg(instrument(mode="cross", symbol="SOL/USDT:USDT")))
     for leg, price in ((btc, 1_000), (eth, 500), (sol, 100)):
-        bar(mixed, leg, T0, price, price, price, price)
-        mixed.fill(leg, 1.0, float(price), maker=False, t=0.0, when=None)
+        open_at(mixed, leg, 1.0, float(price))
     mixed.fill(sol, -1.0, 100.0, maker=False, t=0.0, when=None)
     assert mixed.cross_wallet() == pytest.approx(949.15, abs=1e-9)
     assert mixed.margin_state(btc).liquidation_price == pytest.approx(50.85 / 0.996, rel=1e-12)
@@ -1636,8 +1591,7 @@ def test_a_short_margin_call_is_raised_once_until_the_price_recovers():
     closes back at 1,050: the level is cleared. Bar 4 up to 1,095: a call again."""
     account = Account(1_000.0)
     leg = account.add(Leg(instrument()))
-    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    account.fill(leg, -1.0, 1_000.0, maker=False, t=0.0, when=None)
+    open_at(account, leg, -1.0, 1_000.0)
     for hour, (o, h, l, c) in enumerate([(1_000, 1_095, 1_000, 1_094.8), (1_094.8, 1_095, 1_090, 1_094.6),
                                          (1_094.6, 1_095, 1_050, 1_050), (1_050, 1_095, 1_050, 1_080)],
                                         start=1):
@@ -1656,8 +1610,7 @@ def test_a_margin_call_level_reached_exactly_calls_and_a_close_exactly_there_doe
     past it), so a third bar through it, closing 0.1 better, does not call again."""
     account = Account(1_000.0)
     leg = account.add(Leg(instrument()))
-    bar(account, leg, T0, 1_000, 1_000, 1_000, 1_000)
-    account.fill(leg, side, 1_000.0, maker=False, t=0.0, when=None)
+    open_at(account, leg, side, 1_000.0)
     account.cached_prices(leg)
     (w,) = leg.warn
     assert w == pytest.approx(720 / 0.796 if side > 0 else 880 / 0.804, rel=1e-12)
@@ -1689,9 +1642,7 @@ def test_records_take_their_times_from_the_accounts_own_clock():
     leg = account.add(Leg(instrument()))
     bar(account, leg, 0.0, 1_000, 1_000, 1_000, 1_000)
     account.fill(leg, 1.0, 1_000.0, maker=False, t=0.0, when=None)
-    bar(account, leg, 1.0, 1_000, 1_000, 850, 900)
-    account.open_bar()
-    account.close_bar()
+    run_bar(account, leg, 1.0, 1_000, 1_000, 850, 900)
     (liq,) = account.liquidations
     (call,) = account.margin_calls
     assert liq.time == call.time == datetime(2024, 1, 1, 1, tzinfo=timezone.utc)
